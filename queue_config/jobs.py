@@ -1,0 +1,70 @@
+"""The job message: what a producer asks framequeue to make.
+
+``JobSpec`` is the wire contract. It is validated when a job is submitted and
+again by every worker that reads it, so a message written by any producer, in
+any language, is checked before a model sees it. The limits below protect the
+workers: a job cannot ask for a 100-megapixel image or a million frames.
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import Enum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+#: Version of this contract. A worker refuses messages written for another one.
+SCHEMA_VERSION = 1
+
+MAX_PROMPT_CHARS = 1000
+MIN_SIDE_PX = 64
+MAX_SIDE_PX = 1024
+MAX_STEPS = 50
+MAX_FRAMES = 240
+MAX_FPS = 60
+
+
+class JobKind(str, Enum):
+    image = "image"
+    video = "video"
+
+
+class Priority(str, Enum):
+    interactive = "interactive"
+    batch = "batch"
+
+
+def _multiple_of_8(value: int) -> int:
+    if value % 8:
+        raise ValueError(f"must be a multiple of 8, got {value}")
+    return value
+
+
+SidePx = Annotated[int, Field(ge=MIN_SIDE_PX, le=MAX_SIDE_PX), AfterValidator(_multiple_of_8)]
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JobSpec(BaseModel):
+    """One image or video job. Immutable: stages pass it along unchanged."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    id: str = Field(default_factory=new_job_id, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    kind: JobKind = JobKind.image
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    width: SidePx = 256
+    height: SidePx = 256
+    steps: int = Field(default=4, ge=1, le=MAX_STEPS)
+    num_frames: int = Field(default=16, ge=2, le=MAX_FRAMES)
+    fps: int = Field(default=8, ge=1, le=MAX_FPS)
+    enhance_prompt: bool = True
+    frames_backend: Literal["camera", "img2img"] | None = None
+    priority: Priority = Priority.interactive
+    batch_id: str | None = Field(default=None, max_length=64)

@@ -1,0 +1,56 @@
+"""One settings object for every framequeue process.
+
+Values come from the environment (``FRAMEQUEUE_*``, plus the conventional
+``REDIS_URL``), then from a ``.env`` file, then from the defaults below.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where framequeue finds its broker, storage and models, and how it treats them."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAMEQUEUE_", env_file=".env", extra="ignore")
+
+    #: Redis URL of the broker and job records. Empty: an embedded Redis under ``data_dir``.
+    redis_url: str = Field(default="", validation_alias=AliasChoices("REDIS_URL", "FRAMEQUEUE_REDIS_URL"))
+    #: Prefix of every Redis key framequeue and its dramatiq queues write.
+    namespace: str = "framequeue"
+    #: A worker silent this long is presumed dead and its messages go to other workers.
+    heartbeat_timeout_ms: int = 60_000
+    #: How many broker commands in a million also run queue maintenance (dead-worker requeue).
+    maintenance_chance: int = 1_000
+
+    #: Home of the embedded Redis, local storage and the tiny model cache.
+    data_dir: Path = Path.home() / ".framequeue"
+
+    #: S3-compatible endpoint (MinIO, moto, R2...). Empty: store outputs under ``data_dir/objects``.
+    s3_endpoint_url: str = ""
+    s3_bucket: str = "framequeue"
+    s3_region: str = "us-east-1"
+    #: How long a result's presigned URL stays valid.
+    presigned_url_ttl_s: int = 24 * 3600
+
+    #: Model profile: ``tiny`` (random weights built offline) or ``standard`` (real model ids).
+    model_profile: str = "tiny"
+    #: ``cuda``, ``cpu``, or empty for cuda when present.
+    device: str = ""
+    #: Frames backend for video jobs: ``camera`` (opencv motion, no model) or ``img2img``.
+    frames_backend: str = "camera"
+
+    #: NSFW probability at or above which an image or video is blocked.
+    safety_threshold: float = 0.8
+    #: How many frames of a video the safety check samples.
+    safety_sampled_frames: int = 4
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

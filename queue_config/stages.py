@@ -1,0 +1,55 @@
+"""The stages a job passes through, and how each is queued and retried.
+
+Each stage is one dramatiq actor on its own queue, so hosts can specialise:
+GPU hosts consume ``image`` and ``frames``, CPU hosts the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from queue_config.jobs import JobKind
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    """Queue and delivery options of one stage actor."""
+
+    name: str
+    #: Transient failures are retried this many times, then the message is dead-lettered.
+    max_retries: int = 3
+    min_backoff_ms: int = 500
+    max_backoff_ms: int = 30_000
+    #: A stage running longer than this is interrupted (and retried).
+    time_limit_ms: int = 10 * 60_000
+
+    @property
+    def queue_name(self) -> str:
+        return self.name
+
+
+STAGES: dict[str, StageOptions] = {
+    options.name: options
+    for options in (
+        StageOptions("prompt_enhance", time_limit_ms=2 * 60_000),
+        StageOptions("image"),
+        StageOptions("frames"),
+        StageOptions("video", time_limit_ms=5 * 60_000),
+        StageOptions("safety_check", time_limit_ms=2 * 60_000),
+        StageOptions("upload", max_retries=5, time_limit_ms=5 * 60_000),
+    )
+}
+
+#: Stages hosted by GPU and CPU machines (the Procfile's two worker types).
+GPU_STAGES = ("image", "frames")
+CPU_STAGES = ("prompt_enhance", "video", "safety_check", "upload")
+
+_PLANS: dict[JobKind, tuple[str, ...]] = {
+    JobKind.image: ("prompt_enhance", "image", "safety_check", "upload"),
+    JobKind.video: ("prompt_enhance", "image", "frames", "video", "safety_check", "upload"),
+}
+
+
+def stage_plan(kind: JobKind) -> tuple[str, ...]:
+    """The stages a job of this kind runs, in order."""
+    return _PLANS[kind]

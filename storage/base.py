@@ -1,0 +1,56 @@
+"""The object store interface that stages write intermediates and results to."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """Where an object went and what it holds."""
+
+    key: str
+    sha256: str
+    size_bytes: int
+    content_type: str
+
+    def as_dict(self) -> dict[str, str | int]:
+        return {"key": self.key, "sha256": self.sha256, "size_bytes": self.size_bytes, "content_type": self.content_type}
+
+
+def content_key(prefix: str, data: bytes, extension: str) -> tuple[str, str]:
+    """A key named by the content's sha256, so that rewriting the same bytes is a no-op.
+
+    Returns (key, sha256).
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    return f"{prefix}/{digest[:2]}/{digest}.{extension}", digest
+
+
+class ObjectStore(ABC):
+    """Put, get and share objects by key. Implementations: local directory, S3."""
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        """Write ``data`` at ``key``, replacing what was there."""
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Read the object at ``key``. Raises KeyError if there is none."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored at ``key``."""
+
+    @abstractmethod
+    def share_url(self, key: str, ttl_s: int) -> str:
+        """A URL that reads the object without credentials (presigned where possible)."""
+
+    def put_content(self, prefix: str, data: bytes, extension: str, content_type: str) -> StoredObject:
+        """Store ``data`` under a content-addressed key below ``prefix``; skip the write if present."""
+        key, digest = content_key(prefix, data, extension)
+        if not self.exists(key):
+            self.put_bytes(key, data, content_type)
+        return StoredObject(key=key, sha256=digest, size_bytes=len(data), content_type=content_type)

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+
+from queue_config.jobs import JobSpec
+from workers.job_status import JobStatusStore
+
+
+@pytest.fixture
+def store(redis_url: str) -> JobStatusStore:
+    return JobStatusStore(redis.Redis.from_url(redis_url, decode_responses=True), f"test-{uuid.uuid4().hex[:8]}")
+
+
+def test_a_job_record_follows_its_stages(store: JobStatusStore) -> None:
+    spec = JobSpec(prompt="a cat")
+    store.create(spec, ("prompt_enhance", "image"))
+    assert store.stage_started(spec.id, "prompt_enhance") == 1
+    store.stage_finished(spec.id, "prompt_enhance", 0.25)
+    store.add_artifact(spec.id, "prompt", {"key": "k", "sha256": "s", "size_bytes": 3})
+
+    record = store.get(spec.id)
+
+    assert record is not None and record.state == "running" and record.stage == "prompt_enhance"
+    assert record.timings_s == {"prompt_enhance": 0.25} and record.artifacts["prompt"]["key"] == "k"
+    assert record.spec["prompt"] == "a cat" and record.stages == ["prompt_enhance", "image"]
+
+
+def test_a_finished_job_cannot_be_moved_again(store: JobStatusStore) -> None:
+    spec = JobSpec(prompt="a cat")
+    store.create(spec, ("image",))
+    assert store.transition(spec.id, "succeeded", result_url="u")
+    assert not store.transition(spec.id, "running", stage="image")
+    assert not store.transition(spec.id, "failed", error="late duplicate")
+    record = store.get(spec.id)
+    assert record is not None and record.state == "succeeded" and record.error == ""
+
+
+def test_a_job_id_is_recorded_once(store: JobStatusStore) -> None:
+    spec = JobSpec(prompt="a cat")
+    assert store.create(spec, ("image",)) and not store.create(spec, ("image",))
+
+
+def test_every_transition_is_an_event(store: JobStatusStore) -> None:
+    spec = JobSpec(prompt="a cat")
+    store.create(spec, ("image",))
+    store.stage_started(spec.id, "image")
+    store.transition(spec.id, "succeeded")
+    events = [fields["event"] for _, fields in store.client.xrange(store.events_key) if fields["job_id"] == spec.id]
+    assert events == ["queued", "running", "succeeded"]

@@ -1,0 +1,45 @@
+"""The message that travels between stage actors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from queue_config.jobs import JobSpec
+from workers.errors import InvalidJob
+
+
+class StageMessage(BaseModel):
+    """A job plus references (storage keys) to what earlier stages made. Never the bytes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    job: JobSpec
+    refs: dict[str, str] = {}
+
+    @classmethod
+    def parse(cls, payload: Any) -> StageMessage:
+        """Validate a payload read off the queue (a dict, or JSON text).
+
+        Raises:
+          InvalidJob: with every validation error, one per line.
+        """
+        try:
+            if isinstance(payload, (str, bytes)):
+                return cls.model_validate_json(payload)
+            return cls.model_validate(payload)
+        except ValidationError as error:
+            raise InvalidJob(describe_validation_error(error)) from None
+
+    def with_refs(self, **refs: str) -> StageMessage:
+        return StageMessage(job=self.job, refs={**self.refs, **refs})
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """A readable, bounded account of what is wrong with a message (no input values echoed)."""
+    lines = [
+        f"{'.'.join(str(part) for part in item['loc']) or '(message)'}: {item['msg']}"
+        for item in error.errors(include_input=False, include_url=False)
+    ]
+    return "invalid job: " + "; ".join(lines[:20])

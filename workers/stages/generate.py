@@ -1,0 +1,61 @@
+"""The generative stages: prompt_enhance, image, frames, video."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from pipelines import encode_h264
+from workers.messages import StageMessage
+from workers.runtime import Runtime
+from workers.stages.codecs import frames_bytes, frames_from_bytes, image_from_bytes, png_bytes, read_ref
+from workers.stages.outcome import StageOutcome
+
+
+def prompt_enhance(runtime: Runtime, message: StageMessage) -> StageOutcome:
+    """Rewrite the prompt with the text model and retrieved style modifiers (unless the job opts out)."""
+    job = message.job
+    prompt = runtime.prompt_enhancer()(job.prompt, seed=job.seed).prompt if job.enhance_prompt else job.prompt
+    stored = runtime.store.put_content(f"jobs/{job.id}/prompt", prompt.encode(), "txt", "text/plain; charset=utf-8")
+    return StageOutcome.stored("prompt", stored)
+
+
+def image(runtime: Runtime, message: StageMessage) -> StageOutcome:
+    """The key image, from the enhanced prompt, seeded."""
+    job = message.job
+    prompt = read_ref(runtime.store, message, "prompt").decode()
+    output = runtime.text_to_image()(
+        [prompt], seeds=[job.seed], width=job.width, height=job.height, steps=job.steps,
+        negative_prompt=job.negative_prompt or None,
+    )
+    stored = runtime.store.put_content(f"jobs/{job.id}/image", png_bytes(output.images[0]), "png", "image/png")
+    return StageOutcome.stored("image", stored)
+
+
+def frames(runtime: Runtime, message: StageMessage) -> StageOutcome:
+    """The video's frames, grown from the key image by the job's frames backend."""
+    job = message.job
+    key_image = image_from_bytes(read_ref(runtime.store, message, "image"))
+    backend = job.frames_backend or runtime.settings.frames_backend
+    if backend == "img2img":
+        prompt = read_ref(runtime.store, message, "prompt").decode()
+        output = runtime.img2img_frames()(
+            key_image, prompt, num_frames=job.num_frames, fps=job.fps, seed=job.seed, steps=job.steps
+        )
+    else:
+        output = runtime.camera_frames()(key_image, num_frames=job.num_frames, fps=job.fps, seed=job.seed)
+    data = frames_bytes(output.frames)
+    stored = runtime.store.put_content(f"jobs/{job.id}/frames", data, "npy.zlib", "application/octet-stream")
+    return StageOutcome.stored("frames", stored)
+
+
+def video(runtime: Runtime, message: StageMessage) -> StageOutcome:
+    """H.264 mp4 of the frames, streamed to ffmpeg through a pipe."""
+    job = message.job
+    frames = frames_from_bytes(read_ref(runtime.store, message, "frames"))
+    with tempfile.TemporaryDirectory(prefix="framequeue-video-") as tmp:
+        out_path = Path(tmp) / "video.mp4"
+        encode_h264(iter(frames), width=frames.shape[2], height=frames.shape[1], fps=job.fps, out_path=out_path)
+        data = out_path.read_bytes()
+    stored = runtime.store.put_content(f"jobs/{job.id}/video", data, "mp4", "video/mp4")
+    return StageOutcome.stored("video", stored)
