@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import fcntl
 import shutil
+import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -86,3 +89,23 @@ def _wait_until_answering(url: str) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"embedded redis did not start within {START_TIMEOUT_S}s ({url})")
         time.sleep(0.05)
+
+
+@contextmanager
+def private_redis_server(workdir: Path) -> Iterator[str]:
+    """A throwaway redis-server on a free loopback port, keeping nothing on disk (tests, benchmarks)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [redis_server_executable(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        _wait_until_answering(url)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from queue_config.embedded_redis import private_redis_server
 from queue_config.settings import Settings
-from tests.servers import WorkerProcess, redis_server, s3_server
+from tests.servers import WorkerProcess, s3_server
 from workers.job_status import JobStatusStore
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,7 +27,7 @@ def artifacts_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+    with private_redis_server(tmp_path_factory.mktemp("redis")) as url:
         yield url
 
 

@@ -1,4 +1,4 @@
-"""Real servers for the tests: a redis-server, an S3-compatible server, framequeue workers."""
+"""Real servers for the tests: an S3-compatible server and framequeue worker processes."""
 
 from __future__ import annotations
 
@@ -11,10 +11,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import redis
-
-from queue_config.embedded_redis import redis_server_executable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,32 +30,6 @@ def wait_for(condition, timeout_s: float, what: str, interval_s: float = 0.05): 
             return value
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-@contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    """A private redis-server on a free port, stopped by PID afterwards."""
-    port = free_port()
-    process = subprocess.Popen(
-        [redis_server_executable(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-
-    def answers() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-    try:
-        wait_for(answers, 10, "redis-server to answer")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @contextmanager

@@ -4,7 +4,6 @@ import pytest
 from pydantic import ValidationError
 
 from queue_config.jobs import MAX_PROMPT_CHARS, JobKind, JobSpec
-from queue_config.prompt_screen import screen_prompt
 from queue_config.stages import stage_plan
 
 
@@ -43,8 +42,3 @@ def test_jobs_are_immutable() -> None:
 def test_image_jobs_skip_frames_and_video() -> None:
     assert stage_plan(JobKind.image) == ("prompt_enhance", "image", "safety_check", "upload")
     assert stage_plan(JobKind.video)[2:4] == ("frames", "video")
-
-
-def test_the_prompt_screen_matches_whole_words_in_any_case() -> None:
-    assert screen_prompt("A NUDE study") == "prompt blocked at submission: contains blocked term 'nude'"
-    assert screen_prompt("a denuded hillside") is None

@@ -1,0 +1,169 @@
+"""Prompt enhancement: a small LM extends the prompt, an embedder adds matching styles.
+
+Short prompts ("a fox") give flat images. The enhancer asks a causal LM for a short phrase
+of extra visual detail, then retrieves the style modifiers closest in meaning to the prompt
+(cosine similarity of sentence embeddings) and appends both, bounded to a length that
+text encoders accept.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import cast
+
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+from transformers import AutoModelForCausalLM, AutoTokenizer, BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
+
+from pipelines.errors import InvalidInputError
+from pipelines.loading import dtype_for
+from pipelines.outputs import EnhancedPrompt
+from pipelines.style_modifiers import STYLE_MODIFIERS
+
+#: What a chat model is asked to do; its reply becomes the continuation.
+SYSTEM_PROMPT = (
+    "You extend prompts for an image generator. Reply with one short phrase of extra "
+    "visual detail (setting, lighting, composition) for the user's prompt. Do not repeat "
+    "the prompt and do not explain."
+)
+#: Upper bound on the final prompt, in characters.
+MAX_PROMPT_CHARS = 500
+#: Upper bound on the cleaned continuation, in characters.
+MAX_CONTINUATION_CHARS = 160
+#: How many style modifiers are retrieved per prompt.
+TOP_K_MODIFIERS = 3
+
+# Sampling draws from torch's process-wide RNG, so seeded generation must not interleave.
+_SAMPLING_LOCK = threading.Lock()
+
+
+class PromptEnhancer:
+    """Extends a prompt with an LM continuation and retrieved style modifiers.
+
+    Parameters:
+        model: A causal LM; sampled with ``do_sample=True`` under the caller's seed.
+        tokenizer: Its tokenizer; its chat template is used when it has one.
+        embedder: A sentence embedder used to rank ``modifiers`` against the prompt.
+        modifiers: The candidate style phrases; embedded once, here.
+        top_k: How many modifiers to retrieve per prompt.
+        max_prompt_chars: Bound on the final prompt's length.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        embedder: SentenceTransformer,
+        modifiers: tuple[str, ...] = STYLE_MODIFIERS,
+        *,
+        top_k: int = TOP_K_MODIFIERS,
+        max_prompt_chars: int = MAX_PROMPT_CHARS,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.embedder = embedder
+        self.modifiers = modifiers
+        self.top_k = top_k
+        self.max_prompt_chars = max_prompt_chars
+        self._modifier_vectors = self._embed(list(modifiers))
+
+    @classmethod
+    def from_pretrained(cls, text_model: str, embedding_model: str, device: str = "cpu") -> PromptEnhancer:
+        """Load the LM (float16 on CUDA, float32 elsewhere) and the embedder onto ``device``."""
+        tokenizer = AutoTokenizer.from_pretrained(text_model)
+        model = AutoModelForCausalLM.from_pretrained(text_model, dtype=dtype_for(device), device_map=device)
+        embedder = SentenceTransformer(embedding_model, device=device)
+        return cls(model, tokenizer, embedder)
+
+    def __call__(self, prompt: str, seed: int, max_new_tokens: int = 24) -> EnhancedPrompt:
+        """Enhance ``prompt``; the same prompt, seed and models always give the same result."""
+        # 1. Check inputs.
+        prompt = " ".join(prompt.split())
+        if not prompt:
+            raise InvalidInputError("prompt is empty")
+        # 2. Generate and clean the continuation.
+        continuation = self.clean_continuation(self._generate(prompt, seed, max_new_tokens))
+        # 3. Retrieve the style modifiers closest to the prompt.
+        modifiers = self.retrieve_modifiers(prompt)
+        # 4. Compose, within the length bound.
+        final = self._compose(prompt, continuation, modifiers)
+        return EnhancedPrompt(prompt=final, continuation=continuation, modifiers=modifiers)
+
+    def retrieve_modifiers(self, prompt: str) -> list[str]:
+        """Return the ``top_k`` modifiers by cosine similarity to ``prompt``, best first."""
+        scores = self._modifier_vectors @ self._embed([prompt])[0]
+        best = np.argsort(-scores, kind="stable")[: self.top_k]
+        return [self.modifiers[index] for index in best]
+
+    @staticmethod
+    def clean_continuation(text: str) -> str:
+        """Reduce raw LM output to one bounded line with no quotes or dangling punctuation."""
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        line = lines[0] if lines else ""
+        line = re.sub(r"<\|[^|>]*\|>", " ", line)  # special tokens that survived decoding
+        line = " ".join(line.replace('"', " ").split()).strip(" ,.;:-")
+        return trim_words(line, MAX_CONTINUATION_CHARS)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        vectors = self.embedder.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
+        return np.asarray(vectors, dtype=np.float32)
+
+    def _model_inputs(self, prompt: str) -> dict[str, torch.Tensor]:
+        """Tokenize with the chat template when the tokenizer has one, else the plain prompt."""
+        if getattr(self.tokenizer, "chat_template", None):
+            messages = [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": prompt},
+            ]
+            encoded = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
+        else:
+            encoded = self.tokenizer(prompt + ",", return_tensors="pt")
+        batch = cast(BatchEncoding, encoded)  # return_dict=True gives a BatchEncoding
+        return {key: value.to(self.model.device) for key, value in batch.items()}
+
+    def _generate(self, prompt: str, seed: int, max_new_tokens: int) -> str:
+        inputs = self._model_inputs(prompt)
+        device = self.model.device
+        rng_devices = [device.index or 0] if device.type == "cuda" else []
+        pad_id = self.tokenizer.pad_token_id
+        with _SAMPLING_LOCK, torch.random.fork_rng(devices=rng_devices), torch.inference_mode():
+            torch.manual_seed(seed)
+            output = self.model.generate(
+                **inputs,
+                do_sample=True,
+                temperature=0.8,
+                top_p=0.95,
+                top_k=50,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad_id if pad_id is not None else self.tokenizer.eos_token_id,
+            )
+        new_tokens = output[0, inputs["input_ids"].shape[1] :]
+        return str(self.tokenizer.decode(new_tokens, skip_special_tokens=True))
+
+    def _compose(self, prompt: str, continuation: str, modifiers: list[str]) -> str:
+        """Join the parts, shortening the continuation and then dropping modifiers to fit.
+
+        Modifiers the prompt already contains are not repeated. The prompt itself is only cut
+        when it alone is over the bound.
+        """
+        limit = self.max_prompt_chars
+        prompt = trim_words(prompt, limit)
+        extra = [m for m in modifiers if m.lower() not in prompt.lower()]
+        while extra and len(", ".join([prompt, *extra])) > limit:
+            extra.pop()
+        room = limit - len(", ".join([prompt, *extra])) - len(", ")
+        continuation = trim_words(continuation, room) if room > 0 else ""
+        return ", ".join([prompt, *([continuation] if continuation else []), *extra])
+
+
+def trim_words(text: str, max_chars: int) -> str:
+    """Return ``text`` cut to at most ``max_chars`` at a word boundary, minus trailing punctuation."""
+    if len(text) <= max_chars:
+        return text
+    cut = text[: max_chars + 1]
+    cut = cut.rsplit(" ", 1)[0] if " " in cut else cut[:max_chars]
+    return cut[:max_chars].rstrip(" ,.;:-")

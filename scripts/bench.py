@@ -1,0 +1,196 @@
+"""framequeue's benchmark: `make bench`. Prints numbers; asserts nothing.
+
+(a) Throughput of a six-stage pipeline of no-op stages through framequeue's
+    own actor shell and middleware, against a bare dramatiq pipeline of the
+    same depth, on the same Redis with the same worker threads, in the same
+    run, alternating, printed as a ratio (framequeue / bare).
+(b) Latency of one tiny-profile video job, per stage, cold (fresh worker,
+    models loading) and warm.
+(c) Peak RSS of the worker processes during (b).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+import dramatiq  # noqa: E402
+import psutil  # noqa: E402
+import redis  # noqa: E402
+from dramatiq.brokers.redis import RedisBroker  # noqa: E402
+
+from queue_config.broker import build_broker  # noqa: E402
+from queue_config.embedded_redis import private_redis_server  # noqa: E402
+from queue_config.jobs import JobKind, JobSpec  # noqa: E402
+from queue_config.settings import Settings  # noqa: E402
+from queue_config.stages import STAGES, stage_plan  # noqa: E402
+from workers.job_status import JobStatusStore  # noqa: E402
+from workers.runtime import Runtime  # noqa: E402
+from workers.stage_actor import declare_stage_actors  # noqa: E402
+from workers.stages import StageOutcome  # noqa: E402
+from workers.submit import submit_job  # noqa: E402
+
+DEPTH = len(stage_plan(JobKind.video))
+
+
+def wait_until(condition, timeout_s: float = 600.0, interval_s: float = 0.02) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark run did not finish")
+        time.sleep(interval_s)
+
+
+def bare_dramatiq_jobs_per_s(redis_url: str, jobs: int, threads: int, namespace: str) -> float:
+    """A chain of DEPTH plain dramatiq actors, each sending to the next; the last counts."""
+    broker = RedisBroker(url=redis_url, namespace=namespace)
+    client = redis.Redis.from_url(redis_url)
+    done_key = f"{namespace}:done"
+    actors: list[dramatiq.Actor] = []
+
+    def make(position: int) -> dramatiq.Actor:
+        def step(job_id: str) -> None:
+            if position + 1 < DEPTH:
+                actors[position + 1].send(job_id)
+            else:
+                client.incr(done_key)
+
+        return dramatiq.actor(step, actor_name=f"bare_{position}", queue_name=f"bare_{position}", broker=broker)
+
+    actors.extend(make(position) for position in range(DEPTH))
+    for number in range(jobs):
+        actors[0].send(str(number))
+    return _drain(broker, threads, lambda: int(client.get(done_key) or 0) >= jobs, jobs)
+
+
+def framequeue_jobs_per_s(redis_url: str, jobs: int, threads: int, namespace: str, data_dir: Path) -> float:
+    """The same depth through framequeue: job specs, status middleware, actor shell, stage messages."""
+    settings = Settings(redis_url=redis_url, namespace=namespace, data_dir=data_dir)
+    broker = build_broker(settings)
+    runtime = Runtime(settings)
+
+    def no_op(stage: str):  # type: ignore[no-untyped-def]
+        final = "succeeded" if stage == "upload" else ""
+        return lambda _runtime, _message: StageOutcome(refs={stage: f"noop/{stage}"}, final_state=final)
+
+    declare_stage_actors(broker, {stage: no_op(stage) for stage in STAGES}, lambda: runtime)
+    status = runtime.status
+    ids = []
+    for number in range(jobs):
+        spec = JobSpec(prompt=f"benchmark job {number}", kind=JobKind.video)
+        submit_job(broker, status, spec)
+        ids.append(spec.id)
+
+    def all_succeeded() -> bool:
+        pipe = status.client.pipeline()
+        for job_id in ids:
+            pipe.hget(status.job_key(job_id), "state")
+        return all(state == "succeeded" for state in pipe.execute())
+
+    return _drain(broker, threads, all_succeeded, jobs, interval_s=0.1)
+
+
+def _drain(broker: dramatiq.Broker, threads: int, finished, jobs: int, interval_s: float = 0.02) -> float:  # type: ignore[no-untyped-def]
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    started = time.perf_counter()
+    worker.start()
+    wait_until(finished, interval_s=interval_s)
+    elapsed = time.perf_counter() - started
+    worker.stop()
+    broker.close()
+    return jobs / elapsed
+
+
+def bench_throughput(redis_url: str, jobs: int, threads: int, rounds: int, data_dir: Path) -> None:
+    print(f"(a) no-op pipeline, {DEPTH} stages, {jobs} jobs, {threads} worker threads, {rounds} rounds alternating")
+    bare, ours = [], []
+    for round_number in range(rounds):
+        bare.append(bare_dramatiq_jobs_per_s(redis_url, jobs, threads, f"bench-bare-{round_number}"))
+        ours.append(framequeue_jobs_per_s(redis_url, jobs, threads, f"bench-fq-{round_number}", data_dir))
+        print(f"    round {round_number + 1}: bare dramatiq {bare[-1]:7.1f} jobs/s   framequeue {ours[-1]:7.1f} jobs/s")
+    ratios = [mine / theirs for mine, theirs in zip(ours, bare)]
+    print(f"    median: bare {statistics.median(bare):.1f} jobs/s, framequeue {statistics.median(ours):.1f} jobs/s, "
+          f"ratio framequeue/bare {statistics.median(ratios):.2f} (per round: {', '.join(f'{r:.2f}' for r in ratios)})")
+
+
+def bench_latency(redis_url: str, data_dir: Path) -> None:
+    settings = Settings(redis_url=redis_url, namespace="bench-latency", data_dir=data_dir, model_profile="tiny")
+    from pipelines import resolve_profile
+
+    started = time.perf_counter()
+    resolve_profile("tiny", data_dir / "models")
+    print(f"(b) tiny profile ready in {time.perf_counter() - started:.1f} s (built on first use, then cached)")
+    env = {**os.environ, "REDIS_URL": redis_url, "FRAMEQUEUE_NAMESPACE": settings.namespace, "FRAMEQUEUE_DATA_DIR": str(data_dir),
+           "FRAMEQUEUE_MODEL_PROFILE": "tiny", "HF_HUB_OFFLINE": "1"}
+    worker = subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "--processes", "1", "--threads", "1"],
+                              cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = _PeakRss(worker.pid)
+    peak.start()
+    status = JobStatusStore(redis.Redis.from_url(redis_url, decode_responses=True), settings.namespace)
+    broker = build_broker(settings)
+    try:
+        for label, seed in (("cold", 1), ("warm", 2)):
+            spec = JobSpec(prompt="a lighthouse on a cliff at dusk", kind=JobKind.video, width=256, height=256,
+                           num_frames=24, fps=12, seed=seed)
+            submitted = time.perf_counter()
+            submit_job(broker, status, spec)
+            wait_until(lambda: (status.state_of(spec.id) or "") in ("succeeded", "failed", "blocked"), interval_s=0.05)
+            wall = time.perf_counter() - submitted
+            record = status.get(spec.id)
+            assert record is not None
+            stages = "  ".join(f"{stage} {record.timings_s.get(stage, 0):.2f}" for stage in record.stages)
+            print(f"    {label}: {record.state} in {wall:.2f} s (256x256, 24 frames) | per stage (s): {stages}")
+    finally:
+        worker.terminate()
+        worker.wait(60)
+        peak.stop()
+    print(f"(c) worker peak RSS: {peak.peak_bytes / 2**20:.0f} MiB summed over the worker's processes")
+
+
+class _PeakRss(threading.Thread):
+    """Samples the summed RSS of a process tree every 50 ms."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.peak_bytes = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.05):
+            try:
+                tree = [self.root, *self.root.children(recursive=True)]
+                self.peak_bytes = max(self.peak_bytes, sum(p.memory_info().rss for p in tree))
+            except psutil.Error:
+                continue
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="framequeue-bench-") as tmp, private_redis_server(Path(tmp)) as url:
+        data_dir = Path(tmp) / "data"
+        print(f"redis-server {url} (private, started by the benchmark)")
+        bench_throughput(url, args.jobs, args.threads, args.rounds, data_dir)
+        bench_latency(url, data_dir)
+
+
+if __name__ == "__main__":
+    main()

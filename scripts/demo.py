@@ -1,0 +1,60 @@
+"""The whole flow on this machine, on embedded defaults: `make demo`.
+
+Starts (or reuses) the embedded Redis, builds the tiny models on first use,
+runs one worker command for every stage, submits a video job, follows it,
+and prints where the finished mp4 is. Settings come from the environment as
+usual, so REDIS_URL or FRAMEQUEUE_S3_ENDPOINT_URL point it at real servers.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from pipelines import resolve_profile  # noqa: E402
+from queue_config.broker import build_broker, resolve_redis_url  # noqa: E402
+from queue_config.jobs import JobKind, JobSpec  # noqa: E402
+from queue_config.settings import get_settings  # noqa: E402
+from workers.cli import open_status, print_outcome, wait_with_progress  # noqa: E402
+from workers.submit import submit_job  # noqa: E402
+
+
+def main() -> int:
+    settings = get_settings()
+    print(f"redis:   {resolve_redis_url(settings)}")
+    print(f"storage: {settings.s3_endpoint_url or settings.data_dir / 'objects'}")
+    started = time.monotonic()
+    profile = resolve_profile(settings.model_profile, settings.data_dir / "models")
+    print(f"models:  {settings.model_profile} profile ready in {time.monotonic() - started:.1f} s ({profile.image_model})")
+
+    log_path = settings.data_dir / "demo-worker.log"
+    with open(log_path, "ab") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "worker", "--processes", "1", "--threads", "2"],
+            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            spec = JobSpec(prompt="a lighthouse on a cliff at dusk, waves below", kind=JobKind.video,
+                           width=256, height=256, num_frames=24, fps=12, seed=42)
+            status = open_status(settings)
+            submit_job(build_broker(settings), status, spec)
+            print(f"job:     {spec.id} (worker log: {log_path})")
+            record = wait_with_progress(status, spec.id, timeout_s=600)
+        finally:
+            worker.terminate()
+            worker.wait(60)
+    print_outcome(record)
+    if record is None or record.state != "succeeded":
+        print(f"the demo job did not succeed; see {log_path}", file=sys.stderr)
+        return 1
+    print("(the embedded Redis keeps running for other framequeue commands: `framequeue redis stop` ends it)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

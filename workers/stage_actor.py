@@ -1,0 +1,66 @@
+"""The shell every stage actor shares.
+
+Validate the message, run the stage function, record its artifacts, then
+send the job to its next stage or finish it. Status before and after the
+stage is the job-status middleware's business, not this shell's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import dramatiq
+
+from queue_config.stages import STAGES, stage_plan
+from workers.errors import InvalidJob
+from workers.messages import StageMessage
+from workers.runtime import Runtime
+from workers.stages import StageFunction
+from workers.submit import enqueue_stage
+
+
+def next_stage(message: StageMessage, stage: str) -> str | None:
+    plan = stage_plan(message.job.kind)
+    position = plan.index(stage)
+    return plan[position + 1] if position + 1 < len(plan) else None
+
+
+def declare_stage_actors(
+    broker: dramatiq.Broker, functions: Mapping[str, StageFunction], runtime: Callable[[], Runtime]
+) -> dict[str, dramatiq.Actor[..., None]]:
+    """Declare one actor per stage on ``broker``, running ``functions[stage]``."""
+
+    def declare(stage: str, function: StageFunction) -> dramatiq.Actor[..., None]:
+        def run_stage(payload: Any) -> None:
+            message = StageMessage.parse(payload)
+            if stage not in stage_plan(message.job.kind):
+                raise InvalidJob(f"stage {stage!r} is not part of a {message.job.kind.value} job")
+            status = runtime().status
+            outcome = function(runtime(), message)
+            for name, stored in outcome.artifacts.items():
+                status.add_artifact(message.job.id, name, stored.as_dict())
+            if outcome.final_state:
+                status.transition(message.job.id, outcome.final_state, stage=stage, **outcome.record)
+                return
+            status.annotate(message.job.id, **outcome.record)
+            following = next_stage(message, stage)
+            if following is not None:
+                enqueue_stage(broker, following, message.with_refs(**outcome.refs))
+
+        options = STAGES[stage]
+        run_stage.__name__ = stage
+        return dramatiq.actor(
+            run_stage,
+            actor_name=stage,
+            queue_name=options.queue_name,
+            broker=broker,
+            max_retries=options.max_retries,
+            min_backoff=options.min_backoff_ms,
+            max_backoff=options.max_backoff_ms,
+            time_limit=options.time_limit_ms,
+            throws=(InvalidJob,),
+        )
+
+    return {stage: declare(stage, function) for stage, function in functions.items()}
+
