@@ -67,8 +67,9 @@ class WorkerProcess:
         self.log.close()
 
     def stop(self) -> None:
+        """SIGTERM to dramatiq's main process, which shuts its worker processes down cleanly."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.terminate()
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
