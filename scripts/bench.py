@@ -34,7 +34,7 @@ from queue_config.embedded_redis import private_redis_server  # noqa: E402
 from queue_config.jobs import JobKind, JobSpec  # noqa: E402
 from queue_config.settings import Settings  # noqa: E402
 from queue_config.stages import STAGES, stage_plan  # noqa: E402
-from workers.job_status import JobStatusStore  # noqa: E402
+from workers.job_status import TERMINAL_STATES, JobStatusStore  # noqa: E402
 from workers.runtime import Runtime  # noqa: E402
 from workers.stage_actor import declare_stage_actors  # noqa: E402
 from workers.stages import StageOutcome  # noqa: E402
@@ -118,7 +118,7 @@ def bench_throughput(redis_url: str, jobs: int, threads: int, rounds: int, data_
         bare.append(bare_dramatiq_jobs_per_s(redis_url, jobs, threads, f"bench-bare-{round_number}"))
         ours.append(framequeue_jobs_per_s(redis_url, jobs, threads, f"bench-fq-{round_number}", data_dir))
         print(f"    round {round_number + 1}: bare dramatiq {bare[-1]:7.1f} jobs/s   framequeue {ours[-1]:7.1f} jobs/s")
-    ratios = [mine / theirs for mine, theirs in zip(ours, bare)]
+    ratios = [mine / theirs for mine, theirs in zip(ours, bare, strict=True)]
     print(f"    median: bare {statistics.median(bare):.1f} jobs/s, framequeue {statistics.median(ours):.1f} jobs/s, "
           f"ratio framequeue/bare {statistics.median(ratios):.2f} (per round: {', '.join(f'{r:.2f}' for r in ratios)})")
 
@@ -130,8 +130,8 @@ def bench_latency(redis_url: str, data_dir: Path) -> None:
     started = time.perf_counter()
     resolve_profile("tiny", data_dir / "models")
     print(f"(b) tiny profile ready in {time.perf_counter() - started:.1f} s (built on first use, then cached)")
-    env = {**os.environ, "REDIS_URL": redis_url, "FRAMEQUEUE_NAMESPACE": settings.namespace, "FRAMEQUEUE_DATA_DIR": str(data_dir),
-           "FRAMEQUEUE_MODEL_PROFILE": "tiny", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "REDIS_URL": redis_url, "FRAMEQUEUE_NAMESPACE": settings.namespace,
+           "FRAMEQUEUE_DATA_DIR": str(data_dir), "FRAMEQUEUE_MODEL_PROFILE": "tiny", "HF_HUB_OFFLINE": "1"}
     worker = subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "--processes", "1", "--threads", "1"],
                               cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak = _PeakRss(worker.pid)
@@ -144,7 +144,7 @@ def bench_latency(redis_url: str, data_dir: Path) -> None:
                            num_frames=24, fps=12, seed=seed)
             submitted = time.perf_counter()
             submit_job(broker, status, spec)
-            wait_until(lambda: (status.state_of(spec.id) or "") in ("succeeded", "failed", "blocked"), interval_s=0.05)
+            wait_until(lambda job_id=spec.id: status.state_of(job_id) in TERMINAL_STATES, interval_s=0.05)
             wall = time.perf_counter() - submitted
             record = status.get(spec.id)
             assert record is not None

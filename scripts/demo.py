@@ -30,7 +30,8 @@ def main() -> int:
     print(f"storage: {settings.s3_endpoint_url or settings.data_dir / 'objects'}")
     started = time.monotonic()
     profile = resolve_profile(settings.model_profile, settings.data_dir / "models")
-    print(f"models:  {settings.model_profile} profile ready in {time.monotonic() - started:.1f} s ({profile.image_model})")
+    elapsed_s = time.monotonic() - started
+    print(f"models:  {settings.model_profile} profile ready in {elapsed_s:.1f} s ({profile.image_model})")
 
     log_path = settings.data_dir / "demo-worker.log"
     with open(log_path, "ab") as log:
@@ -39,8 +40,10 @@ def main() -> int:
             cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
         )
         try:
-            spec = JobSpec(prompt="a lighthouse on a cliff at dusk, waves below", kind=JobKind.video,
-                           width=256, height=256, num_frames=24, fps=12, seed=42)
+            spec = JobSpec(
+                prompt="a lighthouse on a cliff at dusk, waves below", kind=JobKind.video,
+                width=256, height=256, num_frames=24, fps=12, seed=42,
+            )
             status = open_status(settings)
             submit_job(build_broker(settings), status, spec)
             print(f"job:     {spec.id} (worker log: {log_path})")

@@ -17,7 +17,7 @@ class StoredObject:
     content_type: str
 
     def as_dict(self) -> dict[str, str | int]:
-        return {"key": self.key, "sha256": self.sha256, "size_bytes": self.size_bytes, "content_type": self.content_type}
+        return dict(self.__dict__)
 
 
 def content_key(prefix: str, data: bytes, extension: str) -> tuple[str, str]:

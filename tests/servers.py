@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -51,7 +52,7 @@ class WorkerProcess:
 
     def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
         self.log_path = log_path
-        self.log = open(log_path, "ab")
+        self.log = open(log_path, "ab")  # noqa: SIM115 - closed by stop() or kill()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", "worker", *args],
             env=env, cwd=REPO_ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -59,10 +60,8 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """SIGKILL every process of the worker: no shutdown hooks, no acks, like a host dying."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait(10)
         self.log.close()
 

@@ -51,13 +51,15 @@ class Runtime:
         return resolve_profile(self.settings.model_profile, self.settings.data_dir / "models")
 
     def prompt_enhancer(self) -> PromptEnhancer:
+        profile = self.profile
         return self.models.get(
             "prompt_enhancer",
-            lambda device: PromptEnhancer.from_pretrained(self.profile.text_model, self.profile.embedding_model, device),
+            lambda device: PromptEnhancer.from_pretrained(profile.text_model, profile.embedding_model, device),
         )
 
     def text_to_image(self) -> TextToImage:
-        return self.models.get("text_to_image", lambda device: TextToImage.from_pretrained(self.profile.image_model, device))
+        model = self.profile.image_model
+        return self.models.get("text_to_image", lambda device: TextToImage.from_pretrained(model, device))
 
     def img2img_frames(self) -> Img2ImgFrames:
         return self.models.get("img2img_frames", lambda device: Img2ImgFrames.from_text_to_image(self.text_to_image()))

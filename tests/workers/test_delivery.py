@@ -16,6 +16,7 @@ from tests.conftest import settings_env
 from tests.servers import WorkerProcess, wait_for
 from tests.workers.test_job_flow import wait_until_finished
 from workers.job_status import JobStatusStore
+from workers.messages import StageMessage
 from workers.submit import submit_job
 
 
@@ -82,3 +83,25 @@ def test_a_worker_killed_mid_stage_does_not_lose_the_job(settings: Settings, tin
 
     assert record.state == "succeeded", record.error
     assert record.attempts["prompt_enhance"] == 2
+
+
+@pytest.mark.usefixtures("workers")
+def test_a_stage_whose_input_is_late_is_retried_with_backoff_until_it_appears(broker, status, settings) -> None:
+    from storage import open_store
+    from workers.submit import enqueue_stage
+
+    spec = JobSpec(prompt="a kite over dunes", kind=JobKind.image, width=64, height=64)
+    status.create(spec, ("prompt_enhance", "image", "safety_check", "upload"))
+    late_key = f"jobs/{spec.id}/prompt/late.txt"
+    enqueue_stage(broker, "image", StageMessage(job=spec, refs={"prompt": late_key}))
+
+    def retrying() -> bool:
+        events = [fields for _, fields in status.client.xrange(status.events_key) if fields["job_id"] == spec.id]
+        return any(event["event"] == "retrying" and "StageInputMissing" in event.get("error", "") for event in events)
+
+    wait_for(retrying, 60, "the image stage to fail for want of its input")
+    open_store(settings).put_bytes(late_key, b"a kite over dunes", "text/plain")
+    record = wait_until_finished(status, spec.id)
+
+    assert record.state == "succeeded", record.error
+    assert record.attempts["image"] >= 2

@@ -45,7 +45,12 @@ class JobStatusMiddleware(Middleware):
         self._started.at = time.monotonic()
 
     def after_process_message(
-        self, broker: dramatiq.Broker, message: dramatiq.Message, *, result: Any = None, exception: BaseException | None = None
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.Message,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
     ) -> None:
         job_id = job_id_of(message)
         if exception is None:

@@ -1,0 +1,46 @@
+"""The framequeue command, run as a user would, against the session's workers."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import settings_env
+from tests.servers import REPO_ROOT
+
+pytestmark = pytest.mark.usefixtures("workers")
+
+
+def framequeue(settings, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args], env=settings_env(settings), cwd=REPO_ROOT,
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_submit_wait_follows_a_job_to_its_result_and_status_reads_it_back(settings) -> None:
+    submitted = framequeue(settings, "submit", "a heron in the reeds", "--kind", "image", "--width", "64",
+                           "--height", "64", "--wait")
+
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = re.search(r"job ([0-9a-f]{32}): queued", submitted.stdout).group(1)  # type: ignore[union-attr]
+    assert "state: succeeded" in submitted.stdout
+    assert re.search(rf"result: {re.escape(settings.s3_endpoint_url)}/\S+Signature", submitted.stdout)
+    status = framequeue(settings, "status", job_id, "--json")
+    record = json.loads(status.stdout)
+    assert status.returncode == 0 and record["state"] == "succeeded" and record["spec"]["width"] == 64
+
+
+def test_submit_refuses_an_invalid_job_with_the_reason(settings) -> None:
+    submitted = framequeue(settings, "submit", "a heron", "--width", "100")
+
+    assert submitted.returncode == 2
+    assert "width: Value error, must be a multiple of 8" in submitted.stderr
+
+
+def test_status_of_an_unknown_job_fails(settings) -> None:
+    assert framequeue(settings, "status", "no-such-job").returncode == 1
