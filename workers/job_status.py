@@ -15,26 +15,18 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis
 
 from queue_config.jobs import JobSpec
+from workers.outcome import StageOutcome
 
 TERMINAL_STATES = ("succeeded", "failed", "blocked", "cancelled")
 #: Events kept in the stream (approximately; older ones are trimmed).
 EVENTS_MAXLEN = 100_000
-
-# Sets the given fields unless the job is in a terminal state. Returns 1 if it did.
-_SET_UNLESS_TERMINAL = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == false then return -1 end
-for _, terminal in ipairs({'succeeded', 'failed', 'blocked', 'cancelled'}) do
-  if state == terminal then return 0 end
-end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1
-"""
+_TRANSITION_LUA = (Path(__file__).parent / "lua" / "transition.lua").read_text()
 
 
 @dataclass
@@ -74,7 +66,7 @@ class JobStatusStore:
         self.namespace = namespace
         self.events_key = f"{namespace}:events"
         self.dead_letters_key = f"{namespace}:dead_letters"
-        self._set_unless_terminal = client.register_script(_SET_UNLESS_TERMINAL)
+        self._transition = client.register_script(_TRANSITION_LUA)
 
     def job_key(self, job_id: str) -> str:
         return f"{self.namespace}:job:{job_id}"
@@ -92,31 +84,48 @@ class JobStatusStore:
         self.emit(spec.id, state, error=error)
         return True
 
-    def transition(self, job_id: str, state: str, **fields: Any) -> bool:
+    def transition(self, job_id: str, state: str, stage: str = "", error: str = "", **fields: str) -> bool:
         """Move a job to ``state`` (with extra fields) unless it has finished. True if it moved."""
-        values = {"state": state, "updated_at": time.time(), **fields}
-        flat = [item for pair in values.items() for item in (pair[0], str(pair[1]))]
-        moved = self._set_unless_terminal(keys=[self.job_key(job_id)], args=flat) == 1
-        if moved:
-            self.emit(job_id, state, stage=str(fields.get("stage", "")), error=str(fields.get("error", "")))
-        return moved
+        return self._call_transition(self.client, job_id, state, stage, error, "", fields) == 1
 
     def stage_started(self, job_id: str, stage: str) -> int:
-        """Mark ``stage`` running; returns which attempt at this stage this is."""
-        attempt = int(self.client.hincrby(self.job_key(job_id), f"attempts.{stage}", 1))
-        self.transition(job_id, "running", stage=stage)
-        return attempt
+        """Mark ``stage`` running and count the attempt, in one round trip.
 
-    def stage_finished(self, job_id: str, stage: str, duration_s: float) -> None:
-        self.client.hset(self.job_key(job_id), f"timing.{stage}", f"{duration_s:.4f}")
+        Returns 1 if the job moved, 0 if it had already finished, -1 if there is no record of it.
+        """
+        return self._call_transition(self.client, job_id, "running", stage, "", f"attempts.{stage}", {})
 
-    def annotate(self, job_id: str, **fields: str) -> None:
-        """Set informational fields that do not change the job's state."""
-        if fields:
-            self.client.hset(self.job_key(job_id), mapping=fields)
+    def stage_finished(self, job_id: str, stage: str, duration_s: float, outcome: StageOutcome | None) -> None:
+        """Record a stage's timing and what it returned (artifacts, fields, final state), in one round trip."""
+        outcome = outcome or StageOutcome()
+        fields = {f"timing.{stage}": f"{duration_s:.4f}"}
+        for name, stored in outcome.artifacts.items():
+            fields[f"artifact.{name}"] = json.dumps(stored.as_dict(), sort_keys=True)
+        pipe = self.client.pipeline(transaction=False)
+        if outcome.final_state:
+            pipe.hset(self.job_key(job_id), mapping=fields)
+            record = dict(outcome.record)
+            error = record.pop("error", "")
+            self._call_transition(pipe, job_id, outcome.final_state, stage, error, "", record)
+        else:
+            pipe.hset(self.job_key(job_id), mapping={**fields, **outcome.record})
+        pipe.execute()
 
-    def add_artifact(self, job_id: str, name: str, artifact: dict[str, Any]) -> None:
-        self.client.hset(self.job_key(job_id), f"artifact.{name}", json.dumps(artifact, sort_keys=True))
+    def stage_failed(self, job_id: str, stage: str, error: str, message_id: str) -> None:
+        """Fail the job and say why its message was dead-lettered, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        self._dead_letter(pipe, message_id, stage, error, job_id)
+        if job_id:
+            self._call_transition(pipe, job_id, "failed", stage, error, "", {})
+        pipe.execute()
+
+    def _call_transition(
+        self, client: redis.Redis | redis.client.Pipeline, job_id: str, state: str, stage: str, error: str,
+        attempt_field: str, fields: dict[str, str],
+    ) -> int:
+        flat = [item for pair in fields.items() for item in pair]
+        args = [EVENTS_MAXLEN, f"{time.time():.3f}", job_id, state, stage, error, attempt_field, *flat]
+        return self._transition(keys=[self.job_key(job_id), self.events_key], args=args, client=client)
 
     def state_of(self, job_id: str) -> str | None:
         return self.client.hget(self.job_key(job_id), "state")
@@ -142,10 +151,10 @@ class JobStatusStore:
         fields = {"job_id": job_id, "event": event, "at": f"{time.time():.3f}", **{k: v for k, v in data.items() if v}}
         self.client.xadd(self.events_key, fields, maxlen=EVENTS_MAXLEN, approximate=True)
 
-    def record_dead_letter(self, message_id: str, actor: str, reason: str, job_id: str = "") -> None:
-        """Say why a message was dead-lettered (dramatiq keeps the message itself)."""
+    def _dead_letter(self, client: redis.Redis | redis.client.Pipeline, message_id: str, actor: str, reason: str,
+                     job_id: str) -> None:
         entry = {"actor": actor, "reason": reason, "job_id": job_id, "at": time.time()}
-        self.client.hset(self.dead_letters_key, message_id, json.dumps(entry))
+        client.hset(self.dead_letters_key, message_id, json.dumps(entry))
 
     def dead_letter_reason(self, message_id: str) -> dict[str, Any] | None:
         raw = self.client.hget(self.dead_letters_key, message_id)

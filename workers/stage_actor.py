@@ -1,8 +1,8 @@
 """The shell every stage actor shares.
 
-Validate the message, run the stage function, record its artifacts, then
-send the job to its next stage or finish it. Status before and after the
-stage is the job-status middleware's business, not this shell's.
+Validate the message, run the stage function, send the job on to its next
+stage unless the outcome ends it, and return the outcome: the job-status
+middleware records it (timing, artifacts, final state), not this shell.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import dramatiq
 from queue_config.stages import STAGES, stage_plan
 from workers.errors import InvalidJob
 from workers.messages import StageMessage
+from workers.outcome import StageOutcome
 from workers.runtime import Runtime
 from workers.stages import StageFunction
 from workers.submit import enqueue_stage
@@ -28,25 +29,19 @@ def next_stage(message: StageMessage, stage: str) -> str | None:
 
 def declare_stage_actors(
     broker: dramatiq.Broker, functions: Mapping[str, StageFunction], runtime: Callable[[], Runtime]
-) -> dict[str, dramatiq.Actor[..., None]]:
+) -> dict[str, dramatiq.Actor[..., StageOutcome]]:
     """Declare one actor per stage on ``broker``, running ``functions[stage]``."""
 
-    def declare(stage: str, function: StageFunction) -> dramatiq.Actor[..., None]:
-        def run_stage(payload: Any) -> None:
+    def declare(stage: str, function: StageFunction) -> dramatiq.Actor[..., StageOutcome]:
+        def run_stage(payload: Any) -> StageOutcome:
             message = StageMessage.parse(payload)
             if stage not in stage_plan(message.job.kind):
                 raise InvalidJob(f"stage {stage!r} is not part of a {message.job.kind.value} job")
-            status = runtime().status
             outcome = function(runtime(), message)
-            for name, stored in outcome.artifacts.items():
-                status.add_artifact(message.job.id, name, stored.as_dict())
-            if outcome.final_state:
-                status.transition(message.job.id, outcome.final_state, stage=stage, **outcome.record)
-                return
-            status.annotate(message.job.id, **outcome.record)
             following = next_stage(message, stage)
-            if following is not None:
+            if following is not None and not outcome.final_state:
                 enqueue_stage(broker, following, message.with_refs(**outcome.refs))
+            return outcome
 
         options = STAGES[stage]
         run_stage.__name__ = stage

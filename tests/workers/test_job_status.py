@@ -6,7 +6,9 @@ import pytest
 import redis
 
 from queue_config.jobs import JobSpec
+from storage import StoredObject
 from workers.job_status import JobStatusStore
+from workers.outcome import StageOutcome
 
 
 @pytest.fixture
@@ -18,13 +20,14 @@ def test_a_job_record_follows_its_stages(store: JobStatusStore) -> None:
     spec = JobSpec(prompt="a cat")
     store.create(spec, ("prompt_enhance", "image"))
     assert store.stage_started(spec.id, "prompt_enhance") == 1
-    store.stage_finished(spec.id, "prompt_enhance", 0.25)
-    store.add_artifact(spec.id, "prompt", {"key": "k", "sha256": "s", "size_bytes": 3})
+    stored = StoredObject(key="k", sha256="s", size_bytes=3, content_type="text/plain")
+    store.stage_finished(spec.id, "prompt_enhance", 0.25, StageOutcome.stored("prompt", stored))
 
     record = store.get(spec.id)
 
     assert record is not None and record.state == "running" and record.stage == "prompt_enhance"
     assert record.timings_s == {"prompt_enhance": 0.25} and record.artifacts["prompt"]["key"] == "k"
+    assert record.attempts == {"prompt_enhance": 1}
     assert record.spec["prompt"] == "a cat" and record.stages == ["prompt_enhance", "image"]
 
 
@@ -33,6 +36,7 @@ def test_a_finished_job_cannot_be_moved_again(store: JobStatusStore) -> None:
     store.create(spec, ("image",))
     assert store.transition(spec.id, "succeeded", result_url="u")
     assert not store.transition(spec.id, "running", stage="image")
+    assert store.stage_started(spec.id, "image") == 0
     assert not store.transition(spec.id, "failed", error="late duplicate")
     record = store.get(spec.id)
     assert record is not None and record.state == "succeeded" and record.error == ""
@@ -50,3 +54,21 @@ def test_every_transition_is_an_event(store: JobStatusStore) -> None:
     store.transition(spec.id, "succeeded")
     events = [fields["event"] for _, fields in store.client.xrange(store.events_key) if fields["job_id"] == spec.id]
     assert events == ["queued", "running", "succeeded"]
+
+
+def test_a_final_outcome_finishes_the_job_with_its_fields(store: JobStatusStore) -> None:
+    spec = JobSpec(prompt="a cat")
+    store.create(spec, ("safety_check",))
+    store.stage_started(spec.id, "safety_check")
+    outcome = StageOutcome(record={"safety_score": "0.9100", "error": "blocked: score"}, final_state="blocked")
+
+    store.stage_finished(spec.id, "safety_check", 0.5, outcome)
+
+    record = store.get(spec.id)
+    assert record is not None and record.state == "blocked" and record.error == "blocked: score"
+    assert record.safety_score == 0.91 and record.timings_s == {"safety_check": 0.5}
+
+
+def test_a_message_for_an_unknown_job_changes_nothing(store: JobStatusStore) -> None:
+    assert store.stage_started("no-such-job", "image") == -1
+    assert store.get("no-such-job") is None

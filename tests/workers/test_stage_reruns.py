@@ -1,17 +1,21 @@
-"""Stages through the actor shell, in-process: reruns, blocking, and what gets sent on."""
+"""Stages through the actor shell and the status middleware on a stub broker: reruns, blocking."""
 
 from __future__ import annotations
 
 import uuid
 
 import boto3
+import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Retries
+from PIL import Image
 
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from queue_config.stages import stage_plan
 from workers.messages import StageMessage
+from workers.middleware import JobStatusMiddleware
 from workers.runtime import Runtime
 from workers.stage_actor import declare_stage_actors
 from workers.stages import STAGE_FUNCTIONS
@@ -27,11 +31,27 @@ def image_job_at_safety_check(runtime: Runtime) -> StageMessage:
     """An image job whose key image is stored, as the image stage would leave it."""
     spec = JobSpec(prompt="a lantern in the fog", kind=JobKind.image, width=64, height=64)
     runtime.status.create(spec, stage_plan(spec.kind))
-    from PIL import Image
-
-    stored = runtime.store.put_content(f"jobs/{spec.id}/image", png_bytes(Image.new("RGB", (64, 64), (40, 90, 160))),
-                                       "png", "image/png")
+    image = png_bytes(Image.new("RGB", (64, 64), (40, 90, 160)))
+    stored = runtime.store.put_content(f"jobs/{spec.id}/image", image, "png", "image/png")
     return StageMessage(job=spec, refs={"image": stored.key})
+
+
+def run_on_stub_broker(runtime: Runtime, stages: list[str], *messages: tuple[str, StageMessage]) -> StubBroker:
+    """Declare ``stages`` on a stub broker with the status middleware, send ``messages``, work them off."""
+    broker = StubBroker()
+    broker.add_middleware(JobStatusMiddleware(runtime.status), before=Retries)
+    actors = declare_stage_actors(broker, {stage: STAGE_FUNCTIONS[stage] for stage in stages}, lambda: runtime)
+    worker = dramatiq.Worker(broker, worker_timeout=50)
+    worker.start()
+    try:
+        for stage, message in messages:
+            actors[stage].send(message.model_dump(mode="json"))
+            for queue_name in stages:
+                broker.join(queue_name, fail_fast=True)
+        worker.join()
+    finally:
+        worker.stop()
+    return broker
 
 
 def events_of(runtime: Runtime, job_id: str) -> list[str]:
@@ -39,45 +59,49 @@ def events_of(runtime: Runtime, job_id: str) -> list[str]:
     return [fields["event"] for _, fields in entries if fields["job_id"] == job_id]
 
 
-def test_running_upload_twice_writes_the_same_keys_one_manifest_and_succeeds_once(runtime: Runtime) -> None:
+def test_rerunning_upload_writes_the_same_keys_and_one_manifest(runtime: Runtime) -> None:
     message = image_job_at_safety_check(runtime)
-    upload = declare_stage_actors(StubBroker(), {"upload": STAGE_FUNCTIONS["upload"]}, lambda: runtime)["upload"]
 
-    upload.fn(message.model_dump(mode="json"))
-    first = runtime.status.get(message.job.id)
-    upload.fn(message.model_dump(mode="json"))
-    second = runtime.status.get(message.job.id)
+    first = STAGE_FUNCTIONS["upload"](runtime, message)
+    second = STAGE_FUNCTIONS["upload"](runtime, message)
 
-    assert first is not None and second is not None and first.state == second.state == "succeeded"
-    assert first.result_key == second.result_key and first.manifest_key == second.manifest_key
+    assert first.artifacts == second.artifacts and first.record["manifest_key"] == second.record["manifest_key"]
     s3 = boto3.client("s3", endpoint_url=runtime.settings.s3_endpoint_url, region_name=runtime.settings.s3_region)
     keys = [item["Key"] for item in s3.list_objects_v2(Bucket=runtime.settings.s3_bucket)["Contents"]]
-    assert [key for key in keys if message.job.id in key and key.startswith("manifests/")] == [first.manifest_key]
+    assert [key for key in keys if key.startswith("manifests/") and message.job.id in key] == [
+        first.record["manifest_key"]
+    ]
+
+
+def test_a_duplicate_message_after_success_is_skipped_and_the_job_succeeds_once(runtime: Runtime) -> None:
+    message = image_job_at_safety_check(runtime)
+
+    run_on_stub_broker(runtime, ["upload"], ("upload", message), ("upload", message))
+
+    record = runtime.status.get(message.job.id)
+    assert record is not None and record.state == "succeeded" and record.attempts["upload"] == 1
+    assert record.artifacts["result"]["key"] == record.result_key and "upload" in record.timings_s
     assert events_of(runtime, message.job.id).count("succeeded") == 1
 
 
-def test_the_classifier_blocks_a_job_at_the_threshold_and_nothing_is_sent_on(runtime: Runtime) -> None:
+def test_the_classifier_blocks_a_job_at_the_threshold_and_it_uploads_nothing(runtime: Runtime) -> None:
     runtime.settings = runtime.settings.model_copy(update={"safety_threshold": 0.0})
     message = image_job_at_safety_check(runtime)
-    broker = StubBroker()
-    actors = declare_stage_actors(broker, {"safety_check": STAGE_FUNCTIONS["safety_check"]}, lambda: runtime)
 
-    actors["safety_check"].fn(message.model_dump(mode="json"))
+    run_on_stub_broker(runtime, ["safety_check", "upload"], ("safety_check", message))
 
     record = runtime.status.get(message.job.id)
     assert record is not None and record.state == "blocked" and record.safety_score is not None
     assert record.error.startswith("blocked by safety check: NSFW score")
-    assert "upload" not in broker.queues
+    assert "upload" not in record.attempts and not record.result_key
 
 
 def test_a_safe_image_passes_on_to_upload(runtime: Runtime) -> None:
     message = image_job_at_safety_check(runtime)
-    broker = StubBroker()
-    actors = declare_stage_actors(broker, {"safety_check": STAGE_FUNCTIONS["safety_check"]}, lambda: runtime)
 
-    actors["safety_check"].fn(message.model_dump(mode="json"))
+    run_on_stub_broker(runtime, ["safety_check", "upload"], ("safety_check", message))
 
     record = runtime.status.get(message.job.id)
-    assert record is not None and record.state == "queued" and record.safety_score is not None
+    assert record is not None and record.state == "succeeded" and record.safety_score is not None
     assert record.safety_score < runtime.settings.safety_threshold
-    assert broker.queues["upload"].qsize() == 1
+    assert record.attempts == {"safety_check": 1, "upload": 1}

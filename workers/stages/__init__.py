@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from workers.messages import StageMessage
+from workers.outcome import StageOutcome
 from workers.runtime import Runtime
 from workers.stages.generate import frames, image, prompt_enhance, video
-from workers.stages.outcome import StageOutcome
 from workers.stages.publish import safety_check, upload
 
 StageFunction = Callable[[Runtime, StageMessage], StageOutcome]

@@ -9,9 +9,9 @@ from PIL import Image
 from pipelines import sample_frames
 from queue_config.jobs import JobKind
 from workers.messages import StageMessage
+from workers.outcome import StageOutcome
 from workers.runtime import Runtime
 from workers.stages.codecs import frames_from_video, image_from_bytes, read_ref
-from workers.stages.outcome import StageOutcome
 
 #: The artifact a job of each kind publishes, with its extension and content type.
 _RESULTS = {JobKind.image: ("image", "png", "image/png"), JobKind.video: ("video", "mp4", "video/mp4")}
