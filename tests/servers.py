@@ -52,7 +52,7 @@ class WorkerProcess:
 
     def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
         self.log_path = log_path
-        self.log = open(log_path, "ab")  # noqa: SIM115 - closed by stop() or kill()
+        self.log = open(log_path, "wb")  # noqa: SIM115 - closed by stop() or kill()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", "worker", *args],
             env=env, cwd=REPO_ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,

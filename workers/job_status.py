@@ -28,6 +28,8 @@ TERMINAL_STATES = ("succeeded", "failed", "blocked", "cancelled")
 EVENTS_MAXLEN = 100_000
 _TRANSITION_LUA = (Path(__file__).parent / "lua" / "transition.lua").read_text()
 
+Client = redis.Redis | redis.client.Pipeline
+
 
 @dataclass
 class JobRecord:
@@ -86,45 +88,55 @@ class JobStatusStore:
 
     def transition(self, job_id: str, state: str, stage: str = "", error: str = "", **fields: str) -> bool:
         """Move a job to ``state`` (with extra fields) unless it has finished. True if it moved."""
-        return self._call_transition(self.client, job_id, state, stage, error, "", fields) == 1
+        return self._call_transition(self.client, job_id, state, stage, error, fields) == 1
 
-    def stage_started(self, job_id: str, stage: str) -> int:
-        """Mark ``stage`` running and count the attempt, in one round trip.
+    def stage_started(self, job_id: str, stage: str, stage_index: int, client: Client | None = None) -> Any:
+        """Mark ``stage`` (the ``stage_index``-th of the job's plan) running and count the attempt.
 
-        Returns 1 if the job moved, 0 if it had already finished, -1 if there is no record of it.
+        Returns 1 if the job moved, 0 if it had finished or moved past this stage, -1 if there is
+        no record of it; with a pipeline as ``client``, the command is only queued on it.
         """
-        return self._call_transition(self.client, job_id, "running", stage, "", f"attempts.{stage}", {})
+        return self._call_transition(
+            client or self.client, job_id, "running", stage, "", {}, f"attempts.{stage}", stage_index
+        )
 
-    def stage_finished(self, job_id: str, stage: str, duration_s: float, outcome: StageOutcome | None) -> None:
-        """Record a stage's timing and what it returned (artifacts, fields, final state), in one round trip."""
+    def stage_finished(
+        self, job_id: str, stage: str, duration_s: float, outcome: StageOutcome | None, client: Client | None = None
+    ) -> None:
+        """Record a stage's timing and what it returned (artifacts, fields, final state), in one round trip.
+
+        With a pipeline as ``client``, the commands are only queued on it.
+        """
         outcome = outcome or StageOutcome()
         fields = {f"timing.{stage}": f"{duration_s:.4f}"}
         for name, stored in outcome.artifacts.items():
             fields[f"artifact.{name}"] = json.dumps(stored.as_dict(), sort_keys=True)
-        pipe = self.client.pipeline(transaction=False)
+        pipe = client or self.client.pipeline(transaction=False)
         if outcome.final_state:
             pipe.hset(self.job_key(job_id), mapping=fields)
             record = dict(outcome.record)
             error = record.pop("error", "")
-            self._call_transition(pipe, job_id, outcome.final_state, stage, error, "", record)
+            self._call_transition(pipe, job_id, outcome.final_state, stage, error, record)
         else:
             pipe.hset(self.job_key(job_id), mapping={**fields, **outcome.record})
-        pipe.execute()
+        if client is None:
+            pipe.execute()
 
     def stage_failed(self, job_id: str, stage: str, error: str, message_id: str) -> None:
         """Fail the job and say why its message was dead-lettered, in one round trip."""
         pipe = self.client.pipeline(transaction=False)
         self._dead_letter(pipe, message_id, stage, error, job_id)
         if job_id:
-            self._call_transition(pipe, job_id, "failed", stage, error, "", {})
+            self._call_transition(pipe, job_id, "failed", stage, error, {})
         pipe.execute()
 
     def _call_transition(
-        self, client: redis.Redis | redis.client.Pipeline, job_id: str, state: str, stage: str, error: str,
-        attempt_field: str, fields: dict[str, str],
-    ) -> int:
+        self, client: Client, job_id: str, state: str, stage: str, error: str, fields: dict[str, str],
+        attempt_field: str = "", stage_index: int | None = None,
+    ) -> Any:
         flat = [item for pair in fields.items() for item in pair]
-        args = [EVENTS_MAXLEN, f"{time.time():.3f}", job_id, state, stage, error, attempt_field, *flat]
+        index = "" if stage_index is None else stage_index
+        args = [EVENTS_MAXLEN, f"{time.time():.3f}", job_id, state, stage, error, attempt_field, index, *flat]
         return self._transition(keys=[self.job_key(job_id), self.events_key], args=args, client=client)
 
     def state_of(self, job_id: str) -> str | None:
@@ -147,11 +159,12 @@ class JobStatusStore:
             spec=json.loads(raw.get("spec") or "{}"),
         )
 
-    def emit(self, job_id: str, event: str, **data: str) -> None:
+    def emit(self, job_id: str, event: str, client: Client | None = None, **data: str) -> None:
+        """Append an event that is not a state change (e.g. ``retrying``) to the stream."""
         fields = {"job_id": job_id, "event": event, "at": f"{time.time():.3f}", **{k: v for k, v in data.items() if v}}
-        self.client.xadd(self.events_key, fields, maxlen=EVENTS_MAXLEN, approximate=True)
+        (client or self.client).xadd(self.events_key, fields, maxlen=EVENTS_MAXLEN, approximate=True)
 
-    def _dead_letter(self, client: redis.Redis | redis.client.Pipeline, message_id: str, actor: str, reason: str,
+    def _dead_letter(self, client: Client, message_id: str, actor: str, reason: str,
                      job_id: str) -> None:
         entry = {"actor": actor, "reason": reason, "job_id": job_id, "at": time.time()}
         client.hset(self.dead_letters_key, message_id, json.dumps(entry))

@@ -1,7 +1,7 @@
 """The shell every stage actor shares.
 
 Validate the message, run the stage function, send the job on to its next
-stage unless the outcome ends it, and return the outcome: the job-status
+stage unless the outcome ends it, and hand the outcome over: the job-status
 middleware records it (timing, artifacts, final state), not this shell.
 """
 
@@ -15,7 +15,7 @@ import dramatiq
 from queue_config.stages import STAGES, stage_plan
 from workers.errors import InvalidJob
 from workers.messages import StageMessage
-from workers.outcome import StageOutcome
+from workers.outcome import hand_over
 from workers.runtime import Runtime
 from workers.stages import StageFunction
 from workers.submit import enqueue_stage
@@ -29,11 +29,11 @@ def next_stage(message: StageMessage, stage: str) -> str | None:
 
 def declare_stage_actors(
     broker: dramatiq.Broker, functions: Mapping[str, StageFunction], runtime: Callable[[], Runtime]
-) -> dict[str, dramatiq.Actor[..., StageOutcome]]:
+) -> dict[str, dramatiq.Actor[..., None]]:
     """Declare one actor per stage on ``broker``, running ``functions[stage]``."""
 
-    def declare(stage: str, function: StageFunction) -> dramatiq.Actor[..., StageOutcome]:
-        def run_stage(payload: Any) -> StageOutcome:
+    def declare(stage: str, function: StageFunction) -> dramatiq.Actor[..., None]:
+        def run_stage(payload: Any) -> None:
             message = StageMessage.parse(payload)
             if stage not in stage_plan(message.job.kind):
                 raise InvalidJob(f"stage {stage!r} is not part of a {message.job.kind.value} job")
@@ -41,7 +41,7 @@ def declare_stage_actors(
             following = next_stage(message, stage)
             if following is not None and not outcome.final_state:
                 enqueue_stage(broker, following, message.with_refs(**outcome.refs))
-            return outcome
+            hand_over(outcome)
 
         options = STAGES[stage]
         run_stage.__name__ = stage

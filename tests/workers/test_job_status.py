@@ -19,7 +19,7 @@ def store(redis_url: str) -> JobStatusStore:
 def test_a_job_record_follows_its_stages(store: JobStatusStore) -> None:
     spec = JobSpec(prompt="a cat")
     store.create(spec, ("prompt_enhance", "image"))
-    assert store.stage_started(spec.id, "prompt_enhance") == 1
+    assert store.stage_started(spec.id, "prompt_enhance", 0) == 1
     stored = StoredObject(key="k", sha256="s", size_bytes=3, content_type="text/plain")
     store.stage_finished(spec.id, "prompt_enhance", 0.25, StageOutcome.stored("prompt", stored))
 
@@ -36,7 +36,7 @@ def test_a_finished_job_cannot_be_moved_again(store: JobStatusStore) -> None:
     store.create(spec, ("image",))
     assert store.transition(spec.id, "succeeded", result_url="u")
     assert not store.transition(spec.id, "running", stage="image")
-    assert store.stage_started(spec.id, "image") == 0
+    assert store.stage_started(spec.id, "image", 0) == 0
     assert not store.transition(spec.id, "failed", error="late duplicate")
     record = store.get(spec.id)
     assert record is not None and record.state == "succeeded" and record.error == ""
@@ -50,7 +50,7 @@ def test_a_job_id_is_recorded_once(store: JobStatusStore) -> None:
 def test_every_transition_is_an_event(store: JobStatusStore) -> None:
     spec = JobSpec(prompt="a cat")
     store.create(spec, ("image",))
-    store.stage_started(spec.id, "image")
+    store.stage_started(spec.id, "image", 0)
     store.transition(spec.id, "succeeded")
     events = [fields["event"] for _, fields in store.client.xrange(store.events_key) if fields["job_id"] == spec.id]
     assert events == ["queued", "running", "succeeded"]
@@ -59,7 +59,7 @@ def test_every_transition_is_an_event(store: JobStatusStore) -> None:
 def test_a_final_outcome_finishes_the_job_with_its_fields(store: JobStatusStore) -> None:
     spec = JobSpec(prompt="a cat")
     store.create(spec, ("safety_check",))
-    store.stage_started(spec.id, "safety_check")
+    store.stage_started(spec.id, "safety_check", 2)
     outcome = StageOutcome(record={"safety_score": "0.9100", "error": "blocked: score"}, final_state="blocked")
 
     store.stage_finished(spec.id, "safety_check", 0.5, outcome)
@@ -70,5 +70,16 @@ def test_a_final_outcome_finishes_the_job_with_its_fields(store: JobStatusStore)
 
 
 def test_a_message_for_an_unknown_job_changes_nothing(store: JobStatusStore) -> None:
-    assert store.stage_started("no-such-job", "image") == -1
+    assert store.stage_started("no-such-job", "image", 1) == -1
     assert store.get("no-such-job") is None
+
+
+def test_a_late_write_about_an_earlier_stage_does_not_move_the_job_back(store: JobStatusStore) -> None:
+    spec = JobSpec(prompt="a cat")
+    store.create(spec, ("prompt_enhance", "image"))
+    assert store.stage_started(spec.id, "image", 1) == 1
+
+    assert store.stage_started(spec.id, "prompt_enhance", 0) == 0
+
+    record = store.get(spec.id)
+    assert record is not None and record.stage == "image" and record.attempts == {"image": 1}

@@ -73,7 +73,7 @@ def test_rerunning_upload_writes_the_same_keys_and_one_manifest(runtime: Runtime
     ]
 
 
-def test_a_duplicate_message_after_success_is_skipped_and_the_job_succeeds_once(runtime: Runtime) -> None:
+def test_a_duplicate_message_after_success_changes_nothing_and_the_job_succeeds_once(runtime: Runtime) -> None:
     message = image_job_at_safety_check(runtime)
 
     run_on_stub_broker(runtime, ["upload"], ("upload", message), ("upload", message))

@@ -1,11 +1,11 @@
 """Keeps each job's record in step with the messages that carry it.
 
 Stages never write their own status: this middleware marks a stage running
-before it starts (skipping messages of jobs that have already finished),
-records what the stage returned (its ``StageOutcome``: timing, artifacts,
-fields, a final state) when it ends, and on a message's final failure marks
-the job failed and records why the message was dead-lettered. Each of these
-is one round trip to Redis.
+before it starts, records what the stage returned (its ``StageOutcome``:
+timing, artifacts, fields, a final state) when it ends, and on a message's
+final failure marks the job failed and records why the message was
+dead-lettered. Progress goes through a batching ``StatusWriter``; final states
+are written before the message is acked.
 """
 
 from __future__ import annotations
@@ -15,35 +15,54 @@ import time
 from typing import Any
 
 import dramatiq
-from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.middleware import Middleware
 
+from queue_config.jobs import JobKind
+from queue_config.stages import stage_plan
 from workers.job_status import JobStatusStore
-from workers.outcome import StageOutcome
+from workers.outcome import take_over
+from workers.status_writer import StatusWriter
 
 #: Longest error text kept in a job record.
 MAX_ERROR_CHARS = 2000
 
 
-def job_id_of(message: dramatiq.Message) -> str:
-    """The job id inside a stage message, or "" when the payload is too broken to have one."""
+def job_of(message: dramatiq.Message) -> tuple[str, int | None]:
+    """The job id in a stage message and this stage's place in the job's plan.
+
+    ("", None) when the payload is too broken to name a job: the stage rejects it.
+    """
     payload = message.args[0] if message.args else None
     job = payload.get("job") if isinstance(payload, dict) else None
     job_id = job.get("id") if isinstance(job, dict) else None
-    return job_id if isinstance(job_id, str) else ""
+    if not isinstance(job_id, str):
+        return "", None
+    try:
+        return job_id, stage_plan(JobKind(job.get("kind", "image"))).index(message.actor_name)
+    except ValueError:
+        return job_id, None
 
 
 class JobStatusMiddleware(Middleware):
     """Records stage starts, outcomes and final failures in the job's record."""
 
-    def __init__(self, store: JobStatusStore) -> None:
+    def __init__(self, store: JobStatusStore, *, writer: StatusWriter | None = None) -> None:
         self.store = store
+        self.writer = writer or StatusWriter(store.client)
         self._started = threading.local()
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self.writer.start()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self.writer.stop()
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
         self._started.at = time.monotonic()
-        job_id = job_id_of(message)
-        if job_id and self.store.stage_started(job_id, message.actor_name) == 0:
-            raise SkipMessage(f"job {job_id} has already finished")
+        job_id, stage_index = job_of(message)
+        if job_id and stage_index is not None:
+            stage = message.actor_name
+            self.writer.submit(lambda pipe: self.store.stage_started(job_id, stage, stage_index, client=pipe))
 
     def after_process_message(
         self,
@@ -53,14 +72,20 @@ class JobStatusMiddleware(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        job_id = job_id_of(message)
+        job_id, _ = job_of(message)
+        stage = message.actor_name
+        outcome = take_over()
         if exception is None:
-            if job_id:
-                outcome = result if isinstance(result, StageOutcome) else None
-                self.store.stage_finished(job_id, message.actor_name, time.monotonic() - self._started.at, outcome)
+            if not job_id:
+                return
+            duration_s = time.monotonic() - self._started.at
+            if outcome.final_state:
+                self.store.stage_finished(job_id, stage, duration_s, outcome)
+            else:
+                self.writer.submit(lambda pipe: self.store.stage_finished(job_id, stage, duration_s, outcome, pipe))
             return
         reason = f"{type(exception).__name__}: {exception}"[:MAX_ERROR_CHARS]
         if message.failed:
-            self.store.stage_failed(job_id, message.actor_name, reason, message.message_id)
+            self.store.stage_failed(job_id, stage, reason, message.message_id)
         elif job_id:
-            self.store.emit(job_id, "retrying", stage=message.actor_name, error=reason)
+            self.writer.submit(lambda pipe: self.store.emit(job_id, "retrying", pipe, stage=stage, error=reason))
