@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     heartbeat_timeout_ms: int = 60_000
     #: How many broker commands in a million also run queue maintenance (dead-worker requeue).
     maintenance_chance: int = 1_000
+    #: Longest an idle stage queue goes unpolled: the most a job waits between two stages.
+    #: (dramatiq's default is 1000 ms: with six stages that adds seconds to every job.)
+    queue_poll_max_ms: int = 100
 
     #: Home of the embedded Redis, local storage and the tiny model cache.
     data_dir: Path = Path.home() / ".framequeue"

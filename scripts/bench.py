@@ -147,6 +147,10 @@ def bench_latency(redis_url: str, data_dir: Path) -> None:
     status = JobStatusStore(redis.Redis.from_url(redis_url, decode_responses=True), settings.namespace)
     broker = build_broker(settings)
     try:
+        booting = time.perf_counter()
+        # A worker's consumers register a heartbeat on their first fetch: then it is up.
+        wait_until(lambda: status.client.zcard(f"{settings.namespace}:__heartbeats__") > 0, interval_s=0.05)
+        print(f"    worker up in {time.perf_counter() - booting:.2f} s (process start, imports; no model loaded yet)")
         for label, seed in (("cold", 1), ("warm", 2)):
             spec = JobSpec(prompt="a lighthouse on a cliff at dusk", kind=JobKind.video, width=256, height=256,
                            num_frames=24, fps=12, seed=seed)
@@ -189,9 +193,9 @@ class _PeakRss(threading.Thread):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="framequeue-bench-") as tmp, private_redis_server(Path(tmp)) as url:
         data_dir = Path(tmp) / "data"

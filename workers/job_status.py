@@ -122,13 +122,17 @@ class JobStatusStore:
         if client is None:
             pipe.execute()
 
-    def stage_failed(self, job_id: str, stage: str, error: str, message_id: str) -> None:
-        """Fail the job and say why its message was dead-lettered, in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
+    def stage_failed(self, job_id: str, stage: str, error: str, message_id: str, client: Client | None = None) -> None:
+        """Fail the job and say why its message was dead-lettered, in one round trip.
+
+        With a pipeline as ``client``, the commands are only queued on it.
+        """
+        pipe = client or self.client.pipeline(transaction=False)
         self._dead_letter(pipe, message_id, stage, error, job_id)
         if job_id:
             self._call_transition(pipe, job_id, "failed", stage, error, {})
-        pipe.execute()
+        if client is None:
+            pipe.execute()
 
     def _call_transition(
         self, client: Client, job_id: str, state: str, stage: str, error: str, fields: dict[str, str],

@@ -1,11 +1,12 @@
-"""Batches job-progress writes from every worker thread into shared Redis pipelines.
+"""Batches job-status writes from every worker thread into shared Redis pipelines.
 
 A worker thread that records a stage start or finish hands the write to this
-writer and carries on; a background thread sends whatever has gathered in one
-pipeline every few milliseconds. Per message that saves the round trips that
-would otherwise cost a no-op stage about half its throughput. Only progress
-goes this way (running, timings, artifacts, retry events): final states and
-dead-letter reasons are written synchronously, before the message is acked.
+writer; a background thread sends whatever has gathered in one pipeline every
+few milliseconds. Per message that saves the round trips that would otherwise
+cost a no-op stage a third of its throughput. Progress writes (running,
+timings, retry events) are fire-and-forget; a final state or a dead-letter
+reason is a write its thread waits for, so it is in Redis before the message
+is acked, and after the progress writes queued before it.
 """
 
 from __future__ import annotations
@@ -14,16 +15,25 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import redis
 from dramatiq.logging import get_logger
 
-#: Longest a progress write waits before it is sent.
+#: Longest a write waits before it is sent.
 DEFAULT_FLUSH_INTERVAL_MS = 5
 #: Most writes sent in one pipeline.
 DEFAULT_MAX_BATCH = 500
 
 Write = Callable[["redis.client.Pipeline"], object]
+
+
+@dataclass
+class _Queued:
+    write: Write
+    #: Set once the write is sent, for a thread that waits for it.
+    sent: threading.Event | None = None
+    errors: list[Exception] = field(default_factory=list)
 
 
 class StatusWriter:
@@ -44,17 +54,27 @@ class StatusWriter:
         self.client = client
         self.flush_interval_s = flush_interval_ms / 1000
         self.max_batch = max_batch
-        self._pending: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    def submit(self, write: Write) -> None:
-        """Queue ``write`` (a function that adds commands to a pipeline)."""
+    def submit(self, write: Write, *, wait: bool = False) -> None:
+        """Queue ``write`` (a function that adds commands to a pipeline).
+
+        Parameters:
+          wait: block until it is in Redis.
+
+        Raises:
+          redis.RedisError: with ``wait``, when Redis did not take the write.
+        """
         if self._thread is None:
-            pipe = self.client.pipeline(transaction=False)
-            write(pipe)
-            pipe.execute()
-        else:
-            self._pending.put(write)
+            self._send([_Queued(write)], raise_errors=True)
+            return
+        queued = _Queued(write, threading.Event() if wait else None)
+        self._pending.put(queued)
+        if queued.sent is not None:
+            queued.sent.wait()
+            if queued.errors:
+                raise queued.errors[0]
 
     def start(self) -> None:
         if self._thread is None:
@@ -80,17 +100,24 @@ class StatusWriter:
                 except queue.Empty:
                     break
             stopping = None in batch
-            self._send([write for write in batch if write is not None])
+            self._send([queued for queued in batch if queued is not None], raise_errors=False)
 
-    def _send(self, batch: list[Write]) -> None:
+    def _send(self, batch: list[_Queued], *, raise_errors: bool) -> None:
         if not batch:
             return
         pipe = self.client.pipeline(transaction=False)
-        for write in batch:
-            write(pipe)
+        for queued in batch:
+            queued.write(pipe)
         try:
-            for result in pipe.execute(raise_on_error=False):
-                if isinstance(result, Exception):
-                    self.logger.error("A job-status write failed: %s", result)
-        except redis.RedisError:
-            self.logger.exception("Lost %d job-status writes: Redis did not take them.", len(batch))
+            results = pipe.execute(raise_on_error=False)
+            failures = [result for result in results if isinstance(result, Exception)]
+        except redis.RedisError as error:
+            failures = [error]
+        for failure in failures:
+            self.logger.error("A job-status write failed: %s", failure)
+        if failures and raise_errors:
+            raise failures[0]
+        for queued in batch:
+            if queued.sent is not None:
+                queued.errors.extend(failures)
+                queued.sent.set()

@@ -67,6 +67,7 @@ def test_a_video_job_ends_with_a_presigned_url_to_an_h264_mp4(broker, status, se
     capture.release()
     assert fourcc in ("avc1", "h264") and size == (96, 64)
     assert set(record.timings_s) == set(record.stages)
+    assert record.attempts == {stage: 1 for stage in record.stages}
     assert record.stages == ["prompt_enhance", "image", "frames", "video", "safety_check", "upload"]
     assert record.artifacts["result"]["sha256"] == hashlib.sha256(video).hexdigest()
     manifest = json.loads(s3_objects(settings)[record.manifest_key])

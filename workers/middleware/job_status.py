@@ -4,8 +4,8 @@ Stages never write their own status: this middleware marks a stage running
 before it starts, records what the stage returned (its ``StageOutcome``:
 timing, artifacts, fields, a final state) when it ends, and on a message's
 final failure marks the job failed and records why the message was
-dead-lettered. Progress goes through a batching ``StatusWriter``; final states
-are written before the message is acked.
+dead-lettered. Every write goes through a batching ``StatusWriter``; final
+states are waited for, so they are in Redis before the message is acked.
 """
 
 from __future__ import annotations
@@ -79,13 +79,15 @@ class JobStatusMiddleware(Middleware):
             if not job_id:
                 return
             duration_s = time.monotonic() - self._started.at
-            if outcome.final_state:
-                self.store.stage_finished(job_id, stage, duration_s, outcome)
-            else:
-                self.writer.submit(lambda pipe: self.store.stage_finished(job_id, stage, duration_s, outcome, pipe))
+            self.writer.submit(
+                lambda pipe: self.store.stage_finished(job_id, stage, duration_s, outcome, pipe),
+                wait=bool(outcome.final_state),
+            )
             return
         reason = f"{type(exception).__name__}: {exception}"[:MAX_ERROR_CHARS]
         if message.failed:
-            self.store.stage_failed(job_id, stage, reason, message.message_id)
+            self.writer.submit(
+                lambda pipe: self.store.stage_failed(job_id, stage, reason, message.message_id, pipe), wait=True
+            )
         elif job_id:
             self.writer.submit(lambda pipe: self.store.emit(job_id, "retrying", pipe, stage=stage, error=reason))
