@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+import redis
+
+from workers.status_writer import StatusWriter
+
+
+@pytest.fixture
+def client(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url, decode_responses=True)
+
+
+def test_writes_before_start_go_straight_to_redis(client: redis.Redis) -> None:
+    key = f"writer-test:{uuid.uuid4().hex}"
+    StatusWriter(client).submit(lambda pipe: pipe.set(key, "now"))
+    assert client.get(key) == "now"
+
+
+def test_writes_from_many_threads_are_all_sent_in_fewer_round_trips(client: redis.Redis) -> None:
+    key = f"writer-test:{uuid.uuid4().hex}"
+    writer = StatusWriter(client, flush_interval_ms=20)
+    pipelines_sent = 0
+    send = writer._send
+
+    def counting_send(batch, *, raise_errors):  # type: ignore[no-untyped-def]
+        nonlocal pipelines_sent
+        pipelines_sent += 1
+        send(batch, raise_errors=raise_errors)
+
+    writer._send = counting_send  # type: ignore[method-assign]
+    writer.start()
+    threads = [
+        threading.Thread(target=lambda: [writer.submit(lambda pipe: pipe.incr(key)) for _ in range(50)])
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    writer.stop()
+
+    assert client.get(key) == "400"
+    assert pipelines_sent < 40
+
+
+def test_a_waited_write_is_in_redis_on_return_and_after_earlier_writes(client: redis.Redis) -> None:
+    key = f"writer-test:{uuid.uuid4().hex}"
+    writer = StatusWriter(client, flush_interval_ms=50)
+    writer.start()
+    try:
+        writer.submit(lambda pipe: pipe.rpush(key, "progress"))
+        writer.submit(lambda pipe: pipe.rpush(key, "final"), wait=True)
+        assert client.lrange(key, 0, -1) == ["progress", "final"]
+    finally:
+        writer.stop()
+
+
+def test_a_waited_write_that_redis_refuses_raises(client: redis.Redis) -> None:
+    key = f"writer-test:{uuid.uuid4().hex}"
+    client.set(key, "not a list")
+    writer = StatusWriter(client)
+    writer.start()
+    try:
+        with pytest.raises(redis.ResponseError):
+            writer.submit(lambda pipe: pipe.rpush(key, "x"), wait=True)
+    finally:
+        writer.stop()
