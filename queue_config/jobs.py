@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import uuid
 from enum import Enum
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 #: Version of this contract. A worker refuses messages written for another one.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 MAX_PROMPT_CHARS = 1000
 MIN_SIDE_PX = 64

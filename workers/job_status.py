@@ -16,7 +16,8 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import redis
 
@@ -76,7 +77,7 @@ class JobStatusStore:
     def create(self, spec: JobSpec, stages: tuple[str, ...], state: str = "queued", error: str = "") -> bool:
         """Record a new job. False (and nothing changes) if a job with this id exists."""
         now = time.time()
-        record = {
+        record: dict[Any, Any] = {
             "id": spec.id, "state": state, "kind": spec.kind.value, "stage": "", "stages": ",".join(stages),
             "created_at": now, "updated_at": now, "error": error, "spec": spec.model_dump_json(),
         }
@@ -108,31 +109,42 @@ class JobStatusStore:
         With a pipeline as ``client``, the commands are only queued on it.
         """
         outcome = outcome or StageOutcome()
-        fields = {f"timing.{stage}": f"{duration_s:.4f}"}
+        fields: dict[Any, Any] = {f"timing.{stage}": f"{duration_s:.4f}"}
         for name, stored in outcome.artifacts.items():
             fields[f"artifact.{name}"] = json.dumps(stored.as_dict(), sort_keys=True)
-        pipe = client or self.client.pipeline(transaction=False)
-        if outcome.final_state:
-            pipe.hset(self.job_key(job_id), mapping=fields)
-            record = dict(outcome.record)
-            error = record.pop("error", "")
-            self._call_transition(pipe, job_id, outcome.final_state, stage, error, record)
-        else:
-            pipe.hset(self.job_key(job_id), mapping={**fields, **outcome.record})
-        if client is None:
-            pipe.execute()
+        record: dict[Any, Any] = dict(outcome.record)
+
+        def queue_on(pipe: Client) -> None:
+            if outcome.final_state:
+                pipe.hset(self.job_key(job_id), mapping=fields)
+                error = record.pop("error", "")
+                self._call_transition(pipe, job_id, outcome.final_state, stage, error, record)
+            else:
+                pipe.hset(self.job_key(job_id), mapping={**fields, **record})
+
+        self._in_one_round_trip(queue_on, client)
 
     def stage_failed(self, job_id: str, stage: str, error: str, message_id: str, client: Client | None = None) -> None:
         """Fail the job and say why its message was dead-lettered, in one round trip.
 
         With a pipeline as ``client``, the commands are only queued on it.
         """
-        pipe = client or self.client.pipeline(transaction=False)
-        self._dead_letter(pipe, message_id, stage, error, job_id)
-        if job_id:
-            self._call_transition(pipe, job_id, "failed", stage, error, {})
-        if client is None:
-            pipe.execute()
+
+        def queue_on(pipe: Client) -> None:
+            self._dead_letter(pipe, message_id, stage, error, job_id)
+            if job_id:
+                self._call_transition(pipe, job_id, "failed", stage, error, {})
+
+        self._in_one_round_trip(queue_on, client)
+
+    def _in_one_round_trip(self, queue_on: Callable[[Client], None], client: Client | None) -> None:
+        """Queue commands on the caller's pipeline, or on one of our own that is sent at once."""
+        if client is not None:
+            queue_on(client)
+            return
+        pipe = self.client.pipeline(transaction=False)
+        queue_on(pipe)
+        pipe.execute()
 
     def _call_transition(
         self, client: Client, job_id: str, state: str, stage: str, error: str, fields: dict[str, str],
@@ -144,10 +156,10 @@ class JobStatusStore:
         return self._transition(keys=[self.job_key(job_id), self.events_key], args=args, client=client)
 
     def state_of(self, job_id: str) -> str | None:
-        return self.client.hget(self.job_key(job_id), "state")
+        return cast("str | None", self.client.hget(self.job_key(job_id), "state"))
 
     def get(self, job_id: str) -> JobRecord | None:
-        raw: dict[str, str] = self.client.hgetall(self.job_key(job_id))
+        raw = cast("dict[str, str]", self.client.hgetall(self.job_key(job_id)))
         if "state" not in raw:
             return None
         return JobRecord(
@@ -165,7 +177,8 @@ class JobStatusStore:
 
     def emit(self, job_id: str, event: str, client: Client | None = None, **data: str) -> None:
         """Append an event that is not a state change (e.g. ``retrying``) to the stream."""
-        fields = {"job_id": job_id, "event": event, "at": f"{time.time():.3f}", **{k: v for k, v in data.items() if v}}
+        fields: dict[Any, Any] = {"job_id": job_id, "event": event, "at": f"{time.time():.3f}"}
+        fields.update((name, value) for name, value in data.items() if value)
         (client or self.client).xadd(self.events_key, fields, maxlen=EVENTS_MAXLEN, approximate=True)
 
     def _dead_letter(self, client: Client, message_id: str, actor: str, reason: str,

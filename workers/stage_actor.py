@@ -46,7 +46,6 @@ def declare_stage_actors(
         options = STAGES[stage]
         run_stage.__name__ = stage
         return dramatiq.actor(
-            run_stage,
             actor_name=stage,
             queue_name=options.queue_name,
             broker=broker,
@@ -55,7 +54,7 @@ def declare_stage_actors(
             max_backoff=options.max_backoff_ms,
             time_limit=options.time_limit_ms,
             throws=(InvalidJob,),
-        )
+        )(run_stage)
 
     return {stage: declare(stage, function) for stage, function in functions.items()}
 

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import dramatiq
+from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
 from queue_config.jobs import JobKind
@@ -27,20 +28,19 @@ from workers.status_writer import StatusWriter
 MAX_ERROR_CHARS = 2000
 
 
-def job_of(message: dramatiq.Message) -> tuple[str, int | None]:
+def job_of(message: MessageProxy) -> tuple[str, int | None]:
     """The job id in a stage message and this stage's place in the job's plan.
 
     ("", None) when the payload is too broken to name a job: the stage rejects it.
     """
     payload = message.args[0] if message.args else None
     job = payload.get("job") if isinstance(payload, dict) else None
-    job_id = job.get("id") if isinstance(job, dict) else None
-    if not isinstance(job_id, str):
+    if not isinstance(job, dict) or not isinstance(job.get("id"), str):
         return "", None
     try:
-        return job_id, stage_plan(JobKind(job.get("kind", "image"))).index(message.actor_name)
+        return job["id"], stage_plan(JobKind(job.get("kind", "image"))).index(message.actor_name)
     except ValueError:
-        return job_id, None
+        return job["id"], None
 
 
 class JobStatusMiddleware(Middleware):
@@ -57,7 +57,7 @@ class JobStatusMiddleware(Middleware):
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self.writer.stop()
 
-    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self._started.at = time.monotonic()
         job_id, stage_index = job_of(message)
         if job_id and stage_index is not None:
@@ -67,7 +67,7 @@ class JobStatusMiddleware(Middleware):
     def after_process_message(
         self,
         broker: dramatiq.Broker,
-        message: dramatiq.Message,
+        message: MessageProxy,
         *,
         result: Any = None,
         exception: BaseException | None = None,
