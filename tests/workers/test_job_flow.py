@@ -105,3 +105,16 @@ def test_submitting_the_same_job_id_twice_runs_it_once(broker, status) -> None:
 
     assert first.created and not second.created
     assert record.state == "succeeded" and record.attempts["image"] == 1
+
+
+def test_a_video_job_can_grow_its_frames_by_img2img(broker, status, artifacts_dir: Path) -> None:
+    spec = JobSpec(prompt="a koi pond in autumn", kind=JobKind.video, width=64, height=64, num_frames=8, fps=8,
+                   frames_backend="img2img", steps=2)
+    submit_job(broker, status, spec)
+
+    record = wait_until_finished(status, spec.id)
+
+    assert record.state == "succeeded", record.error
+    path = artifacts_dir / "img2img-job.mp4"
+    path.write_bytes(fetch(record.result_url))
+    assert imageio_ffmpeg.count_frames_and_secs(str(path))[0] == 8
