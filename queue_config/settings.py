@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     #: Frames backend for video jobs: ``camera`` (opencv motion, no model) or ``img2img``.
     frames_backend: str = "camera"
 
+    #: TOML file naming remote providers, key pools, model limits and the stages that use them
+    #: (see queue_config/remote.py). Unset: every stage runs its local model.
+    remote_config: Path | None = None
+    #: A stage message older than this fails (e.g. one that has waited this long for quota).
+    stage_max_age_ms: int = 6 * 3600 * 1000
+
     #: NSFW probability at or above which an image or video is blocked.
     safety_threshold: float = 0.8
     #: How many frames of a video the safety check samples.

@@ -9,11 +9,14 @@ from __future__ import annotations
 import dramatiq
 
 from queue_config.broker import build_broker
+from workers.remote import add_remote_middleware
 from queue_config.settings import get_settings
 from workers.runtime import get_runtime
 from workers.stage_actor import declare_stage_actors
 from workers.stages import STAGE_FUNCTIONS
 
-broker = build_broker(get_settings())
+settings = get_settings()
+broker = build_broker(settings)
+add_remote_middleware(broker, get_runtime())
 dramatiq.set_broker(broker)
-ACTORS = declare_stage_actors(broker, STAGE_FUNCTIONS, get_runtime)
+ACTORS = declare_stage_actors(broker, STAGE_FUNCTIONS, get_runtime, max_age_ms=settings.stage_max_age_ms)

@@ -108,6 +108,20 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0  # not reached
 
 
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """Each key pool's health, by key fingerprint (keys themselves are never stored)."""
+    from workers.keys import key_health
+
+    rows = key_health(open_status(settings).client, settings.namespace)
+    if not rows:
+        print("no key has been used yet")
+    print(f"{'provider':<12} {'key':<14} {'state':<20} {'requests':>8} {'ok':>6} {'429':>5} {'5xx':>5}  reason")
+    for row in rows:
+        print(f"{row.provider:<12} {row.fingerprint:<14} {row.state:<20} {row.requests:>8} {row.successes:>6} "
+              f"{row.rate_limited:>5} {row.errors:>5}  {row.disabled_reason}")
+    return 0
+
+
 def cmd_redis(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "stop":
         print("stopped" if stop_embedded_redis(settings.data_dir) else "not running")
@@ -143,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--processes", type=int, default=1)
     worker.add_argument("--threads", type=int, default=2)
     worker.set_defaults(handler=cmd_worker)
+
+    keys = commands.add_parser("keys", help="show the health of every provider's API keys")
+    keys.set_defaults(handler=cmd_keys)
 
     embedded = commands.add_parser("redis", help="the embedded Redis used when REDIS_URL is unset")
     embedded.add_argument("action", choices=["url", "stop"])

@@ -11,3 +11,16 @@ class InvalidJob(FramequeueError):
 
 class StageInputMissing(FramequeueError):
     """An intermediate that the previous stage should have stored is not there (retried)."""
+
+
+class Deferred(FramequeueError):
+    """The message must wait ``delay_ms`` (for quota, a key, a slot): put back, retries untouched."""
+
+    def __init__(self, delay_ms: int, reason: str) -> None:
+        super().__init__(f"{reason}; waiting {delay_ms} ms")
+        self.delay_ms = delay_ms
+        self.reason = reason
+
+
+class NoUsableKey(FramequeueError):
+    """A provider has no key left to try: every one is disabled, or none was configured."""

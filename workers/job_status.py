@@ -51,6 +51,7 @@ class JobRecord:
     result_key: str = ""
     manifest_key: str = ""
     safety_score: float | None = None
+    wait_reason: str = ""
     spec: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -137,7 +138,13 @@ class JobStatusStore:
 
         self._in_one_round_trip(queue_on, client)
 
-    def _in_one_round_trip(self, queue_on: Callable[[Client], None], client: Client | None) -> None:
+    def stage_waiting(self, job_id: str, stage: str, reason: str, client: Client | None = None) -> None:
+        """Say that ``stage`` was put back to wait (for quota, a key, a slot), and why."""
+        self._in_one_round_trip(
+            lambda pipe: self._call_transition(pipe, job_id, "waiting", stage, "", {"wait_reason": reason}), client
+        )
+
+    def _in_one_round_trip(self, queue_on: Callable[[Client], object], client: Client | None) -> None:
         """Queue commands on the caller's pipeline, or on one of our own that is sent at once."""
         if client is not None:
             queue_on(client)
@@ -172,6 +179,7 @@ class JobStatusStore:
             error=raw.get("error", ""), result_url=raw.get("result_url", ""),
             result_key=raw.get("result_key", ""), manifest_key=raw.get("manifest_key", ""),
             safety_score=float(raw["safety_score"]) if "safety_score" in raw else None,
+            wait_reason=raw.get("wait_reason", ""),
             spec=json.loads(raw.get("spec") or "{}"),
         )
 

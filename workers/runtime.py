@@ -21,10 +21,13 @@ from pipelines import (
     TextToImage,
     resolve_profile,
 )
+from pipelines.remote import ProviderClient, RemotePromptEnhancer, RemoteTextToImage
 from queue_config.broker import resolve_redis_url
+from queue_config.remote import RemoteConfig, load_remote_config
 from queue_config.settings import Settings, get_settings
 from storage import ObjectStore, open_store
 from workers.job_status import JobStatusStore
+from workers.keys import KeyPools
 
 
 class Runtime:
@@ -50,19 +53,49 @@ class Runtime:
     def profile(self) -> ModelProfile:
         return resolve_profile(self.settings.model_profile, self.settings.data_dir / "models")
 
-    def prompt_enhancer(self) -> PromptEnhancer:
+    @cached_property
+    def remote_config(self) -> RemoteConfig:
+        return load_remote_config(self.settings.remote_config)
+
+    @cached_property
+    def key_pools(self) -> KeyPools:
+        from workers.remote import build_key_pools
+
+        return build_key_pools(self, self.remote_config)
+
+    def prompt_enhancer(self) -> PromptEnhancer | RemotePromptEnhancer:
+        """The stage's text model: a remote provider's if configured, else the local one."""
+        route = self.remote_config.stages.get("prompt_enhance")
+        if route is not None:
+            return self.models.get("remote_prompt_enhancer", lambda _: RemotePromptEnhancer(
+                self._provider_client(route.provider), route.model, self.key_pools))
         profile = self.profile
         return self.models.get(
             "prompt_enhancer",
             lambda device: PromptEnhancer.from_pretrained(profile.text_model, profile.embedding_model, device),
         )
 
-    def text_to_image(self) -> TextToImage:
+    def text_to_image(self) -> TextToImage | RemoteTextToImage:
+        """The stage's image model: a remote provider's if configured, else the local one."""
+        route = self.remote_config.stages.get("image")
+        if route is not None:
+            return self.models.get("remote_text_to_image", lambda _: RemoteTextToImage(
+                self._provider_client(route.provider), route.model, self.key_pools))
+        return self.local_text_to_image()
+
+    def local_text_to_image(self) -> TextToImage:
         model = self.profile.image_model
         return self.models.get("text_to_image", lambda device: TextToImage.from_pretrained(model, device))
 
+    def _provider_client(self, provider: str) -> ProviderClient:
+        from workers.remote import provider_client
+
+        return provider_client(provider, self.remote_config.providers[provider])
+
     def img2img_frames(self) -> Img2ImgFrames:
-        return self.models.get("img2img_frames", lambda device: Img2ImgFrames.from_text_to_image(self.text_to_image()))
+        return self.models.get(
+            "img2img_frames", lambda device: Img2ImgFrames.from_text_to_image(self.local_text_to_image())
+        )
 
     def camera_frames(self) -> CameraMotionFrames:
         return self.models.get("camera_frames", lambda device: CameraMotionFrames())

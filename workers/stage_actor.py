@@ -8,12 +8,15 @@ middleware records it (timing, artifacts, final state), not this shell.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import CurrentMessage
 
 from queue_config.stages import STAGES, stage_plan
-from workers.errors import InvalidJob
+from workers.errors import Deferred, InvalidJob, NoUsableKey
+from workers.middleware.put_back import put_back
 from workers.messages import StageMessage
 from workers.outcome import hand_over
 from workers.runtime import Runtime
@@ -28,16 +31,27 @@ def next_stage(message: StageMessage, stage: str) -> str | None:
 
 
 def declare_stage_actors(
-    broker: dramatiq.Broker, functions: Mapping[str, StageFunction], runtime: Callable[[], Runtime]
+    broker: dramatiq.Broker,
+    functions: Mapping[str, StageFunction],
+    runtime: Callable[[], Runtime],
+    *,
+    max_age_ms: int | None = None,
 ) -> dict[str, dramatiq.Actor[..., None]]:
-    """Declare one actor per stage on ``broker``, running ``functions[stage]``."""
+    """Declare one actor per stage on ``broker``, running ``functions[stage]``.
+
+    A message older than ``max_age_ms`` (e.g. one that has waited that long for quota) fails.
+    """
 
     def declare(stage: str, function: StageFunction) -> dramatiq.Actor[..., None]:
         def run_stage(payload: Any) -> None:
             message = StageMessage.parse(payload)
             if stage not in stage_plan(message.job.kind):
                 raise InvalidJob(f"stage {stage!r} is not part of a {message.job.kind.value} job")
-            outcome = function(runtime(), message)
+            try:
+                outcome = function(runtime(), message)
+            except Deferred as wait:
+                current = cast(MessageProxy, CurrentMessage.get_current_message())
+                put_back(broker, current, wait.delay_ms, wait.reason)
             following = next_stage(message, stage)
             if following is not None and not outcome.final_state:
                 enqueue_stage(broker, following, message.with_refs(**outcome.refs))
@@ -53,7 +67,8 @@ def declare_stage_actors(
             min_backoff=options.min_backoff_ms,
             max_backoff=options.max_backoff_ms,
             time_limit=options.time_limit_ms,
-            throws=(InvalidJob,),
+            throws=(InvalidJob, NoUsableKey),
+            max_age=max_age_ms,
         )(run_stage)
 
     return {stage: declare(stage, function) for stage, function in functions.items()}

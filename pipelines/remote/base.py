@@ -47,7 +47,15 @@ class ProviderClient(ABC):
 
     @abstractmethod
     def generate_image(
-        self, *, key: str, model: str, prompt: str, width: int, height: int, seed: int, steps: int,
+        self,
+        *,
+        key: str,
+        model: str,
+        prompt: str,
+        width: int,
+        height: int,
+        seed: int,
+        steps: int,
         negative_prompt: str | None,
     ) -> PIL.Image.Image:
         """Render ``prompt`` with ``model`` at ``width`` x ``height`` px and return it as RGB.

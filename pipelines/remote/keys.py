@@ -85,7 +85,10 @@ class StaticKeyProvider:
                 failures.append(error)
             logger.info(
                 "%s/%s: key %s failed (%s), trying the next one",
-                provider, model, key_fingerprint(key), type(failures[-1]).__name__,
+                provider,
+                model,
+                key_fingerprint(key),
+                type(failures[-1]).__name__,
             )
         if not failures:
             with self._lock:

@@ -51,13 +51,25 @@ class OpenAICompatibleClient(ProviderClient):
         self.temperature = temperature
 
     def generate_image(
-        self, *, key: str, model: str, prompt: str, width: int, height: int, seed: int, steps: int,
+        self,
+        *,
+        key: str,
+        model: str,
+        prompt: str,
+        width: int,
+        height: int,
+        seed: int,
+        steps: int,
         negative_prompt: str | None,
     ) -> PIL.Image.Image:
         """Render one image; see :meth:`ProviderClient.generate_image`."""
         exchange = self.exchange(key)
         body: dict[str, Any] = {
-            "model": model, "prompt": prompt, "size": f"{width}x{height}", "n": 1, "response_format": "b64_json",
+            "model": model,
+            "prompt": prompt,
+            "size": f"{width}x{height}",
+            "n": 1,
+            "response_format": "b64_json",
         }
         if self.extra_image_fields:
             body.update(seed=seed, steps=steps)

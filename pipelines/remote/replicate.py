@@ -13,6 +13,7 @@ without the key); language models put a list of text chunks. Auth: ``Authorizati
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import urllib.parse
@@ -82,7 +83,15 @@ class ReplicateClient(ProviderClient):
         self.temperature = temperature
 
     def generate_image(
-        self, *, key: str, model: str, prompt: str, width: int, height: int, seed: int, steps: int,
+        self,
+        *,
+        key: str,
+        model: str,
+        prompt: str,
+        width: int,
+        height: int,
+        seed: int,
+        steps: int,
         negative_prompt: str | None,
     ) -> PIL.Image.Image:
         """Render one image; see :meth:`ProviderClient.generate_image`.
@@ -92,8 +101,13 @@ class ReplicateClient(ProviderClient):
         """
         exchange = self.exchange(key)
         inputs: dict[str, Any] = {
-            "prompt": prompt, "width": width, "height": height, "seed": seed,
-            "num_inference_steps": steps, "num_outputs": 1, "output_format": "png",
+            "prompt": prompt,
+            "width": width,
+            "height": height,
+            "seed": seed,
+            "num_inference_steps": steps,
+            "num_outputs": 1,
+            "output_format": "png",
         }
         ratio = aspect_ratio(width, height)
         if ratio:
@@ -113,8 +127,12 @@ class ReplicateClient(ProviderClient):
         """
         exchange = self.exchange(key)
         inputs = {
-            "prompt": prompt, "system_prompt": system, "max_tokens": max_tokens, "max_new_tokens": max_tokens,
-            "temperature": self.temperature, "seed": seed,
+            "prompt": prompt,
+            "system_prompt": system,
+            "max_tokens": max_tokens,
+            "max_new_tokens": max_tokens,
+            "temperature": self.temperature,
+            "seed": seed,
         }
         output = self._run(exchange, model, inputs)
         if isinstance(output, str):
@@ -129,7 +147,8 @@ class ReplicateClient(ProviderClient):
         url, body = self._creation(model, inputs)
         prefer = {"Prefer": f"wait={self.sync_wait_s}"}
         prediction = exchange.read_json(exchange.send("POST", url, json=body, headers=prefer))
-        poll_url = f"{self.base_url}/v1/predictions/{urllib.parse.quote(str(exchange.field(prediction, 'id')), safe='')}"
+        prediction_id = urllib.parse.quote(str(exchange.field(prediction, "id")), safe="")
+        poll_url = f"{self.base_url}/v1/predictions/{prediction_id}"
         # 2. Poll until final. The URL is built from our base, never taken from the response,
         #    so the key goes nowhere but the API.
         deadline = time.monotonic() + self.max_wait_s
@@ -142,8 +161,9 @@ class ReplicateClient(ProviderClient):
         # 3. Only a success has output.
         status = str(prediction["status"])
         if status != "succeeded":
-            raise GenerationFailed(status, exchange.clean(str(prediction.get("error") or "no error given")),
-                                   **exchange.context())
+            raise GenerationFailed(
+                status, exchange.clean(str(prediction.get("error") or "no error given")), **exchange.context()
+            )
         return exchange.field(prediction, "output")
 
     def _creation(self, model: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -156,7 +176,5 @@ class ReplicateClient(ProviderClient):
 
     def _cancel(self, exchange: Exchange, poll_url: str) -> None:
         """Ask Replicate to stop a prediction we gave up on, so it stops billing; best effort."""
-        try:
+        with contextlib.suppress(ProviderError):
             exchange.send("POST", f"{poll_url}/cancel")
-        except ProviderError:
-            pass

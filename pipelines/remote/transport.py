@@ -91,8 +91,13 @@ class Exchange:
         return {"provider": self.provider, "key_fingerprint": self.fingerprint}
 
     def send(
-        self, method: str, url: str, *, json: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None, authorized: bool = True,
+        self,
+        method: str,
+        url: str,
+        *,
+        json: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        authorized: bool = True,
     ) -> requests.Response:
         """Send one request and return its 2xx response; every failure becomes a provider error.
 
@@ -201,4 +206,3 @@ class Exchange:
                 code = str(payload.get("title") or payload.get("code") or "")
                 message = str(payload.get("detail") or error or payload.get("message") or code)
         return self.clean(code), self.clean(message) or f"HTTP {response.status_code}"
-

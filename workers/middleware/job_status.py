@@ -21,6 +21,7 @@ from dramatiq.middleware import Middleware
 from queue_config.jobs import JobKind
 from queue_config.stages import stage_plan
 from workers.job_status import JobStatusStore
+from workers.middleware.put_back import take_skip_reason
 from workers.outcome import take_over
 from workers.status_writer import StatusWriter
 
@@ -85,6 +86,20 @@ class JobStatusMiddleware(Middleware):
             )
             return
         reason = f"{type(exception).__name__}: {exception}"[:MAX_ERROR_CHARS]
+        self._record_failure(message, stage, reason)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        """A message put back to wait, or failed before it ran (age limit, no usable key)."""
+        job_id, _ = job_of(message)
+        reason = take_skip_reason()
+        if message.failed:
+            self._record_failure(message, message.actor_name, reason or "AgeLimit: the message outlived its max age")
+        elif job_id and reason:
+            stage = message.actor_name
+            self.writer.submit(lambda pipe: self.store.stage_waiting(job_id, stage, reason, pipe))
+
+    def _record_failure(self, message: MessageProxy, stage: str, reason: str) -> None:
+        job_id, _ = job_of(message)
         if message.failed:
             self.writer.submit(
                 lambda pipe: self.store.stage_failed(job_id, stage, reason, message.message_id, pipe), wait=True

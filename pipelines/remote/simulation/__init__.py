@@ -1,0 +1,1 @@
+"""The pieces of :class:`pipelines.remote.simulator.ProviderSimulator`: key ledger, state, routes, server."""

@@ -1,0 +1,37 @@
+"""Holds back messages of stages whose provider has no usable key right now.
+
+The key pool itself (``workers/keys``) picks a key for each request, cools a
+key down on 429, disables it on 401/403 and fails over within the same
+attempt. This middleware is its gate: before a remote stage runs it peeks at
+the pool (one round trip); when every key is at its quota or cooling down,
+the message is put back until the soonest one is usable; when every key is
+disabled, the message fails with that reason.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import Middleware
+
+from workers.errors import NoUsableKey
+from workers.keys import KeyPool
+from workers.middleware.put_back import fail_with_reason, put_back
+
+
+class KeyRotation(Middleware):
+    """Gates each remote stage on its provider's pool: ``pools_by_stage[stage]``."""
+
+    def __init__(self, pools_by_stage: dict[str, KeyPool]) -> None:
+        self.pools_by_stage = pools_by_stage
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        pool = self.pools_by_stage.get(message.actor_name)
+        if pool is None:
+            return
+        try:
+            wait_ms = pool.wait_ms()
+        except NoUsableKey as error:
+            fail_with_reason(message, f"NoUsableKey: {error}")
+        if wait_ms:
+            put_back(broker, message, wait_ms, f"every {pool.provider} key is at its quota or cooling down")

@@ -1,0 +1,69 @@
+"""Per-model rate and concurrency limits, shared by every worker on every host.
+
+Before a stage that calls a remote model runs, this middleware takes one of the
+model's concurrency slots and one request from its per-minute budget (one
+Redis round trip each). A message over either limit is put back with a delay
+equal to the wait: no busy loop, no retry burned. Stage code never sees it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import Middleware
+
+from queue_config.remote import ModelLimits
+from workers.limits import RedisLimiter
+from workers.middleware.put_back import put_back
+
+#: How long a concurrency slot is held if its worker dies without releasing it.
+DEFAULT_SLOT_LEASE_MS = 10 * 60_000
+#: Requests a model may take at once beyond its steady rate.
+DEFAULT_BURST = 1
+
+
+class ModelRateLimits(Middleware):
+    """Applies ``limits_by_stage[stage]`` to that stage's messages."""
+
+    def __init__(
+        self,
+        limiter: RedisLimiter,
+        limits_by_stage: dict[str, ModelLimits],
+        *,
+        slot_lease_ms: int = DEFAULT_SLOT_LEASE_MS,
+        burst: int = DEFAULT_BURST,
+    ) -> None:
+        self.limiter = limiter
+        self.limits_by_stage = limits_by_stage
+        self.slot_lease_ms = slot_lease_ms
+        self.burst = burst
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        limits = self.limits_by_stage.get(message.actor_name)
+        if limits is None:
+            return
+        name = f"{limits.provider}:{limits.model}"
+        if limits.concurrency:
+            wait_ms = self.limiter.acquire_wait_ms(name, limits.concurrency, message.message_id, self.slot_lease_ms)
+            if wait_ms:
+                put_back(broker, message, wait_ms, f"{name} has {limits.concurrency} calls in flight")
+        if limits.requests_per_minute:
+            wait_ms = self.limiter.rate_wait_ms(name, limits.requests_per_minute, self.burst)
+            if wait_ms:
+                self._release(message)
+                put_back(broker, message, wait_ms, f"{name} is at {limits.requests_per_minute:g} requests/min")
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None, exception: Any = None
+    ) -> None:
+        self._release(message)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        self._release(message)
+
+    def _release(self, message: MessageProxy) -> None:
+        limits = self.limits_by_stage.get(message.actor_name)
+        if limits is not None and limits.concurrency:
+            self.limiter.release(f"{limits.provider}:{limits.model}", message.message_id)
