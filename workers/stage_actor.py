@@ -16,8 +16,8 @@ from dramatiq.middleware import CurrentMessage
 
 from queue_config.stages import STAGES, stage_plan
 from workers.errors import Deferred, InvalidJob, NoUsableKey
-from workers.middleware.put_back import put_back
 from workers.messages import StageMessage
+from workers.middleware.put_back import put_back
 from workers.outcome import hand_over
 from workers.runtime import Runtime
 from workers.stages import StageFunction

@@ -52,8 +52,8 @@ class ReplicateClient(ProviderClient):
 
     Parameters:
         base_url: The API's root; the public one by default.
-        timeout_s: Limit on connecting and on each wait for response bytes, in seconds; keep it
-            above ``sync_wait_s``, which creation may legitimately take.
+        timeout_s: Limit on connecting and on each wait for response bytes, in seconds. Creation
+            may legitimately take ``sync_wait_s``, which is lowered to stay below it.
         session: The HTTP session to use; a new one when omitted.
         name: The provider name the key provider files these keys under.
         sync_wait_s: Seconds creation may wait for the output before answering (``Prefer: wait``).
@@ -77,7 +77,8 @@ class ReplicateClient(ProviderClient):
     ) -> None:
         super().__init__(name=name, timeout_s=timeout_s, session=session)
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
-        self.sync_wait_s = min(max(int(sync_wait_s), 1), 60)
+        # The wait must end before the read timeout does, or every slow model would time out.
+        self.sync_wait_s = max(1, min(int(sync_wait_s), 60, math.ceil(timeout_s) - 1))
         self.poll_interval_s = poll_interval_s
         self.max_wait_s = max_wait_s
         self.temperature = temperature

@@ -18,10 +18,14 @@ class RedisLimiter:
         self._gcra = client.register_script((_LUA / "gcra.lua").read_text())
         self._acquire = client.register_script((_LUA / "semaphore.lua").read_text())
 
-    def rate_wait_ms(self, name: str, requests_per_minute: float, burst: int = 1) -> int:
-        """0 if a request under ``name`` may go now (and it is counted), else the ms to wait."""
+    def rate_wait_ms(self, name: str, requests_per_minute: float, burst: int = 1, *, reserve: bool = False) -> int:
+        """0 if a request under ``name`` may go now (and it is counted), else the ms to wait.
+
+        With ``reserve``, a request that must wait books the slot it waits for.
+        """
         interval_ms = 60_000 / requests_per_minute
-        return int(self._gcra(keys=[f"{self.namespace}:rate:{name}"], args=[interval_ms, burst]))
+        args = [interval_ms, burst, int(reserve)]
+        return int(self._gcra(keys=[f"{self.namespace}:rate:{name}"], args=args))
 
     def acquire_wait_ms(self, name: str, limit: int, holder: str, lease_ms: int) -> int:
         """0 if ``holder`` got one of ``limit`` places under ``name``, else the ms until one may free."""

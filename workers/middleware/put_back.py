@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import dramatiq
 from dramatiq.broker import MessageProxy
@@ -27,10 +27,24 @@ class PutBack(SkipMessage):
     """The message was re-enqueued to wait ``delay_ms``."""
 
 
-def put_back(broker: dramatiq.Broker, message: MessageProxy, delay_ms: int, reason: str) -> NoReturn:
-    """Re-enqueue ``message`` to run after ``delay_ms`` (plus a little jitter) and skip this delivery."""
-    delay_ms = max(1, int(delay_ms * (1 + random.uniform(0, JITTER_FRACTION))))
-    broker.enqueue(message.copy(queue_name=q_name(message.queue_name)), delay=delay_ms)
+def put_back(
+    broker: dramatiq.Broker,
+    message: MessageProxy,
+    delay_ms: int,
+    reason: str,
+    *,
+    jitter: bool = True,
+    options: dict[str, Any] | None = None,
+) -> NoReturn:
+    """Re-enqueue ``message`` to run after ``delay_ms`` (plus a little jitter) and skip this delivery.
+
+    ``options`` are added to the re-enqueued message (e.g. a booked rate-limit slot).
+    """
+    if jitter:
+        delay_ms = int(delay_ms * (1 + random.uniform(0, JITTER_FRACTION)))
+    delay_ms = max(1, delay_ms)
+    copy = message.copy(queue_name=q_name(message.queue_name), options=options or {})
+    broker.enqueue(copy, delay=delay_ms)
     _skip.reason = f"waiting {delay_ms} ms: {reason}"
     raise PutBack(reason)
 

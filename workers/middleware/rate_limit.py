@@ -2,8 +2,12 @@
 
 Before a stage that calls a remote model runs, this middleware takes one of the
 model's concurrency slots and one request from its per-minute budget (one
-Redis round trip each). A message over either limit is put back with a delay
-equal to the wait: no busy loop, no retry burned. Stage code never sees it.
+Redis round trip each). A message over the rate books the next free slot and
+is put back with a delay equal to the wait; when it comes back it goes without
+a second check, so waiting messages are served in turn. A message over the
+concurrency limit is put back for a short while (slots free as calls end, at
+no time anyone can know). No busy loop, no retry burned, and stage code never
+sees any of it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from workers.middleware.put_back import put_back
 DEFAULT_SLOT_LEASE_MS = 10 * 60_000
 #: Requests a model may take at once beyond its steady rate.
 DEFAULT_BURST = 1
+#: How long a message over the concurrency limit waits before it asks again.
+DEFAULT_SLOT_WAIT_MS = 250
+#: Message option naming the rate-limit slot a put-back message has booked (and for which try).
+BOOKED_SLOT_OPTION = "framequeue_booked_slot"
 
 
 class ModelRateLimits(Middleware):
@@ -33,11 +41,13 @@ class ModelRateLimits(Middleware):
         limits_by_stage: dict[str, ModelLimits],
         *,
         slot_lease_ms: int = DEFAULT_SLOT_LEASE_MS,
+        slot_wait_ms: int = DEFAULT_SLOT_WAIT_MS,
         burst: int = DEFAULT_BURST,
     ) -> None:
         self.limiter = limiter
         self.limits_by_stage = limits_by_stage
         self.slot_lease_ms = slot_lease_ms
+        self.slot_wait_ms = slot_wait_ms
         self.burst = burst
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
@@ -48,12 +58,15 @@ class ModelRateLimits(Middleware):
         if limits.concurrency:
             wait_ms = self.limiter.acquire_wait_ms(name, limits.concurrency, message.message_id, self.slot_lease_ms)
             if wait_ms:
-                put_back(broker, message, wait_ms, f"{name} has {limits.concurrency} calls in flight")
-        if limits.requests_per_minute:
-            wait_ms = self.limiter.rate_wait_ms(name, limits.requests_per_minute, self.burst)
+                reason = f"{name} has {limits.concurrency} calls in flight"
+                put_back(broker, message, min(wait_ms, self.slot_wait_ms), reason)
+        booking = f"{name}@{message.options.get('retries', 0)}"
+        if limits.requests_per_minute and message.options.get(BOOKED_SLOT_OPTION) != booking:
+            wait_ms = self.limiter.rate_wait_ms(name, limits.requests_per_minute, self.burst, reserve=True)
             if wait_ms:
                 self._release(message)
-                put_back(broker, message, wait_ms, f"{name} is at {limits.requests_per_minute:g} requests/min")
+                reason = f"{name} is at {limits.requests_per_minute:g} requests/min"
+                put_back(broker, message, wait_ms, reason, jitter=False, options={BOOKED_SLOT_OPTION: booking})
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None, exception: Any = None

@@ -30,11 +30,11 @@ class RecordingSession(requests.Session):
         super().__init__()
         self.sent: list[dict[str, Any]] = []
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         self.sent.append(
             {"method": method, "url": url, "headers": dict(kwargs.get("headers") or {}), "json": kwargs.get("json")}
         )
-        return super().request(method, url, *args, **kwargs)
+        return super().request(str(method), str(url), *args, **kwargs)
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ class CannedAdapter(requests.adapters.BaseAdapter):
         self.answers = list(answers)
         self.requests: list[requests.PreparedRequest] = []
 
-    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
         self.requests.append(request)
         status, body, headers = self.answers.pop(0)
         response = requests.Response()

@@ -9,8 +9,10 @@ from pipelines.remote.replicate import aspect_ratio
 from tests.pipelines.remote.conftest import KEY_A, TIMEOUT_S, RecordingSession
 
 
-def replicate(simulator: ProviderSimulator, session: RecordingSession, **options: float) -> ReplicateClient:
-    return ReplicateClient(simulator.base_url, timeout_s=TIMEOUT_S, session=session, poll_interval_s=0.01, **options)
+def replicate(simulator: ProviderSimulator, session: RecordingSession, max_wait_s: float = 5.0) -> ReplicateClient:
+    return ReplicateClient(
+        simulator.base_url, timeout_s=TIMEOUT_S, session=session, poll_interval_s=0.01, max_wait_s=max_wait_s
+    )
 
 
 def test_an_official_model_runs_on_its_own_endpoint_waiting_for_the_output(
@@ -29,7 +31,7 @@ def test_an_official_model_runs_on_its_own_endpoint_waiting_for_the_output(
     )
     create, fetch = session.sent
     assert str(create["url"]) == f"{simulator.base_url}/v1/models/black-forest-labs/flux-schnell/predictions"
-    assert create["headers"]["Prefer"] == "wait=30"
+    assert create["headers"]["Prefer"] == "wait=1"  # held below the 2 s test timeout
     assert create["json"] == {
         "input": {
             "prompt": "a fox",
@@ -99,3 +101,12 @@ def test_a_prediction_past_its_deadline_is_canceled_and_raises_provider_timeout(
 )
 def test_standard_aspect_ratios_are_named_and_others_are_not(width: int, height: int, ratio: str | None) -> None:
     assert aspect_ratio(width, height) == ratio
+
+
+@pytest.mark.parametrize(
+    ("timeout_s", "sync_wait_s", "expected"), [(60, 30, 30), (20, 30, 19), (120, 90, 60), (0.5, 30, 1)]
+)
+def test_the_sync_wait_stays_within_replicates_range_and_below_the_timeout(
+    timeout_s: float, sync_wait_s: int, expected: int
+) -> None:
+    assert ReplicateClient(timeout_s=timeout_s, sync_wait_s=sync_wait_s).sync_wait_s == expected

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import PIL.Image
 import pytest
@@ -135,7 +136,7 @@ def test_openai_style_images_come_back_as_base64_or_as_a_url(
     simulator: ProviderSimulator, http: requests.Session
 ) -> None:
     headers = {"Authorization": f"Bearer {KEY_A}"}
-    body = {"model": "m", "prompt": "a fox", "size": "40x24", "seed": 3}
+    body: dict[str, Any] = {"model": "m", "prompt": "a fox", "size": "40x24", "seed": 3}
     inline = http.post(
         f"{simulator.base_url}/v1/images/generations",
         headers=headers,
@@ -178,7 +179,7 @@ def test_the_command_line_serves_until_stopped() -> None:
 
 def test_prediction_controls_work_over_http(simulator: ProviderSimulator, http: requests.Session) -> None:
     base, headers = simulator.base_url, {"Authorization": f"Bearer {KEY_A}"}
-    body = {"input": {"prompt": "a fox", "max_tokens": 4}}
+    body: dict[str, Any] = {"input": {"prompt": "a fox", "max_tokens": 4}}
 
     def create() -> dict[str, object]:
         response = http.post(f"{base}/v1/models/o/n/predictions", headers=headers, json=body, timeout=5)
