@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import subprocess
@@ -37,7 +38,8 @@ from queue_config.stages import STAGES, stage_plan  # noqa: E402
 from workers.job_status import TERMINAL_STATES, JobStatusStore  # noqa: E402
 from workers.runtime import Runtime  # noqa: E402
 from workers.stage_actor import declare_stage_actors  # noqa: E402
-from workers.stages import StageOutcome  # noqa: E402
+from workers.remote import add_remote_middleware  # noqa: E402
+from workers.stages import StageFunction, StageOutcome  # noqa: E402
 from workers.submit import submit_job  # noqa: E402
 
 DEPTH = len(stage_plan(JobKind.video))
@@ -73,21 +75,35 @@ def bare_dramatiq_jobs_per_s(redis_url: str, jobs: int, threads: int, namespace:
     return _drain(broker, threads, lambda: int(client.get(done_key) or 0) >= jobs, jobs)
 
 
-def framequeue_jobs_per_s(redis_url: str, jobs: int, threads: int, namespace: str, data_dir: Path) -> float:
-    """The same depth through framequeue: job specs, status middleware, actor shell, stage messages."""
-    settings = Settings(redis_url=redis_url, namespace=namespace, data_dir=data_dir)
-    broker = build_broker(settings)
-    runtime = Runtime(settings)
+def no_op_stages() -> dict[str, StageFunction]:
+    """Stage functions that do nothing but hand on a reference (and finish the job at upload)."""
 
-    def no_op(stage: str):  # type: ignore[no-untyped-def]
+    def no_op(stage: str) -> StageFunction:
         final = "succeeded" if stage == "upload" else ""
         return lambda _runtime, _message: StageOutcome(refs={stage: f"noop/{stage}"}, final_state=final)
 
-    declare_stage_actors(broker, {stage: no_op(stage) for stage in STAGES}, lambda: runtime)
+    return {stage: no_op(stage) for stage in STAGES}
+
+
+def framequeue_jobs_per_s(
+    settings: Settings,
+    jobs: int,
+    threads: int,
+    *,
+    functions: dict[str, StageFunction] | None = None,
+    kind: JobKind = JobKind.video,
+    remote_middleware: bool = False,
+) -> float:
+    """Jobs through framequeue's broker, middleware and actor shell, running ``functions`` (no-ops)."""
+    broker = build_broker(settings)
+    runtime = Runtime(settings)
+    if remote_middleware:
+        add_remote_middleware(broker, runtime)
+    declare_stage_actors(broker, functions or no_op_stages(), lambda: runtime)
     status = runtime.status
     ids = []
     for number in range(jobs):
-        spec = JobSpec(prompt=f"benchmark job {number}", kind=JobKind.video)
+        spec = JobSpec(prompt=f"benchmark job {number}", kind=kind, enhance_prompt=False, width=64, height=64)
         submit_job(broker, status, spec)
         ids.append(spec.id)
 
@@ -124,7 +140,8 @@ def bench_throughput(redis_url: str, jobs: int, threads: int, rounds: int, data_
     bare, ours = [], []
     for round_number in range(rounds):
         bare.append(bare_dramatiq_jobs_per_s(redis_url, jobs, threads, f"bench-bare-{round_number}"))
-        ours.append(framequeue_jobs_per_s(redis_url, jobs, threads, f"bench-fq-{round_number}", data_dir))
+        settings = Settings(redis_url=redis_url, namespace=f"bench-fq-{round_number}", data_dir=data_dir)
+        ours.append(framequeue_jobs_per_s(settings, jobs, threads))
         print(f"    round {round_number + 1}: bare dramatiq {bare[-1]:7.1f} jobs/s   framequeue {ours[-1]:7.1f} jobs/s")
     ratios = [mine / theirs for mine, theirs in zip(ours, bare, strict=True)]
     print(f"    median: bare {statistics.median(bare):.1f} jobs/s, framequeue {statistics.median(ours):.1f} jobs/s, "
@@ -192,16 +209,22 @@ class _PeakRss(threading.Thread):
 
 
 def main() -> None:
+    # dramatiq logs a warning for every message put back to wait: thousands here.
+    logging.getLogger("dramatiq").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--limiter-window-s", type=float, default=60.0, help="how long (d) measures accuracy")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="framequeue-bench-") as tmp, private_redis_server(Path(tmp)) as url:
         data_dir = Path(tmp) / "data"
         print(f"redis-server {url} (private, started by the benchmark)")
         bench_throughput(url, args.jobs, args.threads, args.rounds, data_dir)
         bench_latency(url, data_dir)
+        from scripts.bench_remote import bench_remote
+
+        bench_remote(url, data_dir, threads=args.threads, limiter_window_s=args.limiter_window_s)
 
 
 if __name__ == "__main__":

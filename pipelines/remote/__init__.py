@@ -9,6 +9,8 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from pipelines.remote.backends import RemotePromptEnhancer, RemoteTextToImage
 from pipelines.remote.base import ProviderClient
 from pipelines.remote.errors import (
@@ -24,7 +26,9 @@ from pipelines.remote.errors import (
 from pipelines.remote.keys import KeyProvider, StaticKeyProvider, key_fingerprint
 from pipelines.remote.openai_compatible import OpenAICompatibleClient
 from pipelines.remote.replicate import ReplicateClient
-from pipelines.remote.simulator import KeyConfig, ProviderSimulator
+
+if TYPE_CHECKING:
+    from pipelines.remote.simulator import KeyConfig, ProviderSimulator
 
 __all__ = [
     "BadResponse",
@@ -46,3 +50,12 @@ __all__ = [
     "StaticKeyProvider",
     "key_fingerprint",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the simulator only when asked for: ``python -m pipelines.remote.simulator`` then runs it once."""
+    if name in ("KeyConfig", "ProviderSimulator"):
+        from pipelines.remote import simulator
+
+        return getattr(simulator, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

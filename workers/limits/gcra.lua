@@ -20,5 +20,5 @@ if now < allowed_at and not reserve then
   return allowed_at - now
 end
 local new_tat = tat + interval
-redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now) + 1000)
 return math.max(0, allowed_at - now)
