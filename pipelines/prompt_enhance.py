@@ -8,7 +8,6 @@ text encoders accept.
 
 from __future__ import annotations
 
-import re
 import threading
 from typing import cast
 
@@ -20,18 +19,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BatchEncoding, Pre
 from pipelines.errors import InvalidInputError
 from pipelines.loading import dtype_for
 from pipelines.outputs import EnhancedPrompt
+from pipelines.prompt_text import (
+    MAX_PROMPT_CHARS,
+    SYSTEM_PROMPT,
+    clean_continuation,
+    compose_prompt,
+)
 from pipelines.style_modifiers import STYLE_MODIFIERS
 
-#: What a chat model is asked to do; its reply becomes the continuation.
-SYSTEM_PROMPT = (
-    "You extend prompts for an image generator. Reply with one short phrase of extra "
-    "visual detail (setting, lighting, composition) for the user's prompt. Do not repeat "
-    "the prompt and do not explain."
-)
-#: Upper bound on the final prompt, in characters.
-MAX_PROMPT_CHARS = 500
-#: Upper bound on the cleaned continuation, in characters.
-MAX_CONTINUATION_CHARS = 160
 #: How many style modifiers are retrieved per prompt.
 TOP_K_MODIFIERS = 3
 
@@ -88,7 +83,7 @@ class PromptEnhancer:
         # 3. Retrieve the style modifiers closest to the prompt.
         modifiers = self.retrieve_modifiers(prompt)
         # 4. Compose, within the length bound.
-        final = self._compose(prompt, continuation, modifiers)
+        final = compose_prompt(prompt, continuation, modifiers, self.max_prompt_chars)
         return EnhancedPrompt(prompt=final, continuation=continuation, modifiers=modifiers)
 
     def retrieve_modifiers(self, prompt: str) -> list[str]:
@@ -97,14 +92,7 @@ class PromptEnhancer:
         best = np.argsort(-scores, kind="stable")[: self.top_k]
         return [self.modifiers[index] for index in best]
 
-    @staticmethod
-    def clean_continuation(text: str) -> str:
-        """Reduce raw LM output to one bounded line with no quotes or dangling punctuation."""
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        line = lines[0] if lines else ""
-        line = re.sub(r"<\|[^|>]*\|>", " ", line)  # special tokens that survived decoding
-        line = " ".join(line.replace('"', " ").split()).strip(" ,.;:-")
-        return trim_words(line, MAX_CONTINUATION_CHARS)
+    clean_continuation = staticmethod(clean_continuation)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         vectors = self.embedder.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
@@ -143,27 +131,3 @@ class PromptEnhancer:
             )
         new_tokens = output[0, inputs["input_ids"].shape[1] :]
         return str(self.tokenizer.decode(new_tokens, skip_special_tokens=True))
-
-    def _compose(self, prompt: str, continuation: str, modifiers: list[str]) -> str:
-        """Join the parts, shortening the continuation and then dropping modifiers to fit.
-
-        Modifiers the prompt already contains are not repeated. The prompt itself is only cut
-        when it alone is over the bound.
-        """
-        limit = self.max_prompt_chars
-        prompt = trim_words(prompt, limit)
-        extra = [m for m in modifiers if m.lower() not in prompt.lower()]
-        while extra and len(", ".join([prompt, *extra])) > limit:
-            extra.pop()
-        room = limit - len(", ".join([prompt, *extra])) - len(", ")
-        continuation = trim_words(continuation, room) if room > 0 else ""
-        return ", ".join([prompt, *([continuation] if continuation else []), *extra])
-
-
-def trim_words(text: str, max_chars: int) -> str:
-    """Return ``text`` cut to at most ``max_chars`` at a word boundary, minus trailing punctuation."""
-    if len(text) <= max_chars:
-        return text
-    cut = text[: max_chars + 1]
-    cut = cut.rsplit(" ", 1)[0] if " " in cut else cut[:max_chars]
-    return cut[:max_chars].rstrip(" ,.;:-")

@@ -36,9 +36,9 @@ from queue_config.jobs import JobKind, JobSpec  # noqa: E402
 from queue_config.settings import Settings  # noqa: E402
 from queue_config.stages import STAGES, stage_plan  # noqa: E402
 from workers.job_status import TERMINAL_STATES, JobStatusStore  # noqa: E402
+from workers.remote import add_remote_middleware  # noqa: E402
 from workers.runtime import Runtime  # noqa: E402
 from workers.stage_actor import declare_stage_actors  # noqa: E402
-from workers.remote import add_remote_middleware  # noqa: E402
 from workers.stages import StageFunction, StageOutcome  # noqa: E402
 from workers.submit import submit_job  # noqa: E402
 

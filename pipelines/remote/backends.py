@@ -11,7 +11,6 @@ starts in well under a second.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,21 +18,12 @@ import PIL.Image
 
 from pipelines.errors import InvalidInputError
 from pipelines.outputs import EnhancedPrompt, ImageOutput
+from pipelines.prompt_text import MAX_PROMPT_CHARS, SYSTEM_PROMPT, clean_continuation, compose_prompt
 from pipelines.remote.base import ProviderClient
 from pipelines.remote.keys import KeyProvider
 
 #: Image sides must be multiples of this, as for the local backend, so a job valid for one is valid for both.
 SIZE_MULTIPLE_PX = 8
-#: What the language model is asked to do (the same instruction the local enhancer gives).
-SYSTEM_PROMPT = (
-    "You extend prompts for an image generator. Reply with one short phrase of extra "
-    "visual detail (setting, lighting, composition) for the user's prompt. Do not repeat "
-    "the prompt and do not explain."
-)
-#: Upper bound on the final prompt, in characters.
-MAX_PROMPT_CHARS = 500
-#: Upper bound on the cleaned continuation, in characters.
-MAX_CONTINUATION_CHARS = 160
 
 
 class RemoteTextToImage:
@@ -159,26 +149,5 @@ class RemotePromptEnhancer:
         continuation = clean_continuation(reply)
         # 3. Style modifiers, when a retriever was given; 4. compose within the bound.
         modifiers = self.retrieve_modifiers(prompt) if self.retrieve_modifiers else []
-        extra = [m for m in modifiers if m.lower() not in prompt.lower()]
-        parts = [prompt, continuation, *extra] if continuation else [prompt, *extra]
-        while len(", ".join(parts)) > self.max_prompt_chars and len(parts) > 1:
-            parts.pop()
-        final = trim_words(", ".join(parts), self.max_prompt_chars)
+        final = compose_prompt(prompt, continuation, modifiers, self.max_prompt_chars)
         return EnhancedPrompt(prompt=final, continuation=continuation, modifiers=modifiers)
-
-
-def clean_continuation(text: str) -> str:
-    """Reduce a model's reply to one bounded line with no quotes or dangling punctuation."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    line = re.sub(r"<\|[^|>]*\|>", " ", lines[0] if lines else "")
-    line = " ".join(line.replace('"', " ").split()).strip(" ,.;:-")
-    return trim_words(line, MAX_CONTINUATION_CHARS)
-
-
-def trim_words(text: str, max_chars: int) -> str:
-    """Return ``text`` cut to at most ``max_chars`` at a word boundary, minus trailing punctuation."""
-    if len(text) <= max_chars:
-        return text
-    cut = text[: max_chars + 1]
-    cut = cut.rsplit(" ", 1)[0] if " " in cut else cut[:max_chars]
-    return cut[:max_chars].rstrip(" ,.;:-")

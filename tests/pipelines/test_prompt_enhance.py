@@ -5,7 +5,8 @@ from transformers import AutoTokenizer
 
 from pipelines.errors import InvalidInputError
 from pipelines.profiles import ModelProfile
-from pipelines.prompt_enhance import MAX_PROMPT_CHARS, SYSTEM_PROMPT, PromptEnhancer, trim_words
+from pipelines.prompt_enhance import PromptEnhancer
+from pipelines.prompt_text import MAX_PROMPT_CHARS, SYSTEM_PROMPT, trim_words
 
 
 def test_same_seed_gives_the_same_enhanced_prompt(prompt_enhancer: PromptEnhancer) -> None:

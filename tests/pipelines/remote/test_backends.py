@@ -7,6 +7,7 @@ import pytest
 
 from pipelines.errors import InvalidInputError
 from pipelines.outputs import EnhancedPrompt, ImageOutput
+from pipelines.prompt_text import clean_continuation
 from pipelines.remote import (
     ProviderClient,
     ProviderSimulator,
@@ -15,7 +16,6 @@ from pipelines.remote import (
     StaticKeyProvider,
     key_fingerprint,
 )
-from pipelines.remote.backends import clean_continuation
 from tests.pipelines.remote.conftest import KEY_A, KEY_B
 
 
