@@ -70,6 +70,10 @@ class JobStatusStore:
         self.namespace = namespace
         self.events_key = f"{namespace}:events"
         self.dead_letters_key = f"{namespace}:dead_letters"
+        #: Every job id, scored by its creation time (for listing, newest first).
+        self.index_key = f"{namespace}:jobs"
+        #: Cancelled job ids, scored by when: workers skip their messages.
+        self.cancelled_key = f"{namespace}:cancelled"
         self._transition = client.register_script(_TRANSITION_LUA)
 
     def job_key(self, job_id: str) -> str:
@@ -84,13 +88,43 @@ class JobStatusStore:
         }
         if not self.client.hsetnx(self.job_key(spec.id), "id", spec.id):
             return False
-        self.client.hset(self.job_key(spec.id), mapping=record)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self.job_key(spec.id), mapping=record)
+        pipe.zadd(self.index_key, {spec.id: now})
+        pipe.execute()
         self.emit(spec.id, state, error=error)
         return True
 
     def transition(self, job_id: str, state: str, stage: str = "", error: str = "", **fields: str) -> bool:
         """Move a job to ``state`` (with extra fields) unless it has finished. True if it moved."""
         return self._call_transition(self.client, job_id, state, stage, error, fields) == 1
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job that has not finished; its queued messages are then skipped. True if it was."""
+        if not self.transition(job_id, "cancelled", error="cancelled on request"):
+            return False
+        self.client.zadd(self.cancelled_key, {job_id: time.time()})
+        return True
+
+    def list_jobs(self, *, state: str | None = None, kind: str | None = None, limit: int = 50) -> list[JobRecord]:
+        """The newest jobs first, optionally only those in ``state`` or of ``kind``."""
+        found: list[JobRecord] = []
+        start, page = 0, max(limit, 100)
+        while len(found) < limit:
+            ids = cast("list[str]", self.client.zrevrange(self.index_key, start, start + page - 1))
+            if not ids:
+                break
+            for record in filter(None, (self.get(job_id) for job_id in ids)):
+                if (state is None or record.state == state) and (kind is None or record.kind == kind):
+                    found.append(record)
+            start += page
+        return found[:limit]
+
+    def cancelled_since(self, since: float) -> tuple[list[str], float]:
+        """Job ids cancelled after ``since`` (epoch s), and the time to ask from next."""
+        entries = cast("list[tuple[str, float]]", self.client.zrangebyscore(
+            self.cancelled_key, f"({since}", "+inf", withscores=True))
+        return [job_id for job_id, _ in entries], max([since, *(score for _, score in entries)])
 
     def stage_started(self, job_id: str, stage: str, stage_index: int, client: Client | None = None) -> Any:
         """Mark ``stage`` (the ``stage_index``-th of the job's plan) running and count the attempt.

@@ -83,3 +83,25 @@ def test_a_late_write_about_an_earlier_stage_does_not_move_the_job_back(store: J
 
     record = store.get(spec.id)
     assert record is not None and record.stage == "image" and record.attempts == {"image": 1}
+
+
+def test_a_cancelled_job_is_listed_as_cancelled_and_cannot_be_cancelled_again(store: JobStatusStore) -> None:
+    spec = JobSpec(prompt="a cat")
+    store.create(spec, ("image",))
+
+    assert store.cancel(spec.id) and not store.cancel(spec.id)
+
+    record = store.get(spec.id)
+    assert record is not None and record.state == "cancelled"
+    assert store.cancelled_since(0)[0] == [spec.id]
+
+
+def test_jobs_are_listed_newest_first_and_filtered(store: JobStatusStore) -> None:
+    specs = [JobSpec(prompt=f"job {n}", kind="video" if n % 2 else "image") for n in range(5)]
+    for spec in specs:
+        store.create(spec, ("image",))
+    store.transition(specs[0].id, "succeeded")
+
+    assert [r.id for r in store.list_jobs(limit=3)] == [specs[4].id, specs[3].id, specs[2].id]
+    assert [r.id for r in store.list_jobs(kind="video")] == [specs[3].id, specs[1].id]
+    assert [r.id for r in store.list_jobs(state="succeeded")] == [specs[0].id]

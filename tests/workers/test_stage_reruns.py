@@ -105,3 +105,14 @@ def test_a_safe_image_passes_on_to_upload(runtime: Runtime) -> None:
     assert record is not None and record.state == "succeeded" and record.safety_score is not None
     assert record.safety_score < runtime.settings.safety_threshold
     assert record.attempts == {"safety_check": 1, "upload": 1}
+
+
+def test_messages_of_a_cancelled_job_are_skipped(runtime: Runtime) -> None:
+    message = image_job_at_safety_check(runtime)
+    runtime.status.cancel(message.job.id)
+
+    run_on_stub_broker(runtime, ["safety_check", "upload"], ("safety_check", message))
+
+    record = runtime.status.get(message.job.id)
+    assert record is not None and record.state == "cancelled" and record.attempts == {}
+    assert record.safety_score is None and not record.result_key

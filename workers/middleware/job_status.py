@@ -16,10 +16,11 @@ from typing import Any
 
 import dramatiq
 from dramatiq.broker import MessageProxy
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import Middleware, SkipMessage
 
 from queue_config.jobs import JobKind
 from queue_config.stages import stage_plan
+from workers.cancellations import CancelledJobs
 from workers.job_status import JobStatusStore
 from workers.middleware.put_back import take_skip_reason
 from workers.outcome import take_over
@@ -50,6 +51,7 @@ class JobStatusMiddleware(Middleware):
     def __init__(self, store: JobStatusStore, *, writer: StatusWriter | None = None) -> None:
         self.store = store
         self.writer = writer or StatusWriter(store.client)
+        self.cancelled = CancelledJobs(store)
         self._started = threading.local()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
@@ -61,6 +63,8 @@ class JobStatusMiddleware(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self._started.at = time.monotonic()
         job_id, stage_index = job_of(message)
+        if job_id in self.cancelled:
+            raise SkipMessage(f"job {job_id} was cancelled")
         if job_id and stage_index is not None:
             stage = message.actor_name
             self.writer.submit(lambda pipe: self.store.stage_started(job_id, stage, stage_index, client=pipe))
