@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     #: A stage message older than this fails (e.g. one that has waited this long for quota).
     stage_max_age_ms: int = 6 * 3600 * 1000
 
+    #: Bearer token of the HTTP API and dashboard. Empty: every request is refused.
+    api_token: str = ""
+    #: URL prefix the API is served under (behind a reverse proxy), e.g. ``/framequeue``.
+    api_root_path: str = ""
+
     #: NSFW probability at or above which an image or video is blocked.
     safety_threshold: float = 0.8
     #: How many frames of a video the safety check samples.

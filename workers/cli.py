@@ -122,6 +122,15 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from workers.api import create_app
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
 def cmd_redis(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "stop":
         print("stopped" if stop_embedded_redis(settings.data_dir) else "not running")
@@ -160,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser("keys", help="show the health of every provider's API keys")
     keys.set_defaults(handler=cmd_keys)
+
+    api = commands.add_parser("api", help="serve the HTTP job API, the dashboard and /metrics")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(handler=cmd_api)
 
     embedded = commands.add_parser("redis", help="the embedded Redis used when REDIS_URL is unset")
     embedded.add_argument("action", choices=["url", "stop"])

@@ -1,0 +1,51 @@
+"""What every HTTP handler needs: settings, the job records, the broker, and the token check."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from functools import cached_property
+
+import dramatiq
+import redis
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from queue_config.broker import build_broker, resolve_redis_url
+from queue_config.settings import Settings
+from workers.job_status import JobStatusStore
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(resolve_redis_url(self.settings), decode_responses=True)
+
+    @cached_property
+    def status(self) -> JobStatusStore:
+        return JobStatusStore(self.redis, self.settings.namespace)
+
+    @cached_property
+    def broker(self) -> dramatiq.Broker:
+        return build_broker(self.settings)
+
+
+def context(request: Request) -> ApiContext:
+    return request.app.state.context  # type: ignore[no-any-return]
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def require_token(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> None:
+    """Bearer-token auth (``FRAMEQUEUE_API_TOKEN``); the dashboard may also pass it as a cookie."""
+    expected = context(request).settings.api_token
+    given = credentials.credentials if credentials else request.cookies.get("framequeue_token", "")
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token",
+                            headers={"WWW-Authenticate": "Bearer"})

@@ -1,0 +1,9 @@
+"""The routers the app serves."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from workers.api import dashboard, jobs, metrics
+
+ROUTERS: list[APIRouter] = [jobs.router, dashboard.router, metrics.router]
