@@ -122,6 +122,20 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_intake(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the Redis Stream front door until interrupted."""
+    import logging
+
+    from workers.intake import Intake
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    status = open_status(settings)
+    intake = Intake(status.client, build_broker(settings), status, settings.namespace)
+    print(f"intake: reading {intake.stream_key}", flush=True)
+    intake.run()
+    return 0
+
+
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -169,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser("keys", help="show the health of every provider's API keys")
     keys.set_defaults(handler=cmd_keys)
+
+    intake = commands.add_parser("intake", help="serve the Redis Stream front door for other systems")
+    intake.set_defaults(handler=cmd_intake)
 
     api = commands.add_parser("api", help="serve the HTTP job API, the dashboard and /metrics")
     api.add_argument("--host", default="127.0.0.1")

@@ -165,6 +165,9 @@ def test_jobs_wait_for_key_quota_then_finish_or_fail_past_their_age_limit(
     succeeded = [r for r in records if r.state == "succeeded"]
     failed = [r for r in records if r.state == "failed"]
     assert len(succeeded) == 4 and len(failed) == 2
-    assert all(r.attempts["image"] == 1 for r in succeeded) and all("image" not in r.attempts for r in failed)
+    assert all(r.attempts["image"] == 1 for r in succeeded)
+    # A failed job may have started `image` once (a key taken by another thread between the gate's
+    # look and the call puts it back), but never finished it: it waited until its age limit.
+    assert all("image" not in r.timings_s and r.attempts.get("image", 0) <= 1 for r in failed)
     assert all(r.error.startswith("AgeLimit") and r.stage == "image" for r in failed)
     assert any(r.wait_reason for r in records)

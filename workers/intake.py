@@ -1,0 +1,108 @@
+"""The front door for other systems: a Redis Stream that any language can write to.
+
+Wire contract, version 1 (``queue_config/jobs.py`` has the job's fields)::
+
+    XADD framequeue:intake * job '{"schema_version": 1, "prompt": "a fox", "kind": "image"}'
+
+The reply to XADD is the entry id. The intake process validates each entry
+and writes a receipt, readable with plain Redis commands::
+
+    HGETALL framequeue:intake:receipt:<entry id>
+      status   accepted | rejected
+      job_id   the job's id (the entry's own id when the job names none)
+      reason   why it was rejected, field by field
+
+Entries are read through a consumer group and acknowledged only after their
+receipt is written, so an intake that dies loses nothing: another intake (or
+the same one, restarted) claims what the dead one had read.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from dataclasses import dataclass
+
+import dramatiq
+import redis
+from dramatiq.logging import get_logger
+from pydantic import ValidationError
+
+from queue_config.jobs import JobSpec
+from workers.job_status import JobStatusStore
+from workers.messages import describe_validation_error
+from workers.submit import submit_job
+
+GROUP = "intake"
+#: Receipts are kept this long.
+RECEIPT_TTL_S = 7 * 24 * 3600
+#: An entry read by an intake that has been silent this long is claimed by another.
+CLAIM_IDLE_MS = 30_000
+
+
+@dataclass(frozen=True)
+class Receipt:
+    status: str
+    job_id: str = ""
+    reason: str = ""
+
+
+class Intake:
+    """Reads the intake stream, validates each entry, submits the good ones, answers every one."""
+
+    def __init__(self, client: redis.Redis, broker: dramatiq.Broker, status: JobStatusStore, namespace: str) -> None:
+        self.logger = get_logger(__name__, type(self))
+        self.client = client
+        self.broker = broker
+        self.status = status
+        self.stream_key = f"{namespace}:intake"
+        self.receipt_prefix = f"{namespace}:intake:receipt:"
+        self.consumer = f"{socket.gethostname()}-{id(self)}"
+        try:
+            client.xgroup_create(self.stream_key, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    def run(self, *, block_ms: int = 1000, stop_after_s: float | None = None) -> None:
+        """Serve until interrupted (or for ``stop_after_s``, for tests)."""
+        deadline = None if stop_after_s is None else time.monotonic() + stop_after_s
+        while deadline is None or time.monotonic() < deadline:
+            self.serve_once(block_ms=block_ms)
+
+    def serve_once(self, *, block_ms: int = 1000, count: int = 100) -> int:
+        """Handle what a dead intake left behind, then what is new. Returns how many entries."""
+        # [next cursor, claimed entries] (Redis 7 adds the ids of deleted entries: not needed here).
+        claimed = self.client.xautoclaim(self.stream_key, GROUP, self.consumer, CLAIM_IDLE_MS, count=count)[1]
+        fresh = self.client.xreadgroup(GROUP, self.consumer, {self.stream_key: ">"}, count=count, block=block_ms)
+        entries = list(claimed) + [entry for _, stream_entries in fresh or [] for entry in stream_entries]
+        for entry_id, fields in entries:
+            receipt = self.receive(entry_id, fields)
+            pipe = self.client.pipeline()
+            pipe.hset(self.receipt_prefix + entry_id, mapping=receipt.__dict__)
+            pipe.expire(self.receipt_prefix + entry_id, RECEIPT_TTL_S)
+            pipe.xack(self.stream_key, GROUP, entry_id)
+            pipe.execute()
+        return len(entries)
+
+    def receive(self, entry_id: str, fields: dict[str, str]) -> Receipt:
+        """Validate and submit one entry."""
+        raw = fields.get("job")
+        if raw is None:
+            return Receipt("rejected", reason="the entry has no 'job' field (XADD <stream> * job '<json>')")
+        try:
+            document = json.loads(raw)
+            if not isinstance(document, dict):
+                return Receipt("rejected", reason="'job' must be a JSON object")
+            document.setdefault("id", "intake-" + entry_id)
+            spec = JobSpec.model_validate(document)
+        except json.JSONDecodeError as error:
+            return Receipt("rejected", reason=f"'job' is not valid JSON: {error.msg} at char {error.pos}")
+        except ValidationError as error:
+            return Receipt("rejected", job_id=str(document.get("id", "")), reason=describe_validation_error(error))
+        submission = submit_job(self.broker, self.status, spec)
+        if submission.state == "blocked":
+            return Receipt("rejected", job_id=spec.id, reason=submission.reason)
+        self.logger.info("Accepted job %s from intake entry %s.", spec.id, entry_id)
+        return Receipt("accepted", job_id=spec.id)
