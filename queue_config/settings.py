@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     #: A stage message older than this fails (e.g. one that has waited this long for quota).
     stage_max_age_ms: int = 6 * 3600 * 1000
 
+    #: Shared secret that signs webhook deliveries (HMAC-SHA256). Empty: webhooks are not sent.
+    webhook_secret: str = ""
+    #: Deliveries of one event tried before giving up, the first retry after this many seconds
+    #: (doubling each time).
+    webhook_max_attempts: int = 6
+    webhook_first_retry_s: float = 2.0
+
     #: Bearer token of the HTTP API and dashboard. Empty: every request is refused.
     api_token: str = ""
     #: URL prefix the API is served under (behind a reverse proxy), e.g. ``/framequeue``.

@@ -136,6 +136,17 @@ def cmd_intake(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
+    """Deliver job events to the webhooks jobs name, until interrupted."""
+    from workers.webhooks import WebhookSender
+
+    sender = WebhookSender(open_status(settings), settings.webhook_secret,
+                           max_attempts=settings.webhook_max_attempts, first_retry_s=settings.webhook_first_retry_s)
+    print(f"webhooks: following {sender.status.events_key}", flush=True)
+    sender.run()
+    return 0
+
+
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -186,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     intake = commands.add_parser("intake", help="serve the Redis Stream front door for other systems")
     intake.set_defaults(handler=cmd_intake)
+
+    webhooks = commands.add_parser("webhooks", help="deliver job events to the webhooks jobs name")
+    webhooks.set_defaults(handler=cmd_webhooks)
 
     api = commands.add_parser("api", help="serve the HTTP job API, the dashboard and /metrics")
     api.add_argument("--host", default="127.0.0.1")

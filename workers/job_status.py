@@ -52,6 +52,7 @@ class JobRecord:
     manifest_key: str = ""
     safety_score: float | None = None
     wait_reason: str = ""
+    webhook_error: str = ""
     spec: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -213,7 +214,7 @@ class JobStatusStore:
             error=raw.get("error", ""), result_url=raw.get("result_url", ""),
             result_key=raw.get("result_key", ""), manifest_key=raw.get("manifest_key", ""),
             safety_score=float(raw["safety_score"]) if "safety_score" in raw else None,
-            wait_reason=raw.get("wait_reason", ""),
+            wait_reason=raw.get("wait_reason", ""), webhook_error=raw.get("webhook_error", ""),
             spec=json.loads(raw.get("spec") or "{}"),
         )
 

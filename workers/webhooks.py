@@ -1,0 +1,127 @@
+"""Webhooks: each job's state changes, POSTed to the URL the job names, signed, retried.
+
+A ``webhooks`` process follows the event stream through a consumer group, so
+stages never wait on a receiver, and an event read but not yet delivered by a
+process that dies is delivered by another (at least once: receivers dedupe on
+``X-Framequeue-Event-Id``). A failed delivery is retried with doubling
+backoff from a sorted set; after the last attempt the job's record says why.
+
+Signature: ``X-Framequeue-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>">`` with
+the shared secret, and ``X-Framequeue-Timestamp: <unix seconds>``; see
+``verify_signature`` for the receiver's side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+import time
+from typing import Any, cast
+
+import redis
+import requests
+from dramatiq.logging import get_logger
+
+from workers.job_status import JobStatusStore
+
+GROUP = "webhooks"
+#: How long one delivery may take.
+TIMEOUT_S = 5.0
+#: How old a signed timestamp a receiver should accept.
+DEFAULT_TOLERANCE_S = 300
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"v1={digest}"
+
+
+def verify_signature(
+    secret: str, timestamp: str, body: bytes, signature: str, *, tolerance_s: int = DEFAULT_TOLERANCE_S
+) -> bool:
+    """What a receiver checks: the signature matches and the timestamp is recent."""
+    try:
+        fresh = abs(time.time() - int(timestamp)) <= tolerance_s
+    except ValueError:
+        return False
+    return fresh and hmac.compare_digest(sign(secret, int(timestamp), body), signature)
+
+
+class WebhookSender:
+    """Delivers events of jobs that name a ``webhook_url``."""
+
+    def __init__(
+        self,
+        status: JobStatusStore,
+        secret: str,
+        *,
+        max_attempts: int = 6,
+        first_retry_s: float = 2.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        if not secret:
+            raise ValueError("webhooks need a signing secret (FRAMEQUEUE_WEBHOOK_SECRET)")
+        self.logger = get_logger(__name__, type(self))
+        self.status = status
+        self.client = status.client
+        self.secret = secret
+        self.max_attempts = max_attempts
+        self.first_retry_s = first_retry_s
+        self.session = session or requests.Session()
+        self.retry_key = f"{status.namespace}:webhooks:retry"
+        self.consumer = f"{socket.gethostname()}-{id(self)}"
+        try:
+            self.client.xgroup_create(status.events_key, GROUP, id="$", mkstream=True)
+        except redis.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    def run(self, *, stop_after_s: float | None = None) -> None:
+        deadline = None if stop_after_s is None else time.monotonic() + stop_after_s
+        while deadline is None or time.monotonic() < deadline:
+            self.serve_once()
+
+    def serve_once(self, *, block_ms: int = 500) -> None:
+        """Retry what is due, then deliver new events (and those a dead sender had read)."""
+        for member in cast("list[str]", self.client.zrangebyscore(self.retry_key, "-inf", time.time(), 0, 50)):
+            if self.client.zrem(self.retry_key, member):  # claimed: no other sender has it
+                delivery = json.loads(member)
+                self._deliver(delivery["url"], delivery["event"], delivery["attempt"])
+        claimed = self.client.xautoclaim(self.status.events_key, GROUP, self.consumer, 30_000, count=100)[1]
+        fresh = self.client.xreadgroup(GROUP, self.consumer, {self.status.events_key: ">"}, count=100, block=block_ms)
+        for entry_id, fields in list(claimed) + [e for _, entries in fresh or [] for e in entries]:
+            url = self._webhook_url(fields.get("job_id", ""))
+            if url:
+                self._deliver(url, {"id": entry_id, **fields}, attempt=1)
+            self.client.xack(self.status.events_key, GROUP, entry_id)
+
+    def _webhook_url(self, job_id: str) -> str | None:
+        spec = self.client.hget(self.status.job_key(job_id), "spec")
+        return cast("str | None", json.loads(spec).get("webhook_url")) if spec else None
+
+    def _deliver(self, url: str, event: dict[str, Any], attempt: int) -> None:
+        body = json.dumps(event, sort_keys=True).encode()
+        timestamp = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "X-Framequeue-Event-Id": str(event["id"]),
+            "X-Framequeue-Timestamp": str(timestamp),
+            "X-Framequeue-Signature": sign(self.secret, timestamp, body),
+        }
+        try:
+            response = self.session.post(url, data=body, headers=headers, timeout=TIMEOUT_S)
+            if response.ok:
+                return
+            problem = f"HTTP {response.status_code}"
+        except requests.RequestException as error:
+            problem = type(error).__name__
+        if attempt >= self.max_attempts:
+            reason = f"webhook gave up after {attempt} attempts: {problem}"
+            self.client.hset(self.status.job_key(event["job_id"]), "webhook_error", reason)
+            self.logger.warning("Job %s: %s.", event["job_id"], reason)
+            return
+        due = time.time() + self.first_retry_s * 2 ** (attempt - 1)
+        retry = json.dumps({"url": url, "event": event, "attempt": attempt + 1}, sort_keys=True)
+        self.client.zadd(self.retry_key, {retry: due})
