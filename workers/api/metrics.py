@@ -1,5 +1,169 @@
-"""(being written)"""
+"""``GET /metrics``: Prometheus text, read from Redis at scrape time.
 
-from fastapi import APIRouter
+Nothing is counted in the API process itself: every family comes from what the
+workers already keep in Redis (queues, job records, the events stream, the
+dead-letter hash, key-pool state), so any replica of the API gives the same
+numbers. The only state kept here is the events-stream cursor behind the
+``*_total`` counters, so that each scrape reads only the events added since the last.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import cast
+
+from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+
+from workers import ops
+from workers.api.context import context, require_token
+from workers.job_status import JobStatusStore
+from workers.keys.pool import key_health
+
+#: Stage durations are summarised over this many of the newest jobs.
+RECENT_JOBS = 500
+#: Quantiles reported for stage durations.
+QUANTILES = (0.5, 0.9, 0.99)
 
 router = APIRouter()
+_registry_lock = threading.Lock()
+
+
+def quantile(sorted_values: list[float], q: float) -> float:
+    """The nearest-rank ``q`` quantile of a sorted, non-empty list."""
+    return sorted_values[min(len(sorted_values) - 1, max(0, round(q * len(sorted_values)) - 1))]
+
+
+class RedisCollector(Collector):
+    """Reads framequeue's state from Redis on every ``collect``."""
+
+    def __init__(self, status: JobStatusStore, heartbeat_timeout_ms: int) -> None:
+        self.status = status
+        self.heartbeat_timeout_ms = heartbeat_timeout_ms
+        self._lock = threading.Lock()
+        self._last_event_id = "0-0"
+        self._waits: dict[str, int] = {}
+        self._events: dict[str, int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._queues()
+        yield self._workers()
+        yield self._jobs()
+        yield self._stage_durations()
+        yield self._failures()
+        yield from self._event_counters()
+        yield self._keys()
+
+    def _queues(self) -> Metric:
+        family = GaugeMetricFamily("framequeue_queue_messages", "Messages on a stage's queue, by kind: ready "
+                                   "(not fetched), delayed (retries and put-back waits), in_flight, dead (lettered).",
+                                   labels=["stage", "kind"])
+        for stats in ops.queue_stats(self.status):
+            for kind in ("ready", "delayed", "in_flight", "dead"):
+                family.add_metric([stats.name, kind], getattr(stats, kind))
+        return family
+
+    def _workers(self) -> Metric:
+        alive = sum(worker.alive for worker in ops.workers(self.status, self.heartbeat_timeout_ms))
+        return GaugeMetricFamily("framequeue_workers_alive", "Brokers whose heartbeat is within the timeout "
+                                 "(worker processes, and producers that enqueued recently).", value=alive)
+
+    def _jobs(self) -> Metric:
+        family = GaugeMetricFamily("framequeue_jobs", "Recorded jobs by state.", labels=["state"])
+        for state, count in sorted(ops.job_counts(self.status).items()):
+            family.add_metric([state], count)
+        return family
+
+    def _stage_durations(self) -> Metric:
+        name = "framequeue_stage_duration_seconds"
+        family = SummaryMetricFamily(name, f"Stage run time (timing.* of the newest {RECENT_JOBS} jobs' records).",
+                                     labels=["stage"])
+        client = self.status.client
+        ids = cast("list[str]", client.zrevrange(self.status.index_key, 0, RECENT_JOBS - 1))
+        pipe = client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self.status.job_key(job_id))
+        durations: dict[str, list[float]] = {}
+        for record in pipe.execute() if ids else []:
+            for field, value in record.items():
+                if field.startswith("timing."):
+                    durations.setdefault(field.removeprefix("timing."), []).append(float(value))
+        for stage, values in sorted(durations.items()):
+            values.sort()
+            family.add_metric([stage], count_value=len(values), sum_value=sum(values))
+            family.samples.extend(Sample(name, {"stage": stage, "quantile": str(q)}, quantile(values, q))
+                                  for q in QUANTILES)
+        return family
+
+    def _failures(self) -> Metric:
+        family = GaugeMetricFamily("framequeue_failures", "Dead-lettered messages with a recorded reason, by "
+                                   "stage and reason class (the reason's text before its first ':').",
+                                   labels=["stage", "reason"])
+        counts: dict[tuple[str, str], int] = {}
+        for _, raw in self.status.client.hscan_iter(self.status.dead_letters_key, count=1000):
+            entry = json.loads(raw)
+            key = (entry.get("actor", ""), str(entry.get("reason", "")).split(":", 1)[0].strip() or "unknown")
+            counts[key] = counts.get(key, 0) + 1
+        for (stage, reason), count in sorted(counts.items()):
+            family.add_metric([stage, reason], count)
+        return family
+
+    def _event_counters(self) -> Iterator[Metric]:
+        with self._lock:
+            for event_id, fields in ops.events_since(self.status, self._last_event_id):
+                event = fields.get("event", "")
+                self._events[event] = self._events.get(event, 0) + 1
+                if event == "waiting":
+                    stage = fields.get("stage", "")
+                    self._waits[stage] = self._waits.get(stage, 0) + 1
+                self._last_event_id = event_id
+            waits, events = dict(self._waits), dict(self._events)
+        family = CounterMetricFamily("framequeue_rate_limit_waits", "Messages put back to wait for quota, a "
+                                     "key or a slot (`waiting` events in the stream), by stage.", labels=["stage"])
+        for stage, count in sorted(waits.items()):
+            family.add_metric([stage], count)
+        yield family
+        family = CounterMetricFamily("framequeue_job_events", "Job events in the stream (state changes, "
+                                     "retries), by event, since this API process first read it.", labels=["event"])
+        for event, count in sorted(events.items()):
+            family.add_metric([event], count)
+        yield family
+
+    def _keys(self) -> Metric:
+        family = GaugeMetricFamily("framequeue_api_keys", "Pooled provider API keys by state (ok, cooling_down, "
+                                   "disabled).", labels=["provider", "state"])
+        counts: dict[tuple[str, str], int] = {}
+        for key in key_health(self.status.client, self.status.namespace):
+            state = "cooling_down" if key.state.startswith("cooling") else key.state
+            counts[(key.provider, state)] = counts.get((key.provider, state), 0) + 1
+        for (provider, state), count in sorted(counts.items()):
+            family.add_metric([provider, state], count)
+        return family
+
+
+def registry_of(request: Request) -> CollectorRegistry:
+    """The app's registry, made on first scrape (it keeps the events cursor between scrapes)."""
+    state = request.app.state
+    with _registry_lock:
+        if getattr(state, "metrics_registry", None) is None:
+            ctx = context(request)
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(RedisCollector(ctx.status, ctx.settings.heartbeat_timeout_ms))
+            state.metrics_registry = registry
+    return cast(CollectorRegistry, state.metrics_registry)
+
+
+@router.get("/metrics", dependencies=[Depends(require_token)], include_in_schema=False)
+def metrics(request: Request) -> Response:
+    """Every framequeue family in Prometheus's text format."""
+    return Response(generate_latest(registry_of(request)), media_type=CONTENT_TYPE_LATEST)
