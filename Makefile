@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.framequeue-installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test browser demo bench clean
 
 install: $(STAMP)
 
@@ -15,8 +15,20 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: install
+BROWSER := tests/api/browser
+
+test: install browser
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest
+
+# The dashboard's browser test: Debian's chromium (installed when we are root and it is missing)
+# driven by playwright-core, which never downloads a browser of its own.
+browser: $(BROWSER)/node_modules/.package-lock.json
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium is not installed and we are not root: the browser test will skip"
+
+$(BROWSER)/node_modules/.package-lock.json: $(BROWSER)/package-lock.json
+	cd $(BROWSER) && npm ci --no-audit --no-fund --silent
 
 demo: install
 	HF_HUB_OFFLINE=1 $(PYTHON) scripts/demo.py

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Annotated
 
 import dramatiq
 import redis
@@ -41,7 +42,7 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 def require_token(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """Bearer-token auth (``FRAMEQUEUE_API_TOKEN``); the dashboard may also pass it as a cookie."""
     expected = context(request).settings.api_token

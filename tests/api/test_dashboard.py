@@ -1,0 +1,257 @@
+"""The operator dashboard: pages and actions over HTTP, then a real browser against real workers."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dramatiq
+import httpx
+import pytest
+from PIL import Image
+
+from queue_config.jobs import JobKind, JobSpec
+from queue_config.settings import Settings
+from queue_config.stages import stage_plan
+from storage import open_store
+from tests.api.test_jobs_api import api_server
+from tests.api.test_ops import Namespace, failed_job, namespace_for
+from tests.servers import wait_for
+from workers.job_status import JobStatusStore
+from workers.outcome import StageOutcome
+from workers.submit import submit_job
+
+TOKEN = "test-token"
+BROWSER_DIR = Path(__file__).resolve().parent / "browser"
+CHROMIUM = Path("/usr/bin/chromium")
+#: Pages every signed-in operator can open (relative to /dashboard).
+PAGES = ("", "/jobs", "/jobs?state=failed", "/failed", "/failed?queue=image", "/queues/image")
+
+
+@pytest.fixture(scope="module")
+def dashboard(settings: Settings) -> Iterator[tuple[Namespace, str]]:
+    """A namespace of its own (no worker) and the base URL of an app serving it."""
+    ns = namespace_for(settings, "dashboard")
+    with api_server(ns.settings.model_copy(update={"api_token": TOKEN})) as url:
+        yield ns, url
+
+
+@contextmanager
+def signed_in(base_url: str) -> Iterator[httpx.Client]:
+    """A client that has signed in with the login form (it holds the cookie)."""
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        response = client.post("/dashboard/login", data={"token": TOKEN, "next": ""})
+        assert response.status_code == 303, response.text
+        yield client
+
+
+def post(client: httpx.Client, path: str, **fields: str) -> httpx.Response:
+    return client.post(path, data={"back": "/dashboard/failed?queue=image", **fields})
+
+
+def test_a_browser_that_has_not_signed_in_is_sent_to_the_login_form(dashboard: tuple[Namespace, str]) -> None:
+    _, url = dashboard
+    response = httpx.get(f"{url}/dashboard/failed?queue=image")
+
+    assert response.status_code == 303
+    assert response.headers["location"] == "/dashboard/login?next=/dashboard/failed%3Fqueue%3Dimage"
+    assert httpx.post(f"{url}/dashboard/queues/image/empty", data={"confirmed": "yes"}).status_code == 401
+    assert httpx.get(f"{url}/dashboard", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_signing_in_sets_a_strict_httponly_cookie_and_returns_to_the_page(dashboard: tuple[Namespace, str]) -> None:
+    _, url = dashboard
+    wrong = httpx.post(f"{url}/dashboard/login", data={"token": "nope", "next": "/dashboard/jobs"})
+    response = httpx.post(f"{url}/dashboard/login", data={"token": TOKEN, "next": "/dashboard/jobs?state=failed"})
+    elsewhere = httpx.post(f"{url}/dashboard/login", data={"token": TOKEN, "next": "https://evil.example/x"})
+
+    assert wrong.status_code == 401 and "Wrong token." in wrong.text and "set-cookie" not in wrong.headers
+    assert response.status_code == 303 and response.headers["location"] == "/dashboard/jobs?state=failed"
+    cookie = response.headers["set-cookie"].lower()
+    assert cookie.startswith(f"framequeue_token={TOKEN}") and "httponly" in cookie and "samesite=strict" in cookie
+    assert elsewhere.headers["location"] == "/dashboard"
+
+
+def test_every_page_renders_without_secrets_and_refuses_framing(dashboard: tuple[Namespace, str]) -> None:
+    ns, url = dashboard
+    failed_job(ns)
+    ns.status.client.hset(f"{ns.settings.namespace}:keys:replicate:0a1b2c3d4e5f", mapping={"requests": 2})
+
+    with signed_in(url) as client:
+        for page in PAGES:
+            response = client.get(f"/dashboard{page}")
+            assert response.status_code == 200, (page, response.text)
+            assert TOKEN not in response.text and "test-secret-key" not in response.text, page
+            assert response.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in \
+                response.headers["content-security-policy"]
+        overview = client.get("/dashboard").text
+    assert "0a1b2c3d4e5f" in overview and 'data-queue="image"' in overview and "Throughput" in overview
+
+
+def test_a_job_page_shows_its_stages_error_and_artifact_previews(dashboard: tuple[Namespace, str],
+                                                                 settings: Settings) -> None:
+    ns, url = dashboard
+    spec = JobSpec(prompt="a moth on a lamp", kind=JobKind.image, width=64, height=64)
+    ns.status.create(spec, stage_plan(spec.kind))
+    store, png = open_store(settings), io.BytesIO()
+    Image.new("RGB", (8, 8), "teal").save(png, "PNG")
+    image = store.put_content("images", png.getvalue(), "png", "image/png")
+    prompt = store.put_content("prompts", b"a moth on a lamp, soft light", "txt", "text/plain")
+    ns.status.stage_started(spec.id, "image", 1)
+    ns.status.stage_finished(spec.id, "image", 1.25, StageOutcome(artifacts={"image": image, "prompt": prompt}))
+    ns.status.stage_failed(spec.id, "safety_check", "RuntimeError: classifier crashed", "some-message")
+
+    with signed_in(url) as client:
+        page = client.get(f"/dashboard/jobs/{spec.id}").text
+
+    assert 'data-state="failed"' in page and "RuntimeError: classifier crashed" in page
+    image_row = r'data-stage="image">\s*<td>image</td>\s*<td class="num">1.25 s</td>\s*<td class="num">1</td>'
+    assert re.search(image_row, page)
+    src = re.search(r'<img src="([^"]+)" alt="image"', page)
+    assert src and src.group(1).startswith(settings.s3_endpoint_url)
+    assert httpx.get(src.group(1).replace("&amp;", "&")).content == png.getvalue()
+    assert "a moth on a lamp, soft light" in page
+
+
+def test_requeue_and_delete_act_on_dead_letters_and_say_so(dashboard: tuple[Namespace, str]) -> None:
+    ns, url = dashboard
+    spec, requeued = failed_job(ns)
+    _, deleted = failed_job(ns)
+
+    with signed_in(url) as client:
+        answer = post(client, f"/dashboard/failed/image/{requeued.options['redis_message_id']}/requeue")
+        ask = post(client, f"/dashboard/failed/image/{deleted.options['redis_message_id']}/delete")
+        assert ns.status.dead_letter_reason(deleted.message_id) is not None
+        done = post(client, f"/dashboard/failed/image/{deleted.options['redis_message_id']}/delete", confirmed="yes")
+        again = post(client, f"/dashboard/failed/image/{deleted.options['redis_message_id']}/delete", confirmed="yes")
+        flash = client.get(answer.headers["location"]).text
+
+    assert answer.status_code == 303 and answer.headers["location"] == "/dashboard/failed?queue=image&done=requeued"
+    assert "Requeued" in flash and ns.status.state_of(spec.id) == "queued"
+    assert ask.status_code == 200 and "Are you sure?" in ask.text and 'name="confirmed" value="yes"' in ask.text
+    assert done.headers["location"].endswith("done=deleted") and again.headers["location"].endswith("done=gone")
+    assert ns.status.dead_letter_reason(deleted.message_id) is None
+    assert {letter_id for letter_id in ns.status.client.zrange(f"{ns.settings.namespace}:image.XQ", 0, -1)} & {
+        requeued.options["redis_message_id"], deleted.options["redis_message_id"]} == set()
+
+
+def test_emptying_a_queue_and_cancelling_a_job_ask_first(dashboard: tuple[Namespace, str]) -> None:
+    ns, url = dashboard
+    waiting = JobSpec(prompt="a snail race", kind=JobKind.video, width=64, height=64)
+    other = JobSpec(prompt="a tin robot", kind=JobKind.image, width=64, height=64)
+    submit_job(ns.broker, ns.status, waiting)
+    submit_job(ns.broker, ns.status, other)
+
+    with signed_in(url) as client:
+        ask = client.post("/dashboard/queues/prompt_enhance/empty", data={"back": "/dashboard"})
+        emptied = client.post("/dashboard/queues/prompt_enhance/empty", data={"back": "/dashboard", "confirmed": "yes"})
+        ask_cancel = client.post(f"/dashboard/jobs/{other.id}/cancel", data={})
+        cancelled = client.post(f"/dashboard/jobs/{other.id}/cancel", data={"confirmed": "yes"})
+        unknown = client.post("/dashboard/queues/nope/empty", data={"confirmed": "yes"})
+
+    assert "Are you sure?" in ask.text and "Are you sure?" in ask_cancel.text
+    assert emptied.headers["location"] == "/dashboard?done=emptied"
+    assert ns.status.state_of(waiting.id) == "cancelled" and ns.status.client.llen(
+        f"{ns.settings.namespace}:prompt_enhance") == 0
+    assert cancelled.headers["location"] == f"/dashboard/jobs/{other.id}?done=gone" and unknown.status_code == 404
+
+
+def test_cross_site_posts_and_foreign_return_addresses_are_refused(dashboard: tuple[Namespace, str]) -> None:
+    ns, url = dashboard
+    _, letter = failed_job(ns)
+    path = f"/dashboard/failed/image/{letter.options['redis_message_id']}/requeue"
+
+    with signed_in(url) as client:
+        forged = client.post(path, data={}, headers={"Origin": "https://evil.example"})
+        fetched = client.post(path, data={}, headers={"Sec-Fetch-Site": "cross-site"})
+        assert (forged.status_code, fetched.status_code) == (403, 403)
+        assert ns.status.dead_letter_reason(letter.message_id) is not None
+        sent_away = client.post(path, data={"back": "//evil.example/dashboard"}, headers={"Origin": url})
+
+    assert sent_away.status_code == 303 and sent_away.headers["location"] == "/dashboard/failed?done=requeued"
+
+
+def test_links_follow_the_url_prefix(settings: Settings) -> None:
+    ns = namespace_for(settings, "prefixed")
+    prefixed = ns.settings.model_copy(update={"api_token": TOKEN, "api_root_path": "/ops/fq"})
+    with api_server(prefixed) as url, httpx.Client(base_url=url) as client:
+        login = client.get("/ops/fq/dashboard/login").text
+        answer = client.post("/ops/fq/dashboard/login", data={"token": TOKEN, "next": "/ops/fq/dashboard/jobs"})
+        page = client.get("/ops/fq/dashboard").text
+        redirect = httpx.get(f"{url}/ops/fq/dashboard/failed")
+
+    assert 'href="/ops/fq/dashboard/static/dashboard.css"' in login and 'action="/ops/fq/dashboard/login"' in login
+    assert answer.headers["location"] == "/ops/fq/dashboard/jobs"
+    assert "path=/ops/fq/" in answer.headers["set-cookie"].lower()
+    assert 'href="/ops/fq/dashboard/queues/image"' in page and 'action="/ops/fq/dashboard/queues/image/empty"' in page
+    assert redirect.headers["location"].startswith("/ops/fq/dashboard/login?next=/ops/fq/dashboard/failed")
+
+
+# The browser --------------------------------------------------------------------------------------
+
+def browser_ready() -> str:
+    """Why the browser test cannot run here, or "" when node, chromium and playwright-core are present."""
+    if not shutil.which("node") or not shutil.which("npm"):
+        return "node/npm missing: apt-get install -y nodejs npm"
+    if not CHROMIUM.exists():
+        return "chromium missing: apt-get install -y chromium"
+    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
+        installed = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=BROWSER_DIR, capture_output=True,
+                                   text=True, timeout=300, check=False)
+        if installed.returncode != 0:
+            return f"npm ci failed in {BROWSER_DIR}: {installed.stderr[-500:]}"
+    return ""
+
+
+def dead_lettered(status: JobStatusStore, queue_key: str, message_id: str) -> tuple[str, float] | None:
+    """(broker id, dead-letter time in ms) of the message on the XQ, if it is there."""
+    for redis_id, body in status.client.hgetall(f"{queue_key}.XQ.msgs").items():
+        if json.loads(body)["message_id"] == message_id:
+            score = status.client.zscore(f"{queue_key}.XQ", redis_id)
+            return (redis_id, score) if score is not None else None
+    return None
+
+
+@pytest.mark.timeout(480)
+@pytest.mark.usefixtures("workers")
+def test_an_operator_sees_a_job_succeed_and_requeues_a_failed_message_in_a_real_browser(
+    settings: Settings, broker: dramatiq.Broker, status: JobStatusStore, artifacts_dir: Path
+) -> None:
+    if reason := browser_ready():
+        pytest.skip(reason)
+    payload = {"job": {"prompt": "a cat", "width": 100}}
+    invalid = dramatiq.Message(queue_name="image", actor_name="image", args=(payload,), kwargs={}, options={})
+    broker.declare_queue("image")
+    broker.enqueue(invalid)
+    queue_key = f"{settings.namespace}:image"
+    first = wait_for(lambda: status.dead_letter_reason(invalid.message_id) and dead_lettered(
+        status, queue_key, invalid.message_id), 120, "the invalid message to be dead-lettered")
+    spec = JobSpec(prompt="a lighthouse in fog", kind=JobKind.image, width=64, height=64, enhance_prompt=False)
+    submit_job(broker, status, spec)
+
+    config = {"token": TOKEN, "jobId": spec.id, "messageId": invalid.message_id, "artifactsDir": str(artifacts_dir)}
+    with api_server(settings.model_copy(update={"api_token": TOKEN})) as url:
+        run = subprocess.run(["node", "dashboard.mjs", json.dumps({**config, "baseUrl": url})], cwd=BROWSER_DIR,
+                             capture_output=True, text=True, timeout=400, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+
+    assert seen["loginUrl"] == "/dashboard/login" and seen["cookieReadableByScripts"] is False
+    assert seen["refreshed"] and seen["state"] == "succeeded" and seen["stages"] == list(stage_plan(JobKind.image))
+    assert seen["imageWidth"] == 64
+    assert "InvalidJob" in seen["reason"] and "must be a multiple of 8" in seen["reason"]
+    assert "Requeued" in seen["flash"]
+    assert seen["dialogs"] == ["Remove every waiting message of frames and cancel their jobs?"]
+    assert seen["urlAfterDismiss"] == "/dashboard"
+    assert seen["counts"]["succeeded"] >= 1 and TOKEN not in seen["html"]
+    # The requeued message ran again and, being invalid, was dead-lettered again: later, under a new broker id.
+    second = wait_for(lambda: (entry := dead_lettered(status, queue_key, invalid.message_id)) and entry != first
+                      and entry, 60, "the requeued message to be dead-lettered again")
+    assert second[0] != first[0] and second[1] > first[1]
+    assert (artifacts_dir / "dashboard.png").stat().st_size > 20_000

@@ -1,0 +1,124 @@
+"""``GET /metrics`` over HTTP, on a namespace of its own whose Redis state each test sets up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from queue_config.jobs import JobKind, JobSpec
+from queue_config.settings import Settings
+from queue_config.stages import stage_plan
+from tests.api.test_jobs_api import api_server
+from tests.api.test_ops import Namespace, namespace_for
+from workers.outcome import StageOutcome
+
+TOKEN = "metrics-token"
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture(scope="module")
+def scraped(settings: Settings) -> Iterator[tuple[Namespace, httpx.Client]]:
+    """A namespace and a client of an API that serves it (no worker: nothing moves unless a test moves it)."""
+    ns = namespace_for(settings, "metrics")
+    with api_server(ns.settings.model_copy(update={"api_token": TOKEN})) as url, \
+            httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        yield ns, client
+
+
+def scrape(client: httpx.Client) -> Samples:
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(response.text) for sample in family.samples}
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_metrics_need_the_token(scraped: tuple[Namespace, httpx.Client]) -> None:
+    _, client = scraped
+
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(f"{client.base_url}/metrics").status_code == 401
+
+
+def test_queue_depths_are_by_stage_and_kind(scraped: tuple[Namespace, httpx.Client]) -> None:
+    ns, client = scraped
+    before = scrape(client)
+    for _ in range(2):
+        ns.enqueue("video", {"job": {}})
+    ns.enqueue("video", {"job": {}}, delay_ms=60_000)
+    ns.dead_letter("video", {"job": {}})
+
+    samples = scrape(client)
+
+    for kind, added in (("ready", 2), ("delayed", 1), ("dead", 1), ("in_flight", 0)):
+        grew = value(samples, "framequeue_queue_messages", stage="video", kind=kind) - \
+            value(before, "framequeue_queue_messages", stage="video", kind=kind)
+        assert grew == added, kind
+    assert value(samples, "framequeue_workers_alive") >= 1
+
+
+def test_failures_are_counted_by_stage_and_reason_class(scraped: tuple[Namespace, httpx.Client]) -> None:
+    ns, client = scraped
+    ns.dead_letter("safety_check", {"job": {}}, "InvalidJob: invalid job: job.steps: Input should be an integer")
+    ns.dead_letter("safety_check", {"job": {}}, "InvalidJob: invalid job: Invalid JSON")
+    ns.dead_letter("safety_check", {"job": {}}, "TimeLimitExceeded: the stage ran past 120000 ms")
+
+    samples = scrape(client)
+
+    assert value(samples, "framequeue_failures", stage="safety_check", reason="InvalidJob") == 2
+    assert value(samples, "framequeue_failures", stage="safety_check", reason="TimeLimitExceeded") == 1
+
+
+def test_jobs_by_state_and_stage_durations_come_from_the_job_records(scraped: tuple[Namespace, httpx.Client]) -> None:
+    ns, client = scraped
+    before = scrape(client)
+    for seconds in (0.5, 1.5, 4.0):
+        spec = JobSpec(prompt="a paper boat", kind=JobKind.image, width=64, height=64)
+        ns.status.create(spec, stage_plan(spec.kind))
+        ns.status.stage_finished(spec.id, "upload", seconds, StageOutcome(final_state="succeeded"))
+
+    samples = scrape(client)
+
+    grew = value(samples, "framequeue_jobs", state="succeeded") - value(before, "framequeue_jobs", state="succeeded")
+    assert grew == 3
+    assert value(samples, "framequeue_stage_duration_seconds_count", stage="upload") == 3
+    assert value(samples, "framequeue_stage_duration_seconds_sum", stage="upload") == pytest.approx(6.0)
+    assert value(samples, "framequeue_stage_duration_seconds", stage="upload", quantile="0.5") == 1.5
+    assert value(samples, "framequeue_stage_duration_seconds", stage="upload", quantile="0.99") == 4.0
+
+
+def test_rate_limit_waits_are_counted_once_each_across_scrapes(scraped: tuple[Namespace, httpx.Client]) -> None:
+    ns, client = scraped
+    spec = JobSpec(prompt="a lamp post", kind=JobKind.image, width=64, height=64)
+    ns.status.create(spec, stage_plan(spec.kind))
+    before = value(scrape(client), "framequeue_rate_limit_waits_total", stage="prompt_enhance")
+    for _ in range(2):
+        ns.status.stage_waiting(spec.id, "prompt_enhance", "openai:gpt is at 60 requests/min")
+    first = scrape(client)
+    ns.status.stage_waiting(spec.id, "prompt_enhance", "openai:gpt is at 60 requests/min")
+    second = scrape(client)
+
+    assert value(first, "framequeue_rate_limit_waits_total", stage="prompt_enhance") == before + 2
+    assert value(second, "framequeue_rate_limit_waits_total", stage="prompt_enhance") == before + 3
+    assert value(second, "framequeue_job_events_total", event="waiting") >= 3
+
+
+def test_key_pools_are_counted_by_state_without_naming_keys(scraped: tuple[Namespace, httpx.Client]) -> None:
+    ns, client = scraped
+    prefix = f"{ns.settings.namespace}:keys:replicate"
+    ns.status.client.hset(f"{prefix}:0a1b2c3d4e5f", mapping={"requests": 3, "successes": 3})
+    ns.status.client.hset(f"{prefix}:9f8e7d6c5b4a", mapping={"requests": 1, "disabled_reason": "HTTP 401"})
+
+    response = client.get("/metrics")
+    samples = scrape(client)
+
+    assert value(samples, "framequeue_api_keys", provider="replicate", state="ok") == 1
+    assert value(samples, "framequeue_api_keys", provider="replicate", state="disabled") == 1
+    assert "0a1b2c3d4e5f" not in response.text
