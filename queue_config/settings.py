@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = 6
     webhook_first_retry_s: float = 2.0
 
+    #: When batch work may run, e.g. ``22:00-06:00`` (HH:MM[:SS]); empty: any time.
+    batch_window: str = ""
+    #: The time zone of ``batch_window``.
+    batch_timezone: str = "UTC"
+
     #: Bearer token of the HTTP API and dashboard. Empty: every request is refused.
     api_token: str = ""
     #: URL prefix the API is served under (behind a reverse proxy), e.g. ``/framequeue``.

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from queue_config.jobs import JobKind
+from queue_config.jobs import JobKind, Priority
+
+#: Batch work runs on its own actors and queues (``image_batch``...), which every worker serves
+#: after its interactive ones: dramatiq takes lower priority numbers first.
+BATCH_SUFFIX = "_batch"
+INTERACTIVE_PRIORITY = 0
+BATCH_PRIORITY = 100
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,13 @@ class StageOptions:
     @property
     def queue_name(self) -> str:
         return self.name
+
+    def actor_name(self, priority: Priority = Priority.interactive) -> str:
+        """The actor (and queue) that carries this stage's messages of ``priority``."""
+        return self.name + BATCH_SUFFIX if priority is Priority.batch else self.name
+
+    def queue_names(self) -> tuple[str, str]:
+        return self.name, self.name + BATCH_SUFFIX
 
 
 STAGES: dict[str, StageOptions] = {
@@ -48,6 +61,11 @@ _PLANS: dict[JobKind, tuple[str, ...]] = {
     JobKind.image: ("prompt_enhance", "image", "safety_check", "upload"),
     JobKind.video: ("prompt_enhance", "image", "frames", "video", "safety_check", "upload"),
 }
+
+
+def stage_of_actor(actor_name: str) -> str:
+    """The stage an actor runs (``image_batch`` runs ``image``)."""
+    return actor_name.removesuffix(BATCH_SUFFIX)
 
 
 def stage_plan(kind: JobKind) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ import dramatiq
 
 from queue_config.broker import build_broker
 from queue_config.settings import get_settings
+from workers.batch_window import add_batch_middleware
 from workers.remote import add_remote_middleware
 from workers.runtime import get_runtime
 from workers.stage_actor import declare_stage_actors
@@ -17,6 +18,8 @@ from workers.stages import STAGE_FUNCTIONS
 
 settings = get_settings()
 broker = build_broker(settings)
-add_remote_middleware(broker, get_runtime())
+runtime = get_runtime()
+add_remote_middleware(broker, runtime)
+add_batch_middleware(broker, runtime)
 dramatiq.set_broker(broker)
 ACTORS = declare_stage_actors(broker, STAGE_FUNCTIONS, get_runtime, max_age_ms=settings.stage_max_age_ms)

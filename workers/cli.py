@@ -103,7 +103,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     resolve_redis_url(settings)  # exported, so every dramatiq process shares the server
     os.environ["dramatiq_worker_timeout"] = str(settings.queue_poll_max_ms)  # noqa: SIM112 - dramatiq reads it so
     command = [sys.executable, "-m", "dramatiq", "workers.actors", "--processes", str(args.processes),
-               "--threads", str(args.threads), "--queues", *(STAGES[s].queue_name for s in stages)]
+               "--threads", str(args.threads), "--queues", *(q for s in stages for q in STAGES[s].queue_names())]
     os.execv(sys.executable, command)
     return 0  # not reached
 

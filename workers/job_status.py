@@ -80,21 +80,48 @@ class JobStatusStore:
     def job_key(self, job_id: str) -> str:
         return f"{self.namespace}:job:{job_id}"
 
+    def batch_key(self, batch_id: str) -> str:
+        return f"{self.namespace}:batch:{batch_id}"
+
     def create(self, spec: JobSpec, stages: tuple[str, ...], state: str = "queued", error: str = "") -> bool:
         """Record a new job. False (and nothing changes) if a job with this id exists."""
+        return self.create_many([spec], lambda _: stages, state=state, error=error)[0]
+
+    def create_many(
+        self,
+        specs: list[JobSpec],
+        stages_of: Callable[[JobSpec], tuple[str, ...]],
+        *,
+        state: str = "queued",
+        error: str = "",
+        emit: bool = True,
+    ) -> list[bool]:
+        """Record new jobs in two pipelined round trips; for each, whether it was new.
+
+        A job of a batch also names the batch's counters, which its final state increments.
+        """
+        claim = self.client.pipeline(transaction=False)
+        for spec in specs:
+            claim.hsetnx(self.job_key(spec.id), "id", spec.id)
+        created = [bool(new) for new in claim.execute()]
         now = time.time()
-        record: dict[Any, Any] = {
-            "id": spec.id, "state": state, "kind": spec.kind.value, "stage": "", "stages": ",".join(stages),
-            "created_at": now, "updated_at": now, "error": error, "spec": spec.model_dump_json(),
-        }
-        if not self.client.hsetnx(self.job_key(spec.id), "id", spec.id):
-            return False
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(self.job_key(spec.id), mapping=record)
-        pipe.zadd(self.index_key, {spec.id: now})
+        for spec, new in zip(specs, created, strict=True):
+            if not new:
+                continue
+            record: dict[Any, Any] = {
+                "id": spec.id, "state": state, "kind": spec.kind.value, "stage": "",
+                "stages": ",".join(stages_of(spec)), "created_at": now, "updated_at": now, "error": error,
+                "spec": spec.model_dump_json(exclude_defaults=True),
+            }
+            if spec.batch_id:
+                record["batch_key"] = self.batch_key(spec.batch_id)
+            pipe.hset(self.job_key(spec.id), mapping=record)
+            pipe.zadd(self.index_key, {spec.id: now})
+            if emit:
+                self.emit(spec.id, state, pipe, error=error)
         pipe.execute()
-        self.emit(spec.id, state, error=error)
-        return True
+        return created
 
     def transition(self, job_id: str, state: str, stage: str = "", error: str = "", **fields: str) -> bool:
         """Move a job to ``state`` (with extra fields) unless it has finished. True if it moved."""
@@ -215,7 +242,7 @@ class JobStatusStore:
             result_key=raw.get("result_key", ""), manifest_key=raw.get("manifest_key", ""),
             safety_score=float(raw["safety_score"]) if "safety_score" in raw else None,
             wait_reason=raw.get("wait_reason", ""), webhook_error=raw.get("webhook_error", ""),
-            spec=json.loads(raw.get("spec") or "{}"),
+            spec=JobSpec.model_validate_json(raw["spec"]).model_dump(mode="json") if raw.get("spec") else {},
         )
 
     def emit(self, job_id: str, event: str, client: Client | None = None, **data: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any, cast
 import dramatiq
 from dramatiq.common import q_name
 
-from queue_config.stages import STAGES
+from queue_config.stages import STAGES, stage_of_actor
 from workers.job_status import JobStatusStore
 from workers.keys.pool import redis_now_ms
 from workers.middleware.rate_limit import BOOKED_SLOT_OPTION
@@ -197,7 +197,7 @@ def requeue_dead_letter(broker: dramatiq.Broker, status: JobStatusStore, queue: 
     job_id = job_id_of(message.asdict())
     if job_id and status.state_of(job_id) == "failed":
         client.hset(status.job_key(job_id), mapping={"state": "queued", "error": "", "updated_at": time.time()})
-        status.emit(job_id, "requeued", stage=message.actor_name)
+        status.emit(job_id, "requeued", stage=stage_of_actor(message.actor_name))
     try:
         broker.enqueue(fresh)
     except Exception:

@@ -14,7 +14,8 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import CurrentMessage
 
-from queue_config.stages import STAGES, stage_plan
+from queue_config.jobs import Priority
+from queue_config.stages import BATCH_PRIORITY, INTERACTIVE_PRIORITY, STAGES, stage_plan
 from workers.errors import Deferred, InvalidJob, NoUsableKey
 from workers.messages import StageMessage
 from workers.middleware.put_back import put_back
@@ -37,12 +38,13 @@ def declare_stage_actors(
     *,
     max_age_ms: int | None = None,
 ) -> dict[str, dramatiq.Actor[..., None]]:
-    """Declare one actor per stage on ``broker``, running ``functions[stage]``.
+    """Declare two actors per stage on ``broker``, running ``functions[stage]``: ``stage`` for
+    interactive jobs and ``stage_batch``, on its own queue at a lower priority, for batch jobs.
 
     A message older than ``max_age_ms`` (e.g. one that has waited that long for quota) fails.
     """
 
-    def declare(stage: str, function: StageFunction) -> dramatiq.Actor[..., None]:
+    def declare(stage: str, function: StageFunction) -> Callable[[Any], None]:
         def run_stage(payload: Any) -> None:
             message = StageMessage.parse(payload)
             if stage not in stage_plan(message.job.kind):
@@ -57,19 +59,26 @@ def declare_stage_actors(
                 enqueue_stage(broker, following, message.with_refs(**outcome.refs))
             hand_over(outcome)
 
-        options = STAGES[stage]
         run_stage.__name__ = stage
-        return dramatiq.actor(
-            actor_name=stage,
-            queue_name=options.queue_name,
-            broker=broker,
-            max_retries=options.max_retries,
-            min_backoff=options.min_backoff_ms,
-            max_backoff=options.max_backoff_ms,
-            time_limit=options.time_limit_ms,
-            throws=(InvalidJob, NoUsableKey),
-            max_age=max_age_ms,
-        )(run_stage)
+        return run_stage
 
-    return {stage: declare(stage, function) for stage, function in functions.items()}
+    priorities = ((Priority.interactive, INTERACTIVE_PRIORITY), (Priority.batch, BATCH_PRIORITY))
+    actors: dict[str, dramatiq.Actor[..., None]] = {}
+    for stage, function in functions.items():
+        options, run_stage = STAGES[stage], declare(stage, function)
+        for priority, dramatiq_priority in priorities:
+            name = options.actor_name(priority)
+            actors[name] = dramatiq.actor(
+                actor_name=name,
+                queue_name=name,
+                priority=dramatiq_priority,
+                broker=broker,
+                max_retries=options.max_retries,
+                min_backoff=options.min_backoff_ms,
+                max_backoff=options.max_backoff_ms,
+                time_limit=options.time_limit_ms,
+                throws=(InvalidJob, NoUsableKey),
+                max_age=max_age_ms,
+            )(run_stage)
+    return actors
 

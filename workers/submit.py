@@ -19,13 +19,10 @@ from workers.messages import StageMessage
 
 def enqueue_stage(broker: dramatiq.Broker, stage: str, message: StageMessage) -> None:
     """Send ``message`` to ``stage``'s actor on its queue."""
-    queue_name = STAGES[stage].queue_name
-    broker.declare_queue(queue_name)
-    broker.enqueue(
-        dramatiq.Message(
-            queue_name=queue_name, actor_name=stage, args=(message.model_dump(mode="json"),), kwargs={}, options={}
-        )
-    )
+    name = STAGES[stage].actor_name(message.job.priority)
+    broker.declare_queue(name)
+    payload = message.model_dump(mode="json")
+    broker.enqueue(dramatiq.Message(queue_name=name, actor_name=name, args=(payload,), kwargs={}, options={}))
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,15 @@ if stage ~= '' then redis.call('HSET', job, 'stage', stage) end
 if error_text ~= '' then redis.call('HSET', job, 'error', error_text) end
 if #ARGV > 8 then redis.call('HSET', job, unpack(ARGV, 9)) end
 
+-- A job of a batch counts its final state in the batch's hash (see workers/batches.py).
+if state == 'succeeded' or state == 'failed' or state == 'blocked' or state == 'cancelled' then
+  local batch = redis.call('HGET', job, 'batch_key')
+  if batch then
+    redis.call('HINCRBY', batch, 'finished', 1)
+    redis.call('HINCRBY', batch, 'n_' .. state, 1)
+  end
+end
+
 local event = {'job_id', job_id, 'event', state, 'at', now}
 if stage ~= '' then table.insert(event, 'stage'); table.insert(event, stage) end
 if error_text ~= '' then table.insert(event, 'error'); table.insert(event, error_text) end

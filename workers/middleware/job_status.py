@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -19,7 +20,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, SkipMessage
 
 from queue_config.jobs import JobKind
-from queue_config.stages import stage_plan
+from queue_config.stages import stage_of_actor, stage_plan
 from workers.cancellations import CancelledJobs
 from workers.job_status import JobStatusStore
 from workers.middleware.put_back import take_skip_reason
@@ -40,7 +41,7 @@ def job_of(message: MessageProxy) -> tuple[str, int | None]:
     if not isinstance(job, dict) or not isinstance(job.get("id"), str):
         return "", None
     try:
-        return job["id"], stage_plan(JobKind(job.get("kind", "image"))).index(message.actor_name)
+        return job["id"], stage_plan(JobKind(job.get("kind", "image"))).index(stage_of_actor(message.actor_name))
     except ValueError:
         return job["id"], None
 
@@ -48,9 +49,17 @@ def job_of(message: MessageProxy) -> tuple[str, int | None]:
 class JobStatusMiddleware(Middleware):
     """Records stage starts, outcomes and final failures in the job's record."""
 
-    def __init__(self, store: JobStatusStore, *, writer: StatusWriter | None = None) -> None:
+    def __init__(
+        self,
+        store: JobStatusStore,
+        *,
+        writer: StatusWriter | None = None,
+        on_batch_job_finished: Callable[[str], object] | None = None,
+    ) -> None:
         self.store = store
         self.writer = writer or StatusWriter(store.client)
+        #: Called with the batch id after a batch job's final state is recorded.
+        self.on_batch_job_finished = on_batch_job_finished
         self.cancelled = CancelledJobs(store)
         self._started = threading.local()
 
@@ -66,7 +75,7 @@ class JobStatusMiddleware(Middleware):
         if job_id in self.cancelled:
             raise SkipMessage(f"job {job_id} was cancelled")
         if job_id and stage_index is not None:
-            stage = message.actor_name
+            stage = stage_of_actor(message.actor_name)
             self.writer.submit(lambda pipe: self.store.stage_started(job_id, stage, stage_index, client=pipe))
 
     def after_process_message(
@@ -78,7 +87,7 @@ class JobStatusMiddleware(Middleware):
         exception: BaseException | None = None,
     ) -> None:
         job_id, _ = job_of(message)
-        stage = message.actor_name
+        stage = stage_of_actor(message.actor_name)
         outcome = take_over()
         if exception is None:
             if not job_id:
@@ -88,6 +97,8 @@ class JobStatusMiddleware(Middleware):
                 lambda pipe: self.store.stage_finished(job_id, stage, duration_s, outcome, pipe),
                 wait=bool(outcome.final_state),
             )
+            if outcome.final_state:
+                self._batch_job_finished(message)
             return
         reason = f"{type(exception).__name__}: {exception}"[:MAX_ERROR_CHARS]
         self._record_failure(message, stage, reason)
@@ -96,10 +107,10 @@ class JobStatusMiddleware(Middleware):
         """A message put back to wait, or failed before it ran (age limit, no usable key)."""
         job_id, _ = job_of(message)
         reason = take_skip_reason()
+        stage = stage_of_actor(message.actor_name)
         if message.failed:
-            self._record_failure(message, message.actor_name, reason or "AgeLimit: the message outlived its max age")
+            self._record_failure(message, stage, reason or "AgeLimit: the message outlived its max age")
         elif job_id and reason:
-            stage = message.actor_name
             self.writer.submit(lambda pipe: self.store.stage_waiting(job_id, stage, reason, pipe))
 
     def _record_failure(self, message: MessageProxy, stage: str, reason: str) -> None:
@@ -108,5 +119,13 @@ class JobStatusMiddleware(Middleware):
             self.writer.submit(
                 lambda pipe: self.store.stage_failed(job_id, stage, reason, message.message_id, pipe), wait=True
             )
+            self._batch_job_finished(message)
         elif job_id:
             self.writer.submit(lambda pipe: self.store.emit(job_id, "retrying", pipe, stage=stage, error=reason))
+
+    def _batch_job_finished(self, message: MessageProxy) -> None:
+        payload = message.args[0] if message.args else None
+        job = payload.get("job") if isinstance(payload, dict) else None
+        batch_id = job.get("batch_id") if isinstance(job, dict) else None
+        if batch_id and self.on_batch_job_finished is not None:
+            self.on_batch_job_finished(batch_id)

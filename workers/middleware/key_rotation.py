@@ -14,6 +14,7 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
+from queue_config.stages import stage_of_actor
 from workers.errors import NoUsableKey
 from workers.keys import KeyPool
 from workers.middleware.put_back import fail_with_reason, put_back
@@ -26,7 +27,7 @@ class KeyRotation(Middleware):
         self.pools_by_stage = pools_by_stage
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        pool = self.pools_by_stage.get(message.actor_name)
+        pool = self.pools_by_stage.get(stage_of_actor(message.actor_name))
         if pool is None:
             return
         try:

@@ -19,6 +19,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
 from queue_config.remote import ModelLimits
+from queue_config.stages import stage_of_actor
 from workers.limits import RedisLimiter
 from workers.middleware.put_back import put_back
 
@@ -51,7 +52,7 @@ class ModelRateLimits(Middleware):
         self.burst = burst
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        limits = self.limits_by_stage.get(message.actor_name)
+        limits = self.limits_by_stage.get(stage_of_actor(message.actor_name))
         if limits is None:
             return
         name = f"{limits.provider}:{limits.model}"
@@ -77,6 +78,6 @@ class ModelRateLimits(Middleware):
         self._release(message)
 
     def _release(self, message: MessageProxy) -> None:
-        limits = self.limits_by_stage.get(message.actor_name)
+        limits = self.limits_by_stage.get(stage_of_actor(message.actor_name))
         if limits is not None and limits.concurrency:
             self.limiter.release(f"{limits.provider}:{limits.model}", message.message_id)
