@@ -97,11 +97,11 @@ def complete_if_done(status: JobStatusStore, store: ObjectStore, batch_id: str, 
     """Write the manifest and emit ``batch_completed`` if every job has finished (once). True if now."""
     key = status.batch_key(batch_id)
     total, finished = status.client.hmget(key, "total", "finished")
-    if total is None or int(finished or 0) < int(total) or not status.client.hsetnx(key, "completed_at", time.time()):
+    if total is None or int(finished or 0) < int(total) or not status.client.hsetnx(key, "completing", 1):
         return False
     manifest_key = f"manifests/batches/{batch_id}.jsonl"
     store.put_bytes(manifest_key, _manifest(status, store, batch_id, url_ttl_s), "application/x-ndjson")
-    status.client.hset(key, "manifest_key", manifest_key)
+    status.client.hset(key, mapping={"manifest_key": manifest_key, "completed_at": time.time()})
     status.emit(f"batch:{batch_id}", "batch_completed", batch_id=batch_id, manifest_key=manifest_key)
     return True
 
@@ -135,7 +135,7 @@ def retry_failed(status: JobStatusStore, broker: FramequeueBroker, batch_id: str
         pipe.hset(status.job_key(job_id), mapping={"state": "queued", "error": "", "stage": "", "stage_index": -1})
         pipe.hincrby(key, "finished", -1)
         pipe.hincrby(key, "n_failed", -1)
-        pipe.hdel(key, "completed_at")
+        pipe.hdel(key, "completed_at", "completing")
         pipe.execute()
         status.emit(job_id, "queued", error="retried with its batch")
         retried.append(JobSpec.model_validate(record.spec))

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import redis
@@ -122,6 +123,47 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
+    """Overnight batches: submit a file, follow it, retry its failures, cancel it."""
+    from rich.progress import Progress
+
+    from storage import open_store
+    from workers import batches
+    from workers.batch_files import BatchFileError, batch_id_from_name, derive_batch_id, parse_batch
+
+    status = open_status(settings)
+    if args.action == "submit":
+        data = Path(args.target).read_bytes()
+        batch_id = batch_id_from_name(args.name) if args.name else derive_batch_id(data)
+        try:
+            lines = parse_batch(data, batch_id=batch_id, filename=args.target)
+        except BatchFileError as error:
+            print(f"{args.target}: {error}", file=sys.stderr)
+            return 2
+        bad = [line for line in lines if line.error]
+        for line in bad:
+            print(f"{args.target}:{line.line_number}: {line.error}", file=sys.stderr)
+        if bad and args.strict:
+            print(f"{len(bad)} bad line(s); nothing submitted (--strict)", file=sys.stderr)
+            return 2
+        with Progress() as progress:
+            task = progress.add_task(f"batch {batch_id}", total=len(lines) - len(bad))
+            summary = batches.submit_lines(status, build_broker(settings), batch_id, args.name or args.target,
+                                           lines, progress=lambda n: progress.advance(task, n))
+        print(json.dumps({"batch_id": batch_id, "rejected": len(bad), **summary}))
+        return 0
+    if args.action == "status":
+        print(json.dumps(batches.batch_progress(status, args.target), indent=2))
+    elif args.action == "retry-failed":
+        print(json.dumps({"retried": batches.retry_failed(status, build_broker(settings), args.target)}))
+    elif args.action == "cancel":
+        store = open_store(settings)
+        cancelled = batches.cancel_batch(status, build_broker(settings), args.target, store=store,
+                                         url_ttl_s=settings.presigned_url_ttl_s)
+        print(json.dumps({"cancelled": cancelled}))
+    return 0
+
+
 def cmd_intake(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the Redis Stream front door until interrupted."""
     import logging
@@ -194,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser("keys", help="show the health of every provider's API keys")
     keys.set_defaults(handler=cmd_keys)
+
+    batch = commands.add_parser("batch", help="overnight batches: submit FILE, or status|retry-failed|cancel ID")
+    batch.add_argument("action", choices=["submit", "status", "retry-failed", "cancel"])
+    batch.add_argument("target", help="a JSONL or CSV file (submit), else a batch id")
+    batch.add_argument("--name", help="batch id to use instead of one derived from the file")
+    batch.add_argument("--strict", action="store_true", help="submit nothing if any line is bad")
+    batch.set_defaults(handler=cmd_batch)
 
     intake = commands.add_parser("intake", help="serve the Redis Stream front door for other systems")
     intake.set_defaults(handler=cmd_intake)
