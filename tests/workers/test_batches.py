@@ -49,8 +49,9 @@ def test_a_file_with_good_and_bad_lines_runs_the_good_ones_to_a_manifest(setting
     path = tmp_path / "overnight.jsonl"
     path.write_text(image_lines(3) + '{"prompt": "a fox", "width": 100}\n')
 
-    done = subprocess.run([sys.executable, "-m", "workers.cli", "batch", "submit", str(path)], env=settings_env(settings),
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-m", "workers.cli", "batch", "submit", str(path)]
+    done = subprocess.run(command, env=settings_env(settings), cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120)
 
     assert done.returncode == 0, done.stderr
     assert f"{path}:4: invalid job: width: Value error, must be a multiple of 8" in done.stderr
