@@ -225,6 +225,9 @@ def main() -> None:
         from scripts.bench_remote import bench_remote
 
         bench_remote(url, data_dir, threads=args.threads, limiter_window_s=args.limiter_window_s)
+        from scripts.bench_batches import bench_batches
+
+        bench_batches(url, data_dir, threads=args.threads)
 
 
 if __name__ == "__main__":
