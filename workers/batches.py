@@ -27,6 +27,11 @@ from workers.messages import StageMessage
 CHUNK = 500
 
 
+def batches_key(status: JobStatusStore) -> str:
+    """Every batch id, scored by when it was first submitted."""
+    return f"{status.namespace}:batches"
+
+
 def items_key(status: JobStatusStore, batch_id: str) -> str:
     return status.batch_key(batch_id) + ":items"
 
@@ -38,17 +43,22 @@ def submit_lines(
     name: str,
     lines: list[BatchLine],
     progress: Callable[[int], None] | None = None,
+    *,
+    webhook_url: str | None = None,
 ) -> dict[str, Any]:
     """Record and enqueue a batch's valid lines; lines already submitted are skipped.
 
     Idempotent: submitting the same file again, or again after a crash halfway, enqueues no
     job twice (job ids come from the lines), and completes what the first try did not.
+    ``webhook_url`` receives the batch's own events (``batch_submitted``, ``batch_completed``).
     """
     specs = [(line.line_number, line.spec) for line in lines if line.spec is not None]
     key = status.batch_key(batch_id)
     if status.client.hsetnx(key, "id", batch_id):
-        status.client.hset(key, mapping={"name": name, "created_at": time.time()})
-    status.client.hset(key, "total", len(specs))
+        now = time.time()
+        status.client.hset(key, mapping={"name": name, "created_at": now})
+        status.client.zadd(batches_key(status), {batch_id: now})
+    status.client.hset(key, mapping={"total": len(specs), **({"webhook_url": webhook_url} if webhook_url else {})})
     created_count = 0
     for start in range(0, len(specs), CHUNK):
         chunk = specs[start : start + CHUNK]
@@ -87,6 +97,16 @@ def batch_progress(status: JobStatusStore, batch_id: str) -> dict[str, Any] | No
         "eta_s": round(eta_s) if eta_s is not None else None, "completed": "completed_at" in raw,
         "manifest_key": raw.get("manifest_key", ""),
     }
+
+
+def list_batches(status: JobStatusStore, limit: int = 50) -> list[dict[str, Any]]:
+    """The ``limit`` newest batches, each as ``batch_progress`` reads it plus ``created_at``."""
+    found = []
+    for batch_id in cast("list[str]", status.client.zrevrange(batches_key(status), 0, limit - 1)):
+        if (progress := batch_progress(status, batch_id)) is not None:
+            created_at = float(status.client.hget(status.batch_key(batch_id), "created_at") or 0)
+            found.append({**progress, "created_at": created_at})
+    return found
 
 
 def batch_job_ids(status: JobStatusStore, batch_id: str) -> list[str]:

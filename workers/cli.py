@@ -149,7 +149,8 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
         with Progress() as progress:
             task = progress.add_task(f"batch {batch_id}", total=len(lines) - len(bad))
             summary = batches.submit_lines(status, build_broker(settings), batch_id, args.name or args.target,
-                                           lines, progress=lambda n: progress.advance(task, n))
+                                           lines, progress=lambda n: progress.advance(task, n),
+                                           webhook_url=args.webhook)
         print(json.dumps({"batch_id": batch_id, "rejected": len(bad), **summary}))
         return 0
     if args.action == "status":
@@ -242,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("target", help="a JSONL or CSV file (submit), else a batch id")
     batch.add_argument("--name", help="batch id to use instead of one derived from the file")
     batch.add_argument("--strict", action="store_true", help="submit nothing if any line is bad")
+    batch.add_argument("--webhook", help="URL that receives the batch's own events (e.g. batch_completed)")
     batch.set_defaults(handler=cmd_batch)
 
     intake = commands.add_parser("intake", help="serve the Redis Stream front door for other systems")

@@ -4,7 +4,9 @@ The dashboard and ``/metrics`` share these reads. Queue keys are dramatiq's Redi
 ``dramatiq/brokers/redis/dispatch.lua``): a list of message ids per queue with the bodies in a
 ``.msgs`` hash, a ``.DQ`` pair for delayed messages, a ``.XQ`` sorted set (by dead-letter time,
 ms) plus its ``.XQ.msgs`` hash, one ``__acks__.{worker}.{queue}`` set per worker holding what it
-has fetched, and the ``__heartbeats__`` sorted set. Broker-side ids (``redis_message_id``) differ
+has fetched, and the ``__heartbeats__`` sorted set. Every stage has two queues, its interactive one
+(``image``) and its batch one (``image_batch``, see ``queue_config.stages``); each is listed on its
+own, so a batch backlog shows beside the interactive queue. Broker-side ids (``redis_message_id``) differ
 from dramatiq's ``message_id``, under which framequeue records why a message was dead-lettered.
 """
 
@@ -49,7 +51,7 @@ return bodies
 
 @dataclass(frozen=True)
 class QueueStats:
-    """Message counts of one stage queue."""
+    """Message counts of one stage queue (interactive, or the stage's batch queue)."""
 
     name: str
     #: Waiting for a worker to fetch them.
@@ -59,6 +61,15 @@ class QueueStats:
     #: Fetched by a worker and not yet acknowledged (running, or prefetched).
     in_flight: int
     dead: int
+
+    @property
+    def stage(self) -> str:
+        """The stage whose messages this queue carries (``image`` for ``image_batch``)."""
+        return stage_of_actor(self.name)
+
+    @property
+    def batch(self) -> bool:
+        return self.name != self.stage
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,8 @@ class MinuteCounts:
 
 
 def queue_names() -> list[str]:
-    return [options.queue_name for options in STAGES.values()]
+    """Every stage queue in stage order, each stage's interactive queue before its batch queue."""
+    return [queue for options in STAGES.values() for queue in options.queue_names()]
 
 
 def job_id_of(body: dict[str, Any]) -> str:
@@ -128,7 +140,7 @@ def workers(status: JobStatusStore, heartbeat_timeout_ms: int) -> list[WorkerInf
 
 
 def queue_stats(status: JobStatusStore) -> list[QueueStats]:
-    """Counts for every stage queue, in stage order."""
+    """Counts for every stage queue, batch queues included, in the order of ``queue_names()``."""
     ns, client = status.namespace, status.client
     worker_ids = cast("list[str]", client.zrange(f"{ns}:__heartbeats__", 0, -1))
     pipe = client.pipeline(transaction=False)

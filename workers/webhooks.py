@@ -92,13 +92,16 @@ class WebhookSender:
         claimed = self.client.xautoclaim(self.status.events_key, GROUP, self.consumer, 30_000, count=100)[1]
         fresh = self.client.xreadgroup(GROUP, self.consumer, {self.status.events_key: ">"}, count=100, block=block_ms)
         for entry_id, fields in list(claimed) + [e for _, entries in fresh or [] for e in entries]:
-            url = self._webhook_url(fields.get("job_id", ""))
+            url = self._webhook_url(fields)
             if url:
                 self._deliver(url, {"id": entry_id, **fields}, attempt=1)
             self.client.xack(self.status.events_key, GROUP, entry_id)
 
-    def _webhook_url(self, job_id: str) -> str | None:
-        spec = self.client.hget(self.status.job_key(job_id), "spec")
+    def _webhook_url(self, event: dict[str, str]) -> str | None:
+        """The job's ``webhook_url``; for a batch's own events, the one given with the batch."""
+        if event.get("batch_id") and event.get("event", "").startswith("batch_"):
+            return cast("str | None", self.client.hget(self.status.batch_key(event["batch_id"]), "webhook_url"))
+        spec = self.client.hget(self.status.job_key(event.get("job_id", "")), "spec")
         return cast("str | None", json.loads(spec).get("webhook_url")) if spec else None
 
     def _deliver(self, url: str, event: dict[str, Any], attempt: int) -> None:
@@ -119,8 +122,10 @@ class WebhookSender:
             problem = type(error).__name__
         if attempt >= self.max_attempts:
             reason = f"webhook gave up after {attempt} attempts: {problem}"
-            self.client.hset(self.status.job_key(event["job_id"]), "webhook_error", reason)
-            self.logger.warning("Job %s: %s.", event["job_id"], reason)
+            owner = self.status.batch_key(event["batch_id"]) if event.get("batch_id") else self.status.job_key(
+                event["job_id"])
+            self.client.hset(owner, "webhook_error", reason)
+            self.logger.warning("%s: %s.", owner, reason)
             return
         due = time.time() + self.first_retry_s * 2 ** (attempt - 1)
         retry = json.dumps({"url": url, "event": event, "attempt": attempt + 1}, sort_keys=True)

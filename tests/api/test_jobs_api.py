@@ -311,8 +311,8 @@ def test_openapi_documents_every_job_route(idle_api: httpx.Client) -> None:
     paths = document["paths"]
     operations = {(method.upper(), path): op for path, ops in paths.items() if path.startswith("/v1/")
                   for method, op in ops.items()}
-    assert set(operations) == {("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}"),
-                               ("POST", "/v1/jobs/{job_id}/cancel"), ("GET", "/v1/jobs/{job_id}/events")}
+    assert {("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}"),
+            ("POST", "/v1/jobs/{job_id}/cancel"), ("GET", "/v1/jobs/{job_id}/events")} <= set(operations)
     assert all(op["summary"] and op["security"] == [{"HTTPBearer": []}] for op in operations.values())
     submit_op = operations["POST", "/v1/jobs"]
     assert submit_op["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/JobSpec"}

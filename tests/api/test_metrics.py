@@ -64,6 +64,26 @@ def test_queue_depths_are_by_stage_and_kind(scraped: tuple[Namespace, httpx.Clie
     assert value(samples, "framequeue_workers_alive") >= 1
 
 
+def test_batch_queue_depths_are_reported_apart_from_the_interactive_ones(
+    scraped: tuple[Namespace, httpx.Client]
+) -> None:
+    ns, client = scraped
+    before = scrape(client)
+    for _ in range(3):
+        ns.enqueue("frames_batch", {"job": {}})
+    ns.dead_letter("frames_batch", {"job": {}})
+
+    samples = scrape(client)
+
+    def grew(stage: str, kind: str) -> float:
+        return value(samples, "framequeue_queue_messages", stage=stage, kind=kind) - \
+            value(before, "framequeue_queue_messages", stage=stage, kind=kind)
+
+    assert (grew("frames_batch", "ready"), grew("frames_batch", "dead")) == (3, 1)
+    assert (grew("frames", "ready"), grew("frames", "dead")) == (0, 0)
+    assert ("framequeue_queue_messages", frozenset({("stage", "upload_batch"), ("kind", "in_flight")})) in samples
+
+
 def test_failures_are_counted_by_stage_and_reason_class(scraped: tuple[Namespace, httpx.Client]) -> None:
     ns, client = scraped
     ns.dead_letter("safety_check", {"job": {}}, "InvalidJob: invalid job: job.steps: Input should be an integer")

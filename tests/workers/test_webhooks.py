@@ -117,3 +117,18 @@ def test_a_signature_fails_for_another_body_secret_or_an_old_timestamp() -> None
 def test_webhooks_refuse_to_run_unsigned(status) -> None:
     with pytest.raises(ValueError, match="signing secret"):
         WebhookSender(status, "")
+
+
+def test_a_batch_names_a_webhook_for_its_own_events(settings, status, broker, sender, receiver: Receiver) -> None:
+    from workers.batch_files import parse_batch
+    from workers.batches import submit_lines
+
+    batch_id = f"b-hook-{int(time.time() * 1000)}"
+    lines = parse_batch('{"prompt": "a kite", "kind": "image"}\n', batch_id=batch_id)
+    receiver.failures = 0
+    submit_lines(status, broker, batch_id, "hooked", lines, webhook_url=receiver.url)
+
+    wait_for(lambda: receiver.accepted_events(), 30, "the batch webhook")
+
+    event = receiver.accepted_events()[0]
+    assert (event["event"], event["batch_id"], event["total"]) == ("batch_submitted", batch_id, "1")

@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Annotated
 
-import dramatiq
 import redis
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from queue_config.broker import build_broker, resolve_redis_url
+from queue_config.broker import FramequeueBroker, build_broker, resolve_redis_url
 from queue_config.settings import Settings
 from workers.job_status import JobStatusStore
 
@@ -30,7 +29,7 @@ class ApiContext:
         return JobStatusStore(self.redis, self.settings.namespace)
 
     @cached_property
-    def broker(self) -> dramatiq.Broker:
+    def broker(self) -> FramequeueBroker:
         return build_broker(self.settings)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import jinja2
@@ -22,20 +22,28 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.templating import Jinja2Templates
 
+from queue_config.stages import STAGES, stage_of_actor
 from storage import ObjectStore, open_store
-from workers import ops
+from workers import batches, ops
 from workers.api.context import context, require_token
+from workers.batch_files import BATCH_ID_PATTERN
 from workers.job_status import TERMINAL_STATES
 from workers.keys.pool import key_health
 
 COOKIE = "framequeue_token"
 #: Text artifacts up to this size are shown inline on the job page.
 INLINE_TEXT_MAX_BYTES = 4096
+#: Batches shown on the overview, newest first.
+OVERVIEW_BATCHES = 20
+#: Jobs listed on a batch's page, by line number.
+BATCH_PAGE_JOBS = 200
 #: What an action reports on the page it returns to: fixed texts, nothing from the URL is echoed.
 DONE = {
     "requeued": "Requeued: the message is back on its queue with its retries reset.",
     "deleted": "Dead letter deleted.", "emptied": "Queue emptied; the jobs it carried were cancelled.",
     "cancelled": "Job cancelled.", "gone": "Nothing to do: it was already gone or finished.",
+    "retried": "The batch's failed jobs are queued again, from their first stage.",
+    "batch_cancelled": "Batch cancelled: its unfinished jobs stop at their next message.",
 }
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' http: https:; media-src 'self' http: https:; "
@@ -58,9 +66,17 @@ def _ago(epoch_s: float) -> str:
     return f"{seconds:.0f} s ago"
 
 
+def _span(seconds: float | None) -> str:
+    """A duration for people (``2 h 5 min``), or "—" when there is none."""
+    if seconds is None:
+        return "—"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min" if minutes else f"{seconds:.0f} s"
+
+
 TEMPLATES = Jinja2Templates(env=jinja2.Environment(loader=jinja2.FileSystemLoader(_DIR / "templates"),
                                                    autoescape=True, undefined=jinja2.StrictUndefined))
-TEMPLATES.env.filters.update(ago=_ago, clock=lambda s: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s)))
+TEMPLATES.env.filters.update(ago=_ago, span=_span, clock=lambda s: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s)))
 
 
 def signed_in(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
@@ -142,6 +158,24 @@ def known_queue(queue: str) -> str:
     return queue
 
 
+def known_batch(request: Request, batch_id: str) -> dict[str, Any]:
+    """The batch's progress, or 404."""
+    found = batches.batch_progress(context(request).status, batch_id) if BATCH_ID_PATTERN.fullmatch(batch_id) else None
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no batch {batch_id!r}")
+    return found
+
+
+def with_manifest_url(request: Request, progress: dict[str, Any]) -> dict[str, Any]:
+    """``progress`` plus ``manifest_url``: the store's share URL, or this dashboard's when a browser cannot open it."""
+    url, key = "", progress["manifest_key"]
+    if key:
+        url = store_of(request).share_url(key, context(request).settings.presigned_url_ttl_s)
+        if not url.startswith(("http://", "https://")):
+            url = f"{root_of(request)}/dashboard/batches/{progress['batch_id']}/manifest"
+    return {**progress, "manifest_url": url}
+
+
 # Sign-in --------------------------------------------------------------------------------------
 
 @router.get("/login")
@@ -186,6 +220,7 @@ def overview(request: Request) -> HTMLResponse:
         workers=ops.workers(ctx.status, ctx.settings.heartbeat_timeout_ms), minutes=minutes,
         peak=max([1, *(m.succeeded + m.failed for m in minutes)]), keys=key_health(ctx.redis, ctx.settings.namespace),
         jobs=ctx.status.list_jobs(limit=10),
+        batches=[with_manifest_url(request, b) for b in batches.list_batches(ctx.status, OVERVIEW_BATCHES)],
     )
 
 
@@ -197,7 +232,7 @@ def jobs(request: Request, state: str = "", kind: str = "", stage: str = "", lim
     if stage:
         found = [job for job in found if job.stage == stage and not job.finished][:limit]
     return render(request, "jobs.html", jobs=found, state=state, kind=kind, stage=stage, limit=limit,
-                  states=("queued", "running", "waiting", *TERMINAL_STATES), stages=ops.queue_names())
+                  states=("queued", "running", "waiting", *TERMINAL_STATES), stages=list(STAGES))
 
 
 @guarded.get("/jobs/{job_id}")
@@ -249,6 +284,24 @@ def failed(request: Request, queue: str = "") -> HTMLResponse:
     return render(request, "failed.html", letters=letters, queue=queue, queues=ops.queue_names())
 
 
+@guarded.get("/batches/{batch_id}")
+def batch(request: Request, batch_id: str) -> HTMLResponse:
+    progress, status_store = known_batch(request, batch_id), context(request).status
+    lines = cast("list[tuple[str, float]]", status_store.client.zrange(
+        batches.items_key(status_store, batch_id), 0, BATCH_PAGE_JOBS - 1, withscores=True))
+    found = [(int(line), record) for job_id, line in lines if (record := status_store.get(job_id)) is not None]
+    return render(request, "batch.html", batch=with_manifest_url(request, progress), lines=found)
+
+
+@guarded.get("/batches/{batch_id}/manifest")
+def manifest(request: Request, batch_id: str) -> Response:
+    """A completed batch's manifest, for stores whose share URL a browser cannot open (the local directory)."""
+    key = known_batch(request, batch_id)["manifest_key"]
+    if not key:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "the batch has no manifest yet")
+    return Response(store_of(request).get_bytes(key), media_type="application/x-ndjson")
+
+
 # Actions --------------------------------------------------------------------------------------
 
 @actions.post("/failed/{queue}/{redis_id}/requeue")
@@ -278,7 +331,13 @@ def delete(request: Request, queue: str, redis_id: str, fields: Form) -> Respons
 def empty(request: Request, queue: str, fields: Form) -> Response:
     if page := ask_first(request, fields, f"Remove every waiting message of queue {queue} and cancel their jobs?"):
         return page
-    ops.empty_queue(context(request).status, known_queue(queue))
+    ctx = context(request)
+    ops.empty_queue(ctx.status, known_queue(queue))
+    if stage_of_actor(queue) != queue:  # cancelled batch jobs no worker will see: complete their batches
+        for found in batches.list_batches(ctx.status):
+            if not found["completed"]:
+                batches.complete_if_done(ctx.status, store_of(request), found["batch_id"],
+                                         ctx.settings.presigned_url_ttl_s)
     return back_to(request, fields, f"/queues/{queue}", "emptied")
 
 
@@ -288,6 +347,27 @@ def cancel(request: Request, job_id: str, fields: Form) -> Response:
         return page
     done = context(request).status.cancel(job_id)
     return back_to(request, fields, f"/jobs/{quote(job_id)}", "cancelled" if done else "gone")
+
+
+@actions.post("/batches/{batch_id}/retry-failed")
+def retry_batch(request: Request, batch_id: str, fields: Form) -> Response:
+    known_batch(request, batch_id)
+    if page := ask_first(request, fields, f"Queue the failed jobs of batch {batch_id} again?"):
+        return page
+    ctx = context(request)
+    retried = batches.retry_failed(ctx.status, ctx.broker, batch_id)
+    return back_to(request, fields, f"/batches/{batch_id}", "retried" if retried else "gone")
+
+
+@actions.post("/batches/{batch_id}/cancel")
+def cancel_batch(request: Request, batch_id: str, fields: Form) -> Response:
+    known_batch(request, batch_id)
+    if page := ask_first(request, fields, f"Cancel every unfinished job of batch {batch_id}?"):
+        return page
+    ctx = context(request)
+    cancelled = batches.cancel_batch(ctx.status, ctx.broker, batch_id,
+                                     store=store_of(request), url_ttl_s=ctx.settings.presigned_url_ttl_s)
+    return back_to(request, fields, f"/batches/{batch_id}", "batch_cancelled" if cancelled else "gone")
 
 
 router.include_router(guarded)

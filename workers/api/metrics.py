@@ -65,8 +65,9 @@ class RedisCollector(Collector):
         yield self._keys()
 
     def _queues(self) -> Metric:
-        family = GaugeMetricFamily("framequeue_queue_messages", "Messages on a stage's queue, by kind: ready "
-                                   "(not fetched), delayed (retries and put-back waits), in_flight, dead (lettered).",
+        family = GaugeMetricFamily("framequeue_queue_messages", "Messages on a stage queue, by kind: ready "
+                                   "(not fetched), delayed (retries and put-back waits), in_flight, dead (lettered). "
+                                   "A stage's batch queue is its own stage value, {stage}_batch.",
                                    labels=["stage", "kind"])
         for stats in ops.queue_stats(self.status):
             for kind in ("ready", "delayed", "in_flight", "dead"):
