@@ -20,7 +20,8 @@ from pipelines import resolve_profile  # noqa: E402
 from queue_config.broker import build_broker, resolve_redis_url  # noqa: E402
 from queue_config.jobs import JobKind, JobSpec  # noqa: E402
 from queue_config.settings import get_settings  # noqa: E402
-from workers.cli import open_status, print_outcome, wait_with_progress  # noqa: E402
+from workers.cli import print_outcome, wait_with_progress  # noqa: E402
+from workers.job_status import JobStatusStore  # noqa: E402
 from workers.submit import submit_job  # noqa: E402
 
 
@@ -44,7 +45,7 @@ def main() -> int:
                 prompt="a lighthouse on a cliff at dusk, waves below", kind=JobKind.video,
                 width=256, height=256, num_frames=24, fps=12, seed=42,
             )
-            status = open_status(settings)
+            status = JobStatusStore.from_settings(settings)
             submit_job(build_broker(settings), status, spec)
             print(f"job:     {spec.id} (worker log: {log_path})")
             record = wait_with_progress(status, spec.id, timeout_s=600)

@@ -7,10 +7,8 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import redis
 from pydantic import ValidationError
 
 from queue_config.broker import build_broker, resolve_redis_url
@@ -18,17 +16,13 @@ from queue_config.embedded_redis import stop_embedded_redis
 from queue_config.jobs import JobSpec
 from queue_config.settings import Settings, get_settings
 from queue_config.stages import CPU_STAGES, GPU_STAGES, STAGES
+from workers.cli_services import add_service_commands
 from workers.job_status import JobRecord, JobStatusStore
 from workers.messages import describe_validation_error
 from workers.submit import submit_job
 
 #: How often ``submit --wait`` reads the job's record.
 POLL_INTERVAL_S = 0.25
-
-
-def open_status(settings: Settings) -> JobStatusStore:
-    client = redis.Redis.from_url(resolve_redis_url(settings), decode_responses=True)
-    return JobStatusStore(client, settings.namespace)
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
@@ -42,7 +36,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     except ValidationError as error:
         print(describe_validation_error(error), file=sys.stderr)
         return 2
-    status = open_status(settings)
+    status = JobStatusStore.from_settings(settings)
     submission = submit_job(build_broker(settings), status, spec)
     print(f"job {submission.job_id}: {submission.state}" + (f" ({submission.reason})" if submission.reason else ""))
     if not args.wait or submission.state == "blocked":
@@ -87,7 +81,7 @@ def print_outcome(record: JobRecord | None) -> None:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    record = open_status(settings).get(args.job_id)
+    record = JobStatusStore.from_settings(settings).get(args.job_id)
     if args.json:
         print(json.dumps(record.as_dict() if record else None, indent=2))
     else:
@@ -107,96 +101,6 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                "--threads", str(args.threads), "--queues", *(q for s in stages for q in STAGES[s].queue_names())]
     os.execv(sys.executable, command)
     return 0  # not reached
-
-
-def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
-    """Each key pool's health, by key fingerprint (keys themselves are never stored)."""
-    from workers.keys import key_health
-
-    rows = key_health(open_status(settings).client, settings.namespace)
-    if not rows:
-        print("no key has been used yet")
-    print(f"{'provider':<12} {'key':<14} {'state':<20} {'requests':>8} {'ok':>6} {'429':>5} {'5xx':>5}  reason")
-    for row in rows:
-        print(f"{row.provider:<12} {row.fingerprint:<14} {row.state:<20} {row.requests:>8} {row.successes:>6} "
-              f"{row.rate_limited:>5} {row.errors:>5}  {row.disabled_reason}")
-    return 0
-
-
-def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
-    """Overnight batches: submit a file, follow it, retry its failures, cancel it."""
-    from rich.progress import Progress
-
-    from storage import open_store
-    from workers import batches
-    from workers.batch_files import BatchFileError, batch_id_from_name, derive_batch_id, parse_batch
-
-    status = open_status(settings)
-    if args.action == "submit":
-        data = Path(args.target).read_bytes()
-        batch_id = batch_id_from_name(args.name) if args.name else derive_batch_id(data)
-        try:
-            lines = parse_batch(data, batch_id=batch_id, filename=args.target)
-        except BatchFileError as error:
-            print(f"{args.target}: {error}", file=sys.stderr)
-            return 2
-        bad = [line for line in lines if line.error]
-        for line in bad:
-            print(f"{args.target}:{line.line_number}: {line.error}", file=sys.stderr)
-        if bad and args.strict:
-            print(f"{len(bad)} bad line(s); nothing submitted (--strict)", file=sys.stderr)
-            return 2
-        with Progress() as progress:
-            task = progress.add_task(f"batch {batch_id}", total=len(lines) - len(bad))
-            summary = batches.submit_lines(status, build_broker(settings), batch_id, args.name or args.target,
-                                           lines, progress=lambda n: progress.advance(task, n),
-                                           webhook_url=args.webhook)
-        print(json.dumps({"batch_id": batch_id, "rejected": len(bad), **summary}))
-        return 0
-    if args.action == "status":
-        print(json.dumps(batches.batch_progress(status, args.target), indent=2))
-    elif args.action == "retry-failed":
-        print(json.dumps({"retried": batches.retry_failed(status, build_broker(settings), args.target)}))
-    elif args.action == "cancel":
-        store = open_store(settings)
-        cancelled = batches.cancel_batch(status, build_broker(settings), args.target, store=store,
-                                         url_ttl_s=settings.presigned_url_ttl_s)
-        print(json.dumps({"cancelled": cancelled}))
-    return 0
-
-
-def cmd_intake(args: argparse.Namespace, settings: Settings) -> int:
-    """Serve the Redis Stream front door until interrupted."""
-    import logging
-
-    from workers.intake import Intake
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    status = open_status(settings)
-    intake = Intake(status.client, build_broker(settings), status, settings.namespace)
-    print(f"intake: reading {intake.stream_key}", flush=True)
-    intake.run()
-    return 0
-
-
-def cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
-    """Deliver job events to the webhooks jobs name, until interrupted."""
-    from workers.webhooks import WebhookSender
-
-    sender = WebhookSender(open_status(settings), settings.webhook_secret,
-                           max_attempts=settings.webhook_max_attempts, first_retry_s=settings.webhook_first_retry_s)
-    print(f"webhooks: following {sender.status.events_key}", flush=True)
-    sender.run()
-    return 0
-
-
-def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
-    from workers.api import create_app
-
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
-    return 0
 
 
 def cmd_redis(args: argparse.Namespace, settings: Settings) -> int:
@@ -235,27 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--threads", type=int, default=2)
     worker.set_defaults(handler=cmd_worker)
 
-    keys = commands.add_parser("keys", help="show the health of every provider's API keys")
-    keys.set_defaults(handler=cmd_keys)
-
-    batch = commands.add_parser("batch", help="overnight batches: submit FILE, or status|retry-failed|cancel ID")
-    batch.add_argument("action", choices=["submit", "status", "retry-failed", "cancel"])
-    batch.add_argument("target", help="a JSONL or CSV file (submit), else a batch id")
-    batch.add_argument("--name", help="batch id to use instead of one derived from the file")
-    batch.add_argument("--strict", action="store_true", help="submit nothing if any line is bad")
-    batch.add_argument("--webhook", help="URL that receives the batch's own events (e.g. batch_completed)")
-    batch.set_defaults(handler=cmd_batch)
-
-    intake = commands.add_parser("intake", help="serve the Redis Stream front door for other systems")
-    intake.set_defaults(handler=cmd_intake)
-
-    webhooks = commands.add_parser("webhooks", help="deliver job events to the webhooks jobs name")
-    webhooks.set_defaults(handler=cmd_webhooks)
-
-    api = commands.add_parser("api", help="serve the HTTP job API, the dashboard and /metrics")
-    api.add_argument("--host", default="127.0.0.1")
-    api.add_argument("--port", type=int, default=8000)
-    api.set_defaults(handler=cmd_api)
+    add_service_commands(commands)
 
     embedded = commands.add_parser("redis", help="the embedded Redis used when REDIS_URL is unset")
     embedded.add_argument("action", choices=["url", "stop"])

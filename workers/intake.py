@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from queue_config.jobs import JobSpec
 from workers.job_status import JobStatusStore
 from workers.messages import describe_validation_error
+from workers.streams import ensure_group, read_group
 from workers.submit import submit_job
 
 GROUP = "intake"
@@ -59,11 +60,7 @@ class Intake:
         self.stream_key = f"{namespace}:intake"
         self.receipt_prefix = f"{namespace}:intake:receipt:"
         self.consumer = f"{socket.gethostname()}-{id(self)}"
-        try:
-            client.xgroup_create(self.stream_key, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
+        ensure_group(client, self.stream_key, GROUP, start_id="0")
 
     def run(self, *, block_ms: int = 1000, stop_after_s: float | None = None) -> None:
         """Serve until interrupted (or for ``stop_after_s``, for tests)."""
@@ -73,14 +70,13 @@ class Intake:
 
     def serve_once(self, *, block_ms: int = 1000, count: int = 100) -> int:
         """Handle what a dead intake left behind, then what is new. Returns how many entries."""
-        # [next cursor, claimed entries] (Redis 7 adds the ids of deleted entries: not needed here).
-        claimed = self.client.xautoclaim(self.stream_key, GROUP, self.consumer, CLAIM_IDLE_MS, count=count)[1]
-        fresh = self.client.xreadgroup(GROUP, self.consumer, {self.stream_key: ">"}, count=count, block=block_ms)
-        entries = list(claimed) + [entry for _, stream_entries in fresh or [] for entry in stream_entries]
+        entries = read_group(self.client, self.stream_key, GROUP, self.consumer, claim_idle_ms=CLAIM_IDLE_MS,
+                             count=count, block_ms=block_ms)
         for entry_id, fields in entries:
             receipt = self.receive(entry_id, fields)
             pipe = self.client.pipeline()
-            pipe.hset(self.receipt_prefix + entry_id, mapping=receipt.__dict__)
+            answer = {"status": receipt.status, "job_id": receipt.job_id, "reason": receipt.reason}
+            pipe.hset(self.receipt_prefix + entry_id, mapping=answer)
             pipe.expire(self.receipt_prefix + entry_id, RECEIPT_TTL_S)
             pipe.xack(self.stream_key, GROUP, entry_id)
             pipe.execute()

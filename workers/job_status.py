@@ -22,6 +22,7 @@ from typing import Any, cast
 import redis
 
 from queue_config.jobs import JobSpec
+from queue_config.settings import Settings
 from workers.outcome import StageOutcome
 
 TERMINAL_STATES = ("succeeded", "failed", "blocked", "cancelled")
@@ -76,6 +77,14 @@ class JobStatusStore:
         #: Cancelled job ids, scored by when: workers skip their messages.
         self.cancelled_key = f"{namespace}:cancelled"
         self._transition = client.register_script(_TRANSITION_LUA)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JobStatusStore:
+        """The store on the configured Redis (the embedded one when ``REDIS_URL`` is unset)."""
+        from queue_config.broker import resolve_redis_url
+
+        client = redis.Redis.from_url(resolve_redis_url(settings), decode_responses=True)
+        return cls(client, settings.namespace)
 
     def job_key(self, job_id: str) -> str:
         return f"{self.namespace}:job:{job_id}"

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from functools import cached_property, lru_cache
 
-import redis
-
 from pipelines import (
     CameraMotionFrames,
     Img2ImgFrames,
@@ -22,7 +20,6 @@ from pipelines import (
     resolve_profile,
 )
 from pipelines.remote import ProviderClient, RemotePromptEnhancer, RemoteTextToImage
-from queue_config.broker import resolve_redis_url
 from queue_config.remote import RemoteConfig, load_remote_config
 from queue_config.settings import Settings, get_settings
 from storage import ObjectStore, open_store
@@ -42,8 +39,7 @@ class Runtime:
 
     @cached_property
     def status(self) -> JobStatusStore:
-        client = redis.Redis.from_url(resolve_redis_url(self.settings), decode_responses=True)
-        return JobStatusStore(client, self.settings.namespace)
+        return JobStatusStore.from_settings(self.settings)
 
     @cached_property
     def models(self) -> ModelRegistry:

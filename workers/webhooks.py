@@ -20,15 +20,17 @@ import socket
 import time
 from typing import Any, cast
 
-import redis
 import requests
 from dramatiq.logging import get_logger
 
 from workers.job_status import JobStatusStore
+from workers.streams import ensure_group, read_group
 
 GROUP = "webhooks"
 #: How long one delivery may take.
 TIMEOUT_S = 5.0
+#: An event read by a sender that has been silent this long is delivered by another.
+CLAIM_IDLE_MS = 30_000
 #: How old a signed timestamp a receiver should accept.
 DEFAULT_TOLERANCE_S = 300
 
@@ -72,11 +74,7 @@ class WebhookSender:
         self.session = session or requests.Session()
         self.retry_key = f"{status.namespace}:webhooks:retry"
         self.consumer = f"{socket.gethostname()}-{id(self)}"
-        try:
-            self.client.xgroup_create(status.events_key, GROUP, id="$", mkstream=True)
-        except redis.ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
+        ensure_group(self.client, status.events_key, GROUP, start_id="$")
 
     def run(self, *, stop_after_s: float | None = None) -> None:
         deadline = None if stop_after_s is None else time.monotonic() + stop_after_s
@@ -89,9 +87,9 @@ class WebhookSender:
             if self.client.zrem(self.retry_key, member):  # claimed: no other sender has it
                 delivery = json.loads(member)
                 self._deliver(delivery["url"], delivery["event"], delivery["attempt"])
-        claimed = self.client.xautoclaim(self.status.events_key, GROUP, self.consumer, 30_000, count=100)[1]
-        fresh = self.client.xreadgroup(GROUP, self.consumer, {self.status.events_key: ">"}, count=100, block=block_ms)
-        for entry_id, fields in list(claimed) + [e for _, entries in fresh or [] for e in entries]:
+        entries = read_group(self.client, self.status.events_key, GROUP, self.consumer, claim_idle_ms=CLAIM_IDLE_MS,
+                             count=100, block_ms=block_ms)
+        for entry_id, fields in entries:
             url = self._webhook_url(fields)
             if url:
                 self._deliver(url, {"id": entry_id, **fields}, attempt=1)

@@ -1,0 +1,34 @@
+"""Reading a Redis Stream through a consumer group, so that nothing read is lost.
+
+Used by the intake (the front door) and the webhook sender: each reads what a
+dead member of its group had read but not acknowledged (after ``claim_idle_ms``),
+then what is new.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import redis
+
+Entry = tuple[str, dict[str, str]]
+
+
+def ensure_group(client: redis.Redis, stream: str, group: str, *, start_id: str) -> None:
+    """Create ``group`` on ``stream`` (and the stream) unless it exists."""
+    try:
+        client.xgroup_create(stream, group, id=start_id, mkstream=True)
+    except redis.ResponseError as error:
+        if "BUSYGROUP" not in str(error):
+            raise
+
+
+def read_group(
+    client: redis.Redis, stream: str, group: str, consumer: str, *, claim_idle_ms: int, count: int, block_ms: int
+) -> list[Entry]:
+    """Entries left pending by a silent consumer, then new ones (waiting up to ``block_ms``)."""
+    # XAUTOCLAIM answers [next cursor, claimed entries(, ids of deleted entries on Redis 7)].
+    claimed = cast("list[Entry]", client.xautoclaim(stream, group, consumer, claim_idle_ms, count=count)[1])
+    fresh = cast("list[tuple[str, list[Entry]]]", client.xreadgroup(
+        group, consumer, {stream: ">"}, count=count, block=block_ms) or [])
+    return list(claimed) + [entry for _, entries in fresh for entry in entries]
