@@ -11,170 +11,38 @@ in the browser, or, without JavaScript, a confirmation page. Links start with th
 from __future__ import annotations
 
 import hmac
-import time
-from pathlib import Path
-from typing import Annotated, Any, cast
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from typing import cast
+from urllib.parse import quote
 
-import jinja2
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import Depends, HTTPException, Request, Response, status
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from fastapi.templating import Jinja2Templates
 
-from queue_config.stages import STAGES, stage_of_actor
-from storage import ObjectStore, open_store
+from queue_config.stages import STAGES
 from workers import batches, ops
-from workers.api.context import context, require_token
-from workers.batch_files import BATCH_ID_PATTERN
+from workers.api import dashboard_actions  # noqa: F401  (registers the POST actions)
+from workers.api.context import context
+from workers.api.dashboard_kit import (
+    BATCH_PAGE_JOBS,
+    COOKIE,
+    DASHBOARD_DIR,
+    INLINE_TEXT_MAX_BYTES,
+    OVERVIEW_BATCHES,
+    Form,
+    actions,
+    back_to,
+    guarded,
+    known_batch,
+    known_queue,
+    render,
+    root_of,
+    router,
+    same_site,
+    signed_in,
+    store_of,
+    with_manifest_url,
+)
 from workers.job_status import TERMINAL_STATES
 from workers.keys.pool import key_health
-
-COOKIE = "framequeue_token"
-#: Text artifacts up to this size are shown inline on the job page.
-INLINE_TEXT_MAX_BYTES = 4096
-#: Batches shown on the overview, newest first.
-OVERVIEW_BATCHES = 20
-#: Jobs listed on a batch's page, by line number.
-BATCH_PAGE_JOBS = 200
-#: What an action reports on the page it returns to: fixed texts, nothing from the URL is echoed.
-DONE = {
-    "requeued": "Requeued: the message is back on its queue with its retries reset.",
-    "deleted": "Dead letter deleted.", "emptied": "Queue emptied; the jobs it carried were cancelled.",
-    "cancelled": "Job cancelled.", "gone": "Nothing to do: it was already gone or finished.",
-    "retried": "The batch's failed jobs are queued again, from their first stage.",
-    "batch_cancelled": "Batch cancelled: its unfinished jobs stop at their next message.",
-}
-_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' http: https:; media-src 'self' http: https:; "
-                               "frame-ancestors 'none'; form-action 'self'",
-    "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin", "Cache-Control": "no-store",
-}
-_DIR = Path(__file__).parent
-_bearer = HTTPBearer(auto_error=False)
-
-
-def root_of(request: Request) -> str:
-    return str(request.scope.get("root_path", "")).rstrip("/")
-
-
-def _ago(epoch_s: float) -> str:
-    seconds = max(0.0, time.time() - epoch_s)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f} {unit} ago"
-    return f"{seconds:.0f} s ago"
-
-
-def _span(seconds: float | None) -> str:
-    """A duration for people (``2 h 5 min``), or "—" when there is none."""
-    if seconds is None:
-        return "—"
-    hours, minutes = divmod(round(seconds / 60), 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min" if minutes else f"{seconds:.0f} s"
-
-
-TEMPLATES = Jinja2Templates(env=jinja2.Environment(loader=jinja2.FileSystemLoader(_DIR / "templates"),
-                                                   autoescape=True, undefined=jinja2.StrictUndefined))
-TEMPLATES.env.filters.update(ago=_ago, span=_span, clock=lambda s: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s)))
-
-
-def signed_in(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-    """``require_token``; a browser that has not signed in is sent to the login form instead."""
-    try:
-        require_token(request, credentials)
-    except HTTPException:
-        if request.method != "GET":
-            raise
-        login = f"{root_of(request)}/dashboard/login?next={quote(here(request))}"
-        raise HTTPException(status.HTTP_303_SEE_OTHER, "sign in first", headers={"Location": login}) from None
-
-
-def same_site(request: Request) -> None:
-    """Refuse a POST that a browser says came from another site (defence beside SameSite=Strict)."""
-    origin = request.headers.get("origin")
-    hosts = {request.headers.get("host"), request.headers.get("x-forwarded-host")}
-    if request.headers.get("sec-fetch-site") == "cross-site" or (origin and urlsplit(origin).netloc not in hosts):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-site request refused")
-
-
-async def form_of(request: Request) -> dict[str, str]:
-    """The POSTed urlencoded form (parsed here: no multipart dependency for three fields)."""
-    return dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
-
-
-Form = Annotated[dict[str, str], Depends(form_of)]
-router = APIRouter(prefix="/dashboard", include_in_schema=False)
-guarded = APIRouter(dependencies=[Depends(signed_in)])
-actions = APIRouter(dependencies=[Depends(same_site), Depends(signed_in)])
-
-
-def render(request: Request, template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
-    done = DONE.get(request.query_params.get("done", ""), "")
-    values = {"root": root_of(request), "done": done, "here": here(request), **values}
-    return TEMPLATES.TemplateResponse(request, template, values, status_code=status_code, headers=_HEADERS)
-
-
-def here(request: Request, *, query: bool = True) -> str:
-    """This page's URL path under the root path (whether or not the server already put it in ``path``)."""
-    root, path = root_of(request), request.url.path
-    path = path[len(root):] if root and path.startswith(f"{root}/") else path
-    kept = [(k, v) for k, v in request.query_params.multi_items() if k != "done"] if query else []
-    return root + path + (f"?{urlencode(kept)}" if kept else "")
-
-
-def safe_back(request: Request, value: str) -> str:
-    """``value`` if it is a dashboard path of this site (a place to return to), else ""."""
-    back = urlsplit(value)
-    local = not (back.scheme or back.netloc) and "//" not in back.path and "\\" not in value
-    return value if local and back.path.startswith(f"{root_of(request)}/dashboard") else ""
-
-
-def back_to(request: Request, fields: dict[str, str], fallback: str, done: str = "") -> RedirectResponse:
-    """See-other to the dashboard page the form came from (else ``fallback``), reporting ``done``."""
-    back = urlsplit(safe_back(request, fields.get("back", "")) or f"{root_of(request)}/dashboard{fallback}")
-    query = [(k, v) for k, v in parse_qsl(back.query) if k != "done"] + ([("done", done)] if done else [])
-    return RedirectResponse(back.path + (f"?{urlencode(query)}" if query else ""), status.HTTP_303_SEE_OTHER)
-
-
-def ask_first(request: Request, fields: dict[str, str], question: str) -> HTMLResponse | None:
-    """The confirmation page, unless the form says the operator has confirmed already."""
-    if fields.get("confirmed") == "yes":
-        return None
-    return render(request, "confirm.html", question=question, action=here(request, query=False),
-                  back=safe_back(request, fields.get("back", "")))
-
-
-def store_of(request: Request) -> ObjectStore:
-    state = request.app.state
-    if getattr(state, "dashboard_store", None) is None:
-        state.dashboard_store = open_store(context(request).settings)
-    return state.dashboard_store  # type: ignore[no-any-return]
-
-
-def known_queue(queue: str) -> str:
-    if queue not in ops.queue_names():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stage queue {queue!r}")
-    return queue
-
-
-def known_batch(request: Request, batch_id: str) -> dict[str, Any]:
-    """The batch's progress, or 404."""
-    found = batches.batch_progress(context(request).status, batch_id) if BATCH_ID_PATTERN.fullmatch(batch_id) else None
-    if found is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no batch {batch_id!r}")
-    return found
-
-
-def with_manifest_url(request: Request, progress: dict[str, Any]) -> dict[str, Any]:
-    """``progress`` plus ``manifest_url``: the store's share URL, or this dashboard's when a browser cannot open it."""
-    url, key = "", progress["manifest_key"]
-    if key:
-        url = store_of(request).share_url(key, context(request).settings.presigned_url_ttl_s)
-        if not url.startswith(("http://", "https://")):
-            url = f"{root_of(request)}/dashboard/batches/{progress['batch_id']}/manifest"
-    return {**progress, "manifest_url": url}
-
 
 # Sign-in --------------------------------------------------------------------------------------
 
@@ -206,7 +74,7 @@ def logout(request: Request) -> Response:
 def static(name: str) -> FileResponse:
     if name not in {"dashboard.css", "dashboard.js"}:
         raise HTTPException(status.HTTP_404_NOT_FOUND)
-    return FileResponse(_DIR / "static" / name, headers={"Cache-Control": "max-age=300"})
+    return FileResponse(DASHBOARD_DIR / "static" / name, headers={"Cache-Control": "max-age=300"})
 
 
 # Pages ----------------------------------------------------------------------------------------
@@ -301,73 +169,6 @@ def manifest(request: Request, batch_id: str) -> Response:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "the batch has no manifest yet")
     return Response(store_of(request).get_bytes(key), media_type="application/x-ndjson")
 
-
-# Actions --------------------------------------------------------------------------------------
-
-@actions.post("/failed/{queue}/{redis_id}/requeue")
-def requeue(request: Request, queue: str, redis_id: str, fields: Form) -> Response:
-    ctx = context(request)
-    done = ops.requeue_dead_letter(ctx.broker, ctx.status, known_queue(queue), redis_id)
-    return back_to(request, fields, "/failed", "requeued" if done else "gone")
-
-
-@actions.post("/failed/{queue}/requeue-all")
-def requeue_all(request: Request, queue: str, fields: Form) -> Response:
-    ctx = context(request)
-    for letter in ops.dead_letters(ctx.status, known_queue(queue)):
-        ops.requeue_dead_letter(ctx.broker, ctx.status, queue, letter.redis_id)
-    return back_to(request, fields, "/failed", "requeued")
-
-
-@actions.post("/failed/{queue}/{redis_id}/delete")
-def delete(request: Request, queue: str, redis_id: str, fields: Form) -> Response:
-    if page := ask_first(request, fields, f"Delete dead letter {redis_id} of queue {queue} for good?"):
-        return page
-    done = ops.delete_dead_letter(context(request).status, known_queue(queue), redis_id)
-    return back_to(request, fields, "/failed", "deleted" if done else "gone")
-
-
-@actions.post("/queues/{queue}/empty")
-def empty(request: Request, queue: str, fields: Form) -> Response:
-    if page := ask_first(request, fields, f"Remove every waiting message of queue {queue} and cancel their jobs?"):
-        return page
-    ctx = context(request)
-    ops.empty_queue(ctx.status, known_queue(queue))
-    if stage_of_actor(queue) != queue:  # cancelled batch jobs no worker will see: complete their batches
-        for found in batches.list_batches(ctx.status):
-            if not found["completed"]:
-                batches.complete_if_done(ctx.status, store_of(request), found["batch_id"],
-                                         ctx.settings.presigned_url_ttl_s)
-    return back_to(request, fields, f"/queues/{queue}", "emptied")
-
-
-@actions.post("/jobs/{job_id}/cancel")
-def cancel(request: Request, job_id: str, fields: Form) -> Response:
-    if page := ask_first(request, fields, f"Cancel job {job_id}? Its stages stop at the next message."):
-        return page
-    done = context(request).status.cancel(job_id)
-    return back_to(request, fields, f"/jobs/{quote(job_id)}", "cancelled" if done else "gone")
-
-
-@actions.post("/batches/{batch_id}/retry-failed")
-def retry_batch(request: Request, batch_id: str, fields: Form) -> Response:
-    known_batch(request, batch_id)
-    if page := ask_first(request, fields, f"Queue the failed jobs of batch {batch_id} again?"):
-        return page
-    ctx = context(request)
-    retried = batches.retry_failed(ctx.status, ctx.broker, batch_id)
-    return back_to(request, fields, f"/batches/{batch_id}", "retried" if retried else "gone")
-
-
-@actions.post("/batches/{batch_id}/cancel")
-def cancel_batch(request: Request, batch_id: str, fields: Form) -> Response:
-    known_batch(request, batch_id)
-    if page := ask_first(request, fields, f"Cancel every unfinished job of batch {batch_id}?"):
-        return page
-    ctx = context(request)
-    cancelled = batches.cancel_batch(ctx.status, ctx.broker, batch_id,
-                                     store=store_of(request), url_ttl_s=ctx.settings.presigned_url_ttl_s)
-    return back_to(request, fields, f"/batches/{batch_id}", "batch_cancelled" if cancelled else "gone")
 
 
 router.include_router(guarded)
