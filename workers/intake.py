@@ -23,6 +23,7 @@ import json
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import dramatiq
 import redis
@@ -75,7 +76,7 @@ class Intake:
         for entry_id, fields in entries:
             receipt = self.receive(entry_id, fields)
             pipe = self.client.pipeline()
-            answer = {"status": receipt.status, "job_id": receipt.job_id, "reason": receipt.reason}
+            answer: dict[Any, Any] = {"status": receipt.status, "job_id": receipt.job_id, "reason": receipt.reason}
             pipe.hset(self.receipt_prefix + entry_id, mapping=answer)
             pipe.expire(self.receipt_prefix + entry_id, RECEIPT_TTL_S)
             pipe.xack(self.stream_key, GROUP, entry_id)
