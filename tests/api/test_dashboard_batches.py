@@ -17,18 +17,14 @@ from queue_config.settings import Settings
 from queue_config.stages import STAGES
 from tests.api.test_dashboard import TOKEN, signed_in
 from tests.api.test_jobs_api import api_server
-from tests.api.test_ops import Namespace, namespace_for, stats_of
+from tests.api.test_ops import Namespace, cleaned_namespace, namespace_for, stats_of
 from workers import batches, ops
 from workers.batch_files import parse_batch
 
 
 @pytest.fixture
 def ns(settings: Settings) -> Iterator[Namespace]:
-    namespace = namespace_for(settings, "batch-ops")
-    yield namespace
-    client = namespace.status.client
-    for key in client.scan_iter(match=f"{namespace.settings.namespace}:*", count=1000):
-        client.delete(key)
+    yield from cleaned_namespace(settings, "batch-ops")
 
 
 @pytest.fixture(scope="module")

@@ -66,13 +66,18 @@ def namespace_for(settings: Settings, name: str) -> Namespace:
     return Namespace(isolated, build_broker(isolated), JobStatusStore(client, isolated.namespace))
 
 
-@pytest.fixture
-def ns(settings: Settings) -> Iterator[Namespace]:
-    namespace = namespace_for(settings, "ops")
+def cleaned_namespace(settings: Settings, name: str) -> Iterator[Namespace]:
+    """A fixture body: a fresh namespace, and every key under it deleted afterwards."""
+    namespace = namespace_for(settings, name)
     yield namespace
     client = namespace.status.client
     for key in client.scan_iter(match=f"{namespace.settings.namespace}:*", count=1000):
         client.delete(key)
+
+
+@pytest.fixture
+def ns(settings: Settings) -> Iterator[Namespace]:
+    yield from cleaned_namespace(settings, "ops")
 
 
 def failed_job(ns: Namespace, stage: str = "image") -> tuple[JobSpec, dramatiq.Message]:
