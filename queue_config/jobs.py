@@ -66,7 +66,7 @@ class JobSpec(BaseModel):
     fps: int = Field(default=8, ge=1, le=MAX_FPS)
     enhance_prompt: bool = True
     frames_backend: Literal["camera", "img2img"] | None = None
-    #: Where to POST this job's state changes (signed; see workers/webhooks.py).
+    #: Where to POST this job's state changes (signed; see workers/doors/webhooks.py).
     webhook_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$")
     priority: Priority = Priority.interactive
     batch_id: str | None = Field(default=None, max_length=64)

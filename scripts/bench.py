@@ -30,17 +30,17 @@ import psutil  # noqa: E402
 import redis  # noqa: E402
 from dramatiq.brokers.redis import RedisBroker  # noqa: E402
 
-from queue_config.broker import build_broker  # noqa: E402
-from queue_config.embedded_redis import private_redis_server  # noqa: E402
 from queue_config.jobs import JobKind, JobSpec  # noqa: E402
 from queue_config.settings import Settings  # noqa: E402
 from queue_config.stages import STAGES, stage_plan  # noqa: E402
-from workers.job_status import TERMINAL_STATES, JobStatusStore  # noqa: E402
+from workers.broker import build_broker  # noqa: E402
+from workers.embedded_redis import private_redis_server  # noqa: E402
+from workers.jobs.record import TERMINAL_STATES, JobStatusStore  # noqa: E402
+from workers.jobs.submit import submit_job  # noqa: E402
 from workers.remote import add_remote_middleware  # noqa: E402
 from workers.runtime import Runtime  # noqa: E402
 from workers.stage_actor import declare_stage_actors  # noqa: E402
 from workers.stages import StageFunction, StageOutcome  # noqa: E402
-from workers.submit import submit_job  # noqa: E402
 
 DEPTH = len(stage_plan(JobKind.video))
 

@@ -15,15 +15,15 @@ from pathlib import Path
 import dramatiq
 import redis
 
-from queue_config.broker import build_broker
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from scripts.bench import no_op_stages, wait_until
-from workers.batch_files import parse_batch
 from workers.batches import batch_progress, cancel_batch, submit_lines
+from workers.batches.files import parse_batch
+from workers.broker import build_broker
+from workers.jobs.submit import submit_job
 from workers.runtime import Runtime
 from workers.stage_actor import declare_stage_actors
-from workers.submit import submit_job
 
 ITEMS = 10_000
 

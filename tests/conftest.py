@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from queue_config.embedded_redis import private_redis_server
 from queue_config.settings import Settings
 from tests.servers import WorkerProcess, s3_server
-from workers.job_status import JobStatusStore
+from workers.embedded_redis import private_redis_server
+from workers.jobs.record import JobStatusStore
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 #: Where tests keep what a person would want to look at afterwards (logs, outputs).
@@ -89,6 +89,6 @@ def status(settings: Settings) -> JobStatusStore:
 
 @pytest.fixture(scope="session")
 def broker(settings: Settings):  # type: ignore[no-untyped-def]
-    from queue_config.broker import build_broker
+    from workers.broker import build_broker
 
     return build_broker(settings)

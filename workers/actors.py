@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dramatiq
 
-from queue_config.broker import build_broker
 from queue_config.settings import get_settings
-from workers.batch_window import add_batch_middleware
+from workers.batches.window import add_batch_middleware
+from workers.broker import build_broker
 from workers.remote import add_remote_middleware
 from workers.runtime import get_runtime
 from workers.stage_actor import declare_stage_actors

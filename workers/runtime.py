@@ -19,11 +19,17 @@ from pipelines import (
     TextToImage,
     resolve_profile,
 )
-from pipelines.remote import ProviderClient, RemotePromptEnhancer, RemoteTextToImage
-from queue_config.remote import RemoteConfig, load_remote_config
+from pipelines.remote import (
+    OpenAICompatibleClient,
+    ProviderClient,
+    RemotePromptEnhancer,
+    RemoteTextToImage,
+    ReplicateClient,
+)
+from queue_config.remote import ProviderConfig, RemoteConfig, load_remote_config
 from queue_config.settings import Settings, get_settings
 from storage import ObjectStore, open_store
-from workers.job_status import JobStatusStore
+from workers.jobs.record import JobStatusStore
 from workers.keys import KeyPools
 
 
@@ -55,9 +61,7 @@ class Runtime:
 
     @cached_property
     def key_pools(self) -> KeyPools:
-        from workers.remote import build_key_pools
-
-        return build_key_pools(self, self.remote_config)
+        return KeyPools.for_config(self.status.client, self.settings.namespace, self.remote_config)
 
     def prompt_enhancer(self) -> PromptEnhancer | RemotePromptEnhancer:
         """The stage's text model: a remote provider's if configured, else the local one."""
@@ -84,8 +88,6 @@ class Runtime:
         return self.models.get("text_to_image", lambda device: TextToImage.from_pretrained(model, device))
 
     def _provider_client(self, provider: str) -> ProviderClient:
-        from workers.remote import provider_client
-
         return provider_client(provider, self.remote_config.providers[provider])
 
     def img2img_frames(self) -> Img2ImgFrames:
@@ -98,6 +100,12 @@ class Runtime:
 
     def safety_classifier(self) -> SafetyClassifier:
         return self.models.get("safety_classifier", lambda device: SafetyClassifier.from_pretrained(device=device))
+
+
+def provider_client(name: str, config: ProviderConfig) -> ProviderClient:
+    """The client that speaks ``config.kind``'s API at ``config.base_url``."""
+    client_class = {"openai": OpenAICompatibleClient, "replicate": ReplicateClient}[config.kind]
+    return client_class(config.base_url, timeout_s=config.timeout_s, name=name)
 
 
 @lru_cache(maxsize=1)

@@ -17,12 +17,12 @@ from dramatiq.middleware import CurrentMessage
 from queue_config.jobs import Priority
 from queue_config.stages import BATCH_PRIORITY, INTERACTIVE_PRIORITY, STAGES, stage_plan
 from workers.errors import Deferred, InvalidJob, NoUsableKey
-from workers.messages import StageMessage
+from workers.jobs.messages import StageMessage
+from workers.jobs.outcome import hand_over
+from workers.jobs.submit import enqueue_stage
 from workers.middleware.put_back import put_back
-from workers.outcome import hand_over
 from workers.runtime import Runtime
 from workers.stages import StageFunction
-from workers.submit import enqueue_stage
 
 
 def next_stage(message: StageMessage, stage: str) -> str | None:

@@ -22,8 +22,8 @@ from queue_config.settings import Settings
 from tests.api.test_jobs_api import TOKEN, api_server, client_of
 from workers.api import batches as batches_api
 from workers.api import routes
-from workers.batch_files import BatchLine, derive_batch_id
-from workers.job_status import JobStatusStore
+from workers.batches.files import BatchLine, derive_batch_id
+from workers.jobs.record import JobStatusStore
 
 #: No worker serves this namespace: submitted jobs stay queued.
 NAMESPACE = "batches-api"

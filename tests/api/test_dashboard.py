@@ -23,9 +23,9 @@ from storage import open_store
 from tests.api.test_jobs_api import api_server
 from tests.api.test_ops import Namespace, failed_job, namespace_for
 from tests.servers import wait_for
-from workers.job_status import JobStatusStore
-from workers.outcome import StageOutcome
-from workers.submit import submit_job
+from workers.jobs.outcome import StageOutcome
+from workers.jobs.record import JobStatusStore
+from workers.jobs.submit import submit_job
 
 TOKEN = "test-token"
 BROWSER_DIR = Path(__file__).resolve().parent / "browser"

@@ -19,7 +19,7 @@ from tests.api.test_dashboard import TOKEN, signed_in
 from tests.api.test_jobs_api import api_server
 from tests.api.test_ops import Namespace, cleaned_namespace, namespace_for, stats_of
 from workers import batches, ops
-from workers.batch_files import parse_batch
+from workers.batches.files import parse_batch
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import uvicorn
 from queue_config.settings import Settings
 from tests.servers import WorkerProcess, free_port, wait_for
 from workers.api import create_app
-from workers.job_status import JobStatusStore
+from workers.jobs.record import JobStatusStore
 
 TOKEN = "test-token"
 #: The first job of a session waits for the worker to load every tiny model.

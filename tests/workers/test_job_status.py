@@ -7,8 +7,8 @@ import redis
 
 from queue_config.jobs import JobSpec
 from storage import StoredObject
-from workers.job_status import JobStatusStore
-from workers.outcome import StageOutcome
+from workers.jobs.outcome import StageOutcome
+from workers.jobs.record import JobStatusStore
 
 
 @pytest.fixture

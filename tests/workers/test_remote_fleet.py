@@ -11,15 +11,15 @@ import pytest
 import redis
 
 from pipelines.remote import KeyConfig, ProviderSimulator, key_fingerprint
-from queue_config.broker import build_broker
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from tests.conftest import settings_env
 from tests.servers import WorkerProcess, wait_for
 from tests.workers.test_job_flow import wait_until_finished
-from workers.job_status import JobStatusStore
+from workers.broker import build_broker
+from workers.jobs.record import JobStatusStore
+from workers.jobs.submit import submit_job
 from workers.keys import key_health
-from workers.submit import submit_job
 
 CANARY_KEY = f"sk-canary-{uuid.uuid4().hex}"
 KEYS = ["sim-key-one", "sim-key-two", CANARY_KEY]

@@ -14,7 +14,7 @@ from PIL import Image
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from queue_config.stages import stage_plan
-from workers.messages import StageMessage
+from workers.jobs.messages import StageMessage
 from workers.middleware import JobStatusMiddleware
 from workers.runtime import Runtime
 from workers.stage_actor import declare_stage_actors

@@ -6,7 +6,7 @@ import uuid
 import pytest
 import redis
 
-from workers.status_writer import StatusWriter
+from workers.jobs.status_writer import StatusWriter
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pytest
 from queue_config.jobs import JobKind, JobSpec
 from tests.servers import free_port, wait_for
 from tests.workers.test_job_flow import wait_until_finished
-from workers.submit import submit_job
-from workers.webhooks import WebhookSender, sign, verify_signature
+from workers.doors.webhooks import WebhookSender, sign, verify_signature
+from workers.jobs.submit import submit_job
 
 SECRET = "webhook-test-secret"
 
@@ -120,8 +120,8 @@ def test_webhooks_refuse_to_run_unsigned(status) -> None:
 
 
 def test_a_batch_names_a_webhook_for_its_own_events(settings, status, broker, sender, receiver: Receiver) -> None:
-    from workers.batch_files import parse_batch
     from workers.batches import submit_lines
+    from workers.batches.files import parse_batch
 
     batch_id = f"b-hook-{int(time.time() * 1000)}"
     lines = parse_batch('{"prompt": "a kite", "kind": "image"}\n', batch_id=batch_id)

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from workers.api.context import context, require_token
 from workers.api.jobs import Problem, RedactedValidationRoute
-from workers.batch_files import (
+from workers.batches.files import (
     BatchFileError,
     BatchFormat,
     BatchLine,

@@ -11,9 +11,10 @@ import redis
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from queue_config.broker import FramequeueBroker, build_broker, resolve_redis_url
 from queue_config.settings import Settings
-from workers.job_status import JobStatusStore
+from workers.broker import FramequeueBroker, build_broker
+from workers.embedded_redis import resolve_redis_url
+from workers.jobs.record import JobStatusStore
 
 
 @dataclass

@@ -41,7 +41,7 @@ from workers.api.dashboard_kit import (
     store_of,
     with_manifest_url,
 )
-from workers.job_status import TERMINAL_STATES
+from workers.jobs.record import TERMINAL_STATES
 from workers.keys.pool import key_health
 
 # Sign-in --------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from fastapi.templating import Jinja2Templates
 from storage import ObjectStore, open_store
 from workers import batches, ops
 from workers.api.context import context, require_token
-from workers.batch_files import BATCH_ID_PATTERN
+from workers.batches.files import BATCH_ID_PATTERN
 
 COOKIE = "framequeue_token"
 #: Text artifacts up to this size are shown inline on the job page.

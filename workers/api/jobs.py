@@ -20,11 +20,11 @@ from fastapi.routing import APIRoute
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel
 
-from queue_config.broker import resolve_redis_url
 from queue_config.jobs import JobKind, JobSpec
 from workers.api.context import context, require_token
-from workers.job_status import TERMINAL_STATES, JobRecord
-from workers.submit import Submission, submit_job
+from workers.embedded_redis import resolve_redis_url
+from workers.jobs.record import TERMINAL_STATES, JobRecord
+from workers.jobs.submit import Submission, submit_job
 
 #: Largest body ``POST /v1/jobs`` reads: a spec at every limit (two 1000-character prompts) is far smaller.
 MAX_SUBMIT_BODY_BYTES: Final = 64 * 1024
@@ -37,7 +37,7 @@ EVENTS_READ_COUNT: Final = 500
 #: A job's events are read from this long before its creation: the submitter's clock may run ahead of Redis's.
 EVENTS_CLOCK_SKEW_S: Final = 60
 
-#: The states ``workers.job_status`` writes, for filtering the list.
+#: The states ``workers.jobs.record`` writes, for filtering the list.
 JobState = Literal["queued", "running", "waiting", "succeeded", "failed", "blocked", "cancelled"]
 
 

@@ -27,7 +27,7 @@ from prometheus_client.samples import Sample
 
 from workers import ops
 from workers.api.context import context, require_token
-from workers.job_status import JobStatusStore
+from workers.jobs.record import JobStatusStore
 from workers.keys.pool import key_health
 
 #: Stage durations are summarised over this many of the newest jobs.

@@ -19,7 +19,7 @@ import redis
 
 from pipelines.remote.errors import KeyRejected, ProviderTimeout, ProviderUnavailable, RateLimited
 from pipelines.remote.keys import key_fingerprint
-from queue_config.remote import ProviderConfig
+from queue_config.remote import ProviderConfig, RemoteConfig
 from workers.errors import Deferred, NoUsableKey
 
 T = TypeVar("T")
@@ -153,6 +153,16 @@ class KeyPools:
 
     def __init__(self, pools: dict[str, KeyPool]) -> None:
         self.pools = pools
+
+    @classmethod
+    def for_config(cls, client: redis.Redis, namespace: str, config: RemoteConfig) -> KeyPools:
+        """A pool for every provider that a stage uses, with its keys loaded."""
+        used = {route.provider for route in config.stages.values()}
+        return cls({
+            name: KeyPool(client, namespace, name, provider, provider.load_keys())
+            for name, provider in config.providers.items()
+            if name in used
+        })
 
     def call(self, provider: str, model: str, request: Callable[[str], Any]) -> Any:
         return self.pools[provider].call(model, request)

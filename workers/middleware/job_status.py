@@ -21,11 +21,11 @@ from dramatiq.middleware import Middleware, SkipMessage
 
 from queue_config.jobs import JobKind
 from queue_config.stages import stage_of_actor, stage_plan
-from workers.cancellations import CancelledJobs
-from workers.job_status import JobStatusStore
+from workers.jobs.cancellations import CancelledJobs
+from workers.jobs.outcome import take_over
+from workers.jobs.record import JobStatusStore
+from workers.jobs.status_writer import StatusWriter
 from workers.middleware.put_back import take_skip_reason
-from workers.outcome import take_over
-from workers.status_writer import StatusWriter
 
 #: Longest error text kept in a job record.
 MAX_ERROR_CHARS = 2000

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from workers.messages import StageMessage
-from workers.outcome import StageOutcome
+from workers.jobs.messages import StageMessage
+from workers.jobs.outcome import StageOutcome
 from workers.runtime import Runtime
 from workers.stages.generate import frames, image, prompt_enhance, video
 from workers.stages.publish import safety_check, upload

@@ -11,7 +11,7 @@ from PIL import Image
 
 from storage import ObjectStore
 from workers.errors import StageInputMissing
-from workers.messages import StageMessage
+from workers.jobs.messages import StageMessage
 
 
 def png_bytes(image: Image.Image) -> bytes:

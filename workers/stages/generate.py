@@ -6,8 +6,8 @@ import tempfile
 from pathlib import Path
 
 from pipelines import encode_h264
-from workers.messages import StageMessage
-from workers.outcome import StageOutcome
+from workers.jobs.messages import StageMessage
+from workers.jobs.outcome import StageOutcome
 from workers.runtime import Runtime
 from workers.stages.codecs import frames_bytes, frames_from_bytes, image_from_bytes, png_bytes, read_ref
 

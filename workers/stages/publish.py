@@ -8,8 +8,8 @@ from PIL import Image
 
 from pipelines import sample_frames
 from queue_config.jobs import JobKind
-from workers.messages import StageMessage
-from workers.outcome import StageOutcome
+from workers.jobs.messages import StageMessage
+from workers.jobs.outcome import StageOutcome
 from workers.runtime import Runtime
 from workers.stages.codecs import frames_from_video, image_from_bytes, read_ref
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from uuid import uuid4
 
 import dramatiq
@@ -11,19 +10,10 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 from dramatiq.middleware import CurrentMessage, Retries
 
-from queue_config.embedded_redis import ensure_embedded_redis
 from queue_config.settings import Settings
-
-
-def resolve_redis_url(settings: Settings) -> str:
-    """``REDIS_URL`` when set; otherwise the embedded server's URL (started if needed).
-
-    The URL is exported to the environment so that child processes (dramatiq's
-    worker processes) connect to the same server.
-    """
-    url = settings.redis_url or ensure_embedded_redis(settings.data_dir)
-    os.environ["REDIS_URL"] = url
-    return url
+from workers.embedded_redis import resolve_redis_url
+from workers.jobs.record import JobStatusStore
+from workers.middleware import JobStatusMiddleware
 
 
 class FramequeueBroker(RedisBroker):
@@ -53,9 +43,6 @@ class FramequeueBroker(RedisBroker):
 
 def build_broker(settings: Settings) -> FramequeueBroker:
     """A RedisBroker with dramatiq's default middleware plus framequeue's."""
-    from workers.job_status import JobStatusStore
-    from workers.middleware import JobStatusMiddleware
-
     url = resolve_redis_url(settings)
     broker = FramequeueBroker(
         url=url,

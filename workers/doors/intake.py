@@ -31,10 +31,10 @@ from dramatiq.logging import get_logger
 from pydantic import ValidationError
 
 from queue_config.jobs import JobSpec
-from workers.job_status import JobStatusStore
-from workers.messages import describe_validation_error
-from workers.streams import ensure_group, read_group
-from workers.submit import submit_job
+from workers.doors.streams import ensure_group, read_group
+from workers.jobs.messages import describe_validation_error
+from workers.jobs.record import JobStatusStore
+from workers.jobs.submit import submit_job
 
 GROUP = "intake"
 #: Receipts are kept this long.

@@ -23,12 +23,13 @@ import redis
 
 from queue_config.jobs import JobSpec
 from queue_config.settings import Settings
-from workers.outcome import StageOutcome
+from workers.embedded_redis import resolve_redis_url
+from workers.jobs.outcome import StageOutcome
 
 TERMINAL_STATES = ("succeeded", "failed", "blocked", "cancelled")
 #: Events kept in the stream (approximately; older ones are trimmed).
 EVENTS_MAXLEN = 100_000
-_TRANSITION_LUA = (Path(__file__).parent / "lua" / "transition.lua").read_text()
+_TRANSITION_LUA = (Path(__file__).parent / "transition.lua").read_text()
 
 Client = redis.Redis | redis.client.Pipeline
 
@@ -81,8 +82,6 @@ class JobStatusStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> JobStatusStore:
         """The store on the configured Redis (the embedded one when ``REDIS_URL`` is unset)."""
-        from queue_config.broker import resolve_redis_url
-
         client = redis.Redis.from_url(resolve_redis_url(settings), decode_responses=True)
         return cls(client, settings.namespace)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 
-from workers.job_status import JobStatusStore
+from workers.jobs.record import JobStatusStore
 
 #: How stale the process's view of cancellations may be.
 DEFAULT_REFRESH_INTERVAL_S = 1.0

@@ -23,8 +23,8 @@ from typing import Any, cast
 import requests
 from dramatiq.logging import get_logger
 
-from workers.job_status import JobStatusStore
-from workers.streams import ensure_group, read_group
+from workers.doors.streams import ensure_group, read_group
+from workers.jobs.record import JobStatusStore
 
 GROUP = "webhooks"
 #: How long one delivery may take.

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from queue_config.broker import build_broker
 from queue_config.settings import Settings
-from workers.job_status import JobStatusStore
+from workers.broker import build_broker
+from workers.jobs.record import JobStatusStore
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
@@ -33,7 +33,7 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
 
     from storage import open_store
     from workers import batches
-    from workers.batch_files import BatchFileError, batch_id_from_name, derive_batch_id, parse_batch
+    from workers.batches.files import BatchFileError, batch_id_from_name, derive_batch_id, parse_batch
 
     status = JobStatusStore.from_settings(settings)
     if args.action == "submit":
@@ -73,7 +73,7 @@ def cmd_intake(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the Redis Stream front door until interrupted."""
     import logging
 
-    from workers.intake import Intake
+    from workers.doors.intake import Intake
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     status = JobStatusStore.from_settings(settings)
@@ -85,7 +85,7 @@ def cmd_intake(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
     """Deliver job events to the webhooks jobs name, until interrupted."""
-    from workers.webhooks import WebhookSender
+    from workers.doors.webhooks import WebhookSender
 
     sender = WebhookSender(JobStatusStore.from_settings(settings), settings.webhook_secret,
                            max_attempts=settings.webhook_max_attempts, first_retry_s=settings.webhook_first_retry_s)

@@ -13,8 +13,8 @@ import dramatiq
 from queue_config.jobs import JobSpec
 from queue_config.prompt_screen import screen_prompt
 from queue_config.stages import STAGES, stage_plan
-from workers.job_status import JobStatusStore
-from workers.messages import StageMessage
+from workers.jobs.messages import StageMessage
+from workers.jobs.record import JobStatusStore
 
 
 def enqueue_stage(broker: dramatiq.Broker, stage: str, message: StageMessage) -> None:

@@ -11,15 +11,15 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import ValidationError
 
-from queue_config.broker import build_broker, resolve_redis_url
-from queue_config.embedded_redis import stop_embedded_redis
 from queue_config.jobs import JobSpec
 from queue_config.settings import Settings, get_settings
 from queue_config.stages import CPU_STAGES, GPU_STAGES, STAGES
-from workers.cli_services import add_service_commands
-from workers.job_status import JobRecord, JobStatusStore
-from workers.messages import describe_validation_error
-from workers.submit import submit_job
+from workers.broker import build_broker
+from workers.cli.services import add_service_commands
+from workers.embedded_redis import resolve_redis_url, stop_embedded_redis
+from workers.jobs.messages import describe_validation_error
+from workers.jobs.record import JobRecord, JobStatusStore
+from workers.jobs.submit import submit_job
 
 #: How often ``submit --wait`` reads the job's record.
 POLL_INTERVAL_S = 0.25
@@ -151,6 +151,3 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return int(args.handler(args, get_settings()))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from queue_config.embedded_redis import ensure_embedded_redis, stop_embedded_redis
 from tests.servers import REPO_ROOT
+from workers.embedded_redis import ensure_embedded_redis, stop_embedded_redis
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def test_a_second_process_finds_and_shares_the_embedded_server(data_dir: Path) -
     redis.Redis.from_url(url).set("written-by", "first process")
 
     other = subprocess.run(
-        [sys.executable, "-c", "import sys; from pathlib import Path; from queue_config.embedded_redis import "
+        [sys.executable, "-c", "import sys; from pathlib import Path; from workers.embedded_redis import "
          "ensure_embedded_redis as e; import redis; u = e(Path(sys.argv[1])); "
          "print(u, redis.Redis.from_url(u).get('written-by').decode())", str(data_dir)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True,

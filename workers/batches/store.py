@@ -15,13 +15,13 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from queue_config.broker import FramequeueBroker
 from queue_config.jobs import JobSpec
 from queue_config.stages import STAGES, stage_plan
 from storage import ObjectStore
-from workers.batch_files import BatchLine
-from workers.job_status import TERMINAL_STATES, JobStatusStore
-from workers.messages import StageMessage
+from workers.batches.files import BatchLine
+from workers.broker import FramequeueBroker
+from workers.jobs.messages import StageMessage
+from workers.jobs.record import TERMINAL_STATES, JobStatusStore
 
 #: Jobs recorded and enqueued per pipeline.
 CHUNK = 500

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import shutil
 import socket
 import subprocess
@@ -22,8 +23,21 @@ from pathlib import Path
 
 import redis
 
+from queue_config.settings import Settings
+
 #: How long to wait for a freshly started server to answer PING.
 START_TIMEOUT_S = 10.0
+
+
+def resolve_redis_url(settings: Settings) -> str:
+    """``REDIS_URL`` when set; otherwise the embedded server's URL (started if needed).
+
+    The URL is exported to the environment so that child processes (dramatiq's
+    worker processes) connect to the same server.
+    """
+    url = settings.redis_url or ensure_embedded_redis(settings.data_dir)
+    os.environ["REDIS_URL"] = url
+    return url
 
 
 def redis_server_executable() -> str:

@@ -28,7 +28,7 @@ if stage ~= '' then redis.call('HSET', job, 'stage', stage) end
 if error_text ~= '' then redis.call('HSET', job, 'error', error_text) end
 if #ARGV > 8 then redis.call('HSET', job, unpack(ARGV, 9)) end
 
--- A job of a batch counts its final state in the batch's hash (see workers/batches.py).
+-- A job of a batch counts its final state in the batch's hash (see workers/batches/store.py).
 if state == 'succeeded' or state == 'failed' or state == 'blocked' or state == 'cancelled' then
   local batch = redis.call('HGET', job, 'batch_key')
   if batch then

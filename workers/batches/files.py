@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from queue_config.jobs import JobSpec, Priority
 from workers.errors import FramequeueError
-from workers.messages import describe_validation_error
+from workers.jobs.messages import describe_validation_error
 
 BatchFormat = Literal["jsonl", "csv"]
 #: What a job id must look like (``JobSpec.id``'s pattern).

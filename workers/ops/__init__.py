@@ -1,0 +1,43 @@
+"""What an operator sees and does, read from Redis: queues, workers, dead letters, throughput.
+
+The dashboard, ``/metrics`` and the CLI share these reads and actions.
+"""
+
+from workers.ops.dead_letters import (
+    DEAD_LETTERS_LIMIT,
+    DeadLetter,
+    dead_letters,
+    delete_dead_letter,
+    requeue_dead_letter,
+)
+from workers.ops.history import MinuteCounts, events_since, job_counts, throughput
+from workers.ops.queues import (
+    QueueStats,
+    WorkerInfo,
+    empty_queue,
+    job_id_of,
+    queue_names,
+    queue_stats,
+    ready_messages,
+    workers,
+)
+
+__all__ = [
+    "DEAD_LETTERS_LIMIT",
+    "DeadLetter",
+    "MinuteCounts",
+    "QueueStats",
+    "WorkerInfo",
+    "dead_letters",
+    "delete_dead_letter",
+    "empty_queue",
+    "events_since",
+    "job_counts",
+    "job_id_of",
+    "queue_names",
+    "queue_stats",
+    "ready_messages",
+    "requeue_dead_letter",
+    "throughput",
+    "workers",
+]

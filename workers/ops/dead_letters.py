@@ -1,0 +1,105 @@
+"""Dead-lettered messages: list them with the reason recorded, requeue them, delete them.
+
+Broker-side ids (``redis_message_id``) differ from dramatiq's ``message_id``, under which
+framequeue records why a message was dead-lettered.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from typing import cast
+
+import dramatiq
+from dramatiq.common import q_name
+
+from queue_config.stages import stage_of_actor
+from workers.jobs.record import JobStatusStore
+from workers.middleware.rate_limit import BOOKED_SLOT_OPTION
+from workers.ops.queues import job_id_of
+
+#: Dead letters listed per queue, newest first.
+DEAD_LETTERS_LIMIT = 200
+#: Message options dropped on requeue, so that the message starts over (all its retries, no eta).
+RESET_OPTIONS = ("redis_message_id", "retries", "traceback", "eta", BOOKED_SLOT_OPTION)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A dead-lettered message, and why (as the job-status middleware recorded it)."""
+
+    queue: str
+    #: The broker's id of the message: what requeue and delete are given.
+    redis_id: str
+    message_id: str
+    actor: str
+    job_id: str
+    reason: str
+    dead_at: float
+    #: How many times dramatiq retried it before giving up.
+    retries: int
+
+
+def dead_letters(status: JobStatusStore, queue: str, limit: int = DEAD_LETTERS_LIMIT) -> list[DeadLetter]:
+    """The newest dead letters of ``queue``, with the reason recorded for each (if any)."""
+    ns, client = status.namespace, status.client
+    entries = cast("list[tuple[str, float]]", client.zrevrange(f"{ns}:{queue}.XQ", 0, limit - 1, withscores=True))
+    if not entries:
+        return []
+    raw = cast("list[str | None]", client.hmget(f"{ns}:{queue}.XQ.msgs", [redis_id for redis_id, _ in entries]))
+    bodies = [json.loads(body) if body else {} for body in raw]
+    reasons = cast("list[str | None]", client.hmget(status.dead_letters_key, [b.get("message_id", "") for b in bodies]))
+    found = []
+    for (redis_id, dead_ms), body, reason in zip(entries, bodies, reasons, strict=True):
+        recorded = json.loads(reason) if reason else {}
+        found.append(DeadLetter(
+            queue, redis_id, body.get("message_id", ""), body.get("actor_name", ""),
+            recorded.get("job_id") or job_id_of(body), recorded.get("reason", ""), dead_ms / 1000,
+            int(body.get("options", {}).get("retries", 0)),
+        ))
+    return found
+
+
+def requeue_dead_letter(broker: dramatiq.Broker, status: JobStatusStore, queue: str, redis_id: str) -> bool:
+    """Put a dead letter back on its queue, through the broker, with its retries reset.
+
+    A failed job it names is set back to ``queued`` (a plain HSET: the store's transitions never
+    leave a final state) so that its stages may run again. False if the letter is gone already.
+    """
+    ns, client = status.namespace, status.client
+    pipe = client.pipeline(transaction=True)
+    pipe.hget(f"{ns}:{queue}.XQ.msgs", redis_id)
+    pipe.zscore(f"{ns}:{queue}.XQ", redis_id)
+    pipe.zrem(f"{ns}:{queue}.XQ", redis_id)
+    data, dead_ms, removed = pipe.execute()
+    if not removed or data is None:
+        return False
+    message = dramatiq.Message.decode(data.encode())
+    options = {name: value for name, value in message.options.items() if name not in RESET_OPTIONS}
+    fresh = replace(message, queue_name=q_name(message.queue_name), options=options,
+                    message_timestamp=int(time.time() * 1000))
+    client.hdel(status.dead_letters_key, message.message_id)
+    job_id = job_id_of(message.asdict())
+    if job_id and status.state_of(job_id) == "failed":
+        client.hset(status.job_key(job_id), mapping={"state": "queued", "error": "", "updated_at": time.time()})
+        status.emit(job_id, "requeued", stage=stage_of_actor(message.actor_name))
+    try:
+        broker.enqueue(fresh)
+    except Exception:
+        client.zadd(f"{ns}:{queue}.XQ", {redis_id: dead_ms})
+        raise
+    client.hdel(f"{ns}:{queue}.XQ.msgs", redis_id)
+    return True
+
+
+def delete_dead_letter(status: JobStatusStore, queue: str, redis_id: str) -> bool:
+    """Drop a dead letter and its recorded reason. False if it was gone already."""
+    ns, client = status.namespace, status.client
+    data = cast("str | None", client.hget(f"{ns}:{queue}.XQ.msgs", redis_id))
+    pipe = client.pipeline(transaction=True)
+    pipe.zrem(f"{ns}:{queue}.XQ", redis_id)
+    pipe.hdel(f"{ns}:{queue}.XQ.msgs", redis_id)
+    if data:
+        pipe.hdel(status.dead_letters_key, json.loads(data).get("message_id", ""))
+    return bool(pipe.execute()[0])

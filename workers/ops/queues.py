@@ -1,0 +1,144 @@
+"""Queues and workers as an operator sees them, read from Redis.
+
+Queue keys are dramatiq's Redis broker's (see ``dramatiq/brokers/redis/dispatch.lua``): a list of
+message ids per queue with the bodies in a ``.msgs`` hash, a ``.DQ`` pair for delayed messages, a
+``.XQ`` sorted set (by dead-letter time, ms) plus its ``.XQ.msgs`` hash, one
+``__acks__.{worker}.{queue}`` set per worker holding what it has fetched, and the ``__heartbeats__``
+sorted set. Every stage has two queues, its interactive one (``image``) and its batch one
+(``image_batch``, see ``queue_config.stages``); each is listed on its own, so a batch backlog shows
+beside the interactive queue.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, cast
+
+from queue_config.stages import STAGES, stage_of_actor
+from workers.jobs.record import JobStatusStore
+from workers.keys.pool import redis_now_ms
+
+#: Removes the messages of a queue no worker has fetched yet and returns their bodies.
+#: KEYS: [queue list, message hash].
+_TAKE_ALL_LUA = """
+local ids = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+local bodies = {}
+for i = 1, #ids, 1000 do
+  local chunk = {unpack(ids, i, math.min(i + 999, #ids))}
+  for _, body in ipairs(redis.call('HMGET', KEYS[2], unpack(chunk))) do
+    if body then table.insert(bodies, body) end
+  end
+  redis.call('HDEL', KEYS[2], unpack(chunk))
+end
+return bodies
+"""
+
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Message counts of one stage queue (interactive, or the stage's batch queue)."""
+
+    name: str
+    #: Waiting for a worker to fetch them.
+    ready: int
+    #: Retries and put-back messages waiting for their time (fetched by a worker or not).
+    delayed: int
+    #: Fetched by a worker and not yet acknowledged (running, or prefetched).
+    in_flight: int
+    dead: int
+
+    @property
+    def stage(self) -> str:
+        """The stage whose messages this queue carries (``image`` for ``image_batch``)."""
+        return stage_of_actor(self.name)
+
+    @property
+    def batch(self) -> bool:
+        return self.name != self.stage
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One broker connection that has sent a heartbeat: a worker process, or a producer."""
+
+    id: str
+    heartbeat_age_s: float
+    alive: bool
+    #: Messages fetched and not acknowledged, by queue.
+    in_flight: dict[str, int]
+
+
+def queue_names() -> list[str]:
+    """Every stage queue in stage order, each stage's interactive queue before its batch queue."""
+    return [queue for options in STAGES.values() for queue in options.queue_names()]
+
+
+def job_id_of(body: dict[str, Any]) -> str:
+    """The job id a stage message names, or "" when its payload is too broken to name one."""
+    args = body.get("args") or [None]
+    job = args[0].get("job") if isinstance(args[0], dict) else None
+    job_id = job.get("id") if isinstance(job, dict) else None
+    return job_id if isinstance(job_id, str) else ""
+
+
+def workers(status: JobStatusStore, heartbeat_timeout_ms: int) -> list[WorkerInfo]:
+    """Every broker that sent a heartbeat, most recent first. Idle workers poll, so theirs stay fresh."""
+    ns, client = status.namespace, status.client
+    beats = cast("list[tuple[str, float]]", client.zrevrange(f"{ns}:__heartbeats__", 0, -1, withscores=True))
+    pipe = client.pipeline(transaction=False)
+    for worker_id, _ in beats:
+        for queue in queue_names():
+            pipe.scard(f"{ns}:__acks__.{worker_id}.{queue}")
+    counts = iter(pipe.execute())
+    now_ms = redis_now_ms(client)
+    found = []
+    for worker_id, beat_ms in beats:
+        in_flight = {queue: count for queue in queue_names() if (count := next(counts))}
+        age_ms = max(0.0, now_ms - beat_ms)
+        found.append(WorkerInfo(worker_id, age_ms / 1000, age_ms < heartbeat_timeout_ms, in_flight))
+    return found
+
+
+def queue_stats(status: JobStatusStore) -> list[QueueStats]:
+    """Counts for every stage queue, batch queues included, in the order of ``queue_names()``."""
+    ns, client = status.namespace, status.client
+    worker_ids = cast("list[str]", client.zrange(f"{ns}:__heartbeats__", 0, -1))
+    pipe = client.pipeline(transaction=False)
+    for queue in queue_names():
+        pipe.llen(f"{ns}:{queue}")
+        pipe.hlen(f"{ns}:{queue}.DQ.msgs")
+        pipe.zcard(f"{ns}:{queue}.XQ")
+        for worker_id in worker_ids:
+            pipe.scard(f"{ns}:__acks__.{worker_id}.{queue}")
+    replies = iter(pipe.execute())
+    stats = []
+    for queue in queue_names():
+        ready, delayed, dead = next(replies), next(replies), next(replies)
+        in_flight = sum(next(replies) for _ in worker_ids)
+        stats.append(QueueStats(queue, ready, delayed, in_flight, dead))
+    return stats
+
+
+def ready_messages(status: JobStatusStore, queue: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The next ``limit`` messages a worker will fetch from ``queue``: their decoded bodies, in order."""
+    ns, client = status.namespace, status.client
+    ids = cast("list[str]", client.lrange(f"{ns}:{queue}", 0, limit - 1))
+    bodies = cast("list[str | None]", client.hmget(f"{ns}:{queue}.msgs", ids)) if ids else []
+    return [json.loads(body) for body in bodies if body]
+
+
+def empty_queue(status: JobStatusStore, queue: str) -> int:
+    """Remove the ready and delayed messages no worker has fetched, and cancel the jobs they carried.
+
+    Messages a worker holds (running, or waiting for their eta in its memory) are not touched.
+    Returns how many messages were removed.
+    """
+    ns, take_all = status.namespace, status.client.register_script(_TAKE_ALL_LUA)
+    bodies = [*take_all(keys=[f"{ns}:{queue}", f"{ns}:{queue}.msgs"]),
+              *take_all(keys=[f"{ns}:{queue}.DQ", f"{ns}:{queue}.DQ.msgs"])]
+    for job_id in {job_id_of(json.loads(body)) for body in bodies} - {""}:
+        status.cancel(job_id)
+    return len(bodies)
