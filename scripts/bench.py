@@ -3,7 +3,9 @@
 (a) Throughput of a six-stage pipeline of no-op stages through framequeue's
     own actor shell and middleware, against a bare dramatiq pipeline of the
     same depth, on the same Redis with the same worker threads, in the same
-    run, alternating, printed as a ratio (framequeue / bare).
+    run, alternating, printed as a ratio (framequeue / bare). A third run per
+    round takes the job-status middleware out (the shell alone: validation,
+    messages, hand-over), to show how the gap divides.
 (b) Latency of one tiny-profile video job, per stage, cold (fresh worker,
     models loading) and warm.
 (c) Peak RSS of the worker processes during (b).
@@ -20,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +40,7 @@ from workers.broker import build_broker  # noqa: E402
 from workers.embedded_redis import private_redis_server  # noqa: E402
 from workers.jobs.record import TERMINAL_STATES, JobStatusStore  # noqa: E402
 from workers.jobs.submit import submit_job  # noqa: E402
+from workers.middleware import JobStatusMiddleware  # noqa: E402
 from workers.remote import add_remote_middleware  # noqa: E402
 from workers.runtime import Runtime  # noqa: E402
 from workers.stage_actor import declare_stage_actors  # noqa: E402
@@ -75,12 +79,18 @@ def bare_dramatiq_jobs_per_s(redis_url: str, jobs: int, threads: int, namespace:
     return _drain(broker, threads, lambda: int(client.get(done_key) or 0) >= jobs, jobs)
 
 
-def no_op_stages() -> dict[str, StageFunction]:
-    """Stage functions that do nothing but hand on a reference (and finish the job at upload)."""
+def no_op_stages(on_last: Callable[[], object] = lambda: None) -> dict[str, StageFunction]:
+    """Stage functions that do nothing but hand on a reference (and finish the job at upload, calling ``on_last``)."""
 
     def no_op(stage: str) -> StageFunction:
         final = "succeeded" if stage == "upload" else ""
-        return lambda _runtime, _message: StageOutcome(refs={stage: f"noop/{stage}"}, final_state=final)
+
+        def run(_runtime: Runtime, _message: object) -> StageOutcome:
+            if final:
+                on_last()
+            return StageOutcome(refs={stage: f"noop/{stage}"}, final_state=final)
+
+        return run
 
     return {stage: no_op(stage) for stage in STAGES}
 
@@ -93,20 +103,30 @@ def framequeue_jobs_per_s(
     functions: dict[str, StageFunction] | None = None,
     kind: JobKind = JobKind.video,
     remote_middleware: bool = False,
+    status_middleware: bool = True,
 ) -> float:
-    """Jobs through framequeue's broker, middleware and actor shell, running ``functions`` (no-ops)."""
+    """Jobs through framequeue's broker, middleware and actor shell, running ``functions`` (no-ops).
+
+    Without ``status_middleware`` nothing records a job's state, so the last no-op stage counts instead.
+    """
     broker = build_broker(settings)
     runtime = Runtime(settings)
     if remote_middleware:
         add_remote_middleware(broker, runtime)
-    declare_stage_actors(broker, functions or no_op_stages(), lambda: runtime)
     status = runtime.status
+    if not status_middleware:
+        broker.middleware[:] = [m for m in broker.middleware if not isinstance(m, JobStatusMiddleware)]
+        done_key = f"{settings.namespace}:bench-done"
+        functions = no_op_stages(lambda: status.client.incr(done_key))
+    declare_stage_actors(broker, functions or no_op_stages(), lambda: runtime)
     ids = []
     for number in range(jobs):
         spec = JobSpec(prompt=f"benchmark job {number}", kind=kind, enhance_prompt=False, width=64, height=64)
         submit_job(broker, status, spec)
         ids.append(spec.id)
 
+    if not status_middleware:
+        return _drain(broker, threads, lambda: int(status.client.get(done_key) or 0) >= jobs, jobs)
     done = 0
 
     def all_succeeded() -> bool:
@@ -137,15 +157,21 @@ def _drain(broker: dramatiq.Broker, threads: int, finished, jobs: int, interval_
 
 def bench_throughput(redis_url: str, jobs: int, threads: int, rounds: int, data_dir: Path) -> None:
     print(f"(a) no-op pipeline, {DEPTH} stages, {jobs} jobs, {threads} worker threads, {rounds} rounds alternating")
-    bare, ours = [], []
+    bare, ours, shell = [], [], []
     for round_number in range(rounds):
         bare.append(bare_dramatiq_jobs_per_s(redis_url, jobs, threads, f"bench-bare-{round_number}"))
         settings = Settings(redis_url=redis_url, namespace=f"bench-fq-{round_number}", data_dir=data_dir)
         ours.append(framequeue_jobs_per_s(settings, jobs, threads))
-        print(f"    round {round_number + 1}: bare dramatiq {bare[-1]:7.1f} jobs/s   framequeue {ours[-1]:7.1f} jobs/s")
+        settings = settings.model_copy(update={"namespace": f"bench-shell-{round_number}"})
+        shell.append(framequeue_jobs_per_s(settings, jobs, threads, status_middleware=False))
+        print(f"    round {round_number + 1}: bare dramatiq {bare[-1]:7.1f} jobs/s   framequeue {ours[-1]:7.1f} jobs/s"
+              f"   framequeue without job status {shell[-1]:7.1f} jobs/s")
     ratios = [mine / theirs for mine, theirs in zip(ours, bare, strict=True)]
+    shell_ratios = [mine / theirs for mine, theirs in zip(shell, bare, strict=True)]
     print(f"    median: bare {statistics.median(bare):.1f} jobs/s, framequeue {statistics.median(ours):.1f} jobs/s, "
           f"ratio framequeue/bare {statistics.median(ratios):.2f} (per round: {', '.join(f'{r:.2f}' for r in ratios)})")
+    print(f"    without the job-status middleware: {statistics.median(shell):.1f} jobs/s, "
+          f"ratio {statistics.median(shell_ratios):.2f} (per round: {', '.join(f'{r:.2f}' for r in shell_ratios)})")
 
 
 def bench_latency(redis_url: str, data_dir: Path) -> None:
