@@ -7,38 +7,77 @@ from uuid import uuid4
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.common import current_millis
+from dramatiq.common import current_millis, dq_name
 from dramatiq.middleware import CurrentMessage, Retries
 
 from queue_config.settings import Settings
 from workers.embedded_redis import resolve_redis_url
-from workers.jobs.record import JobStatusStore
+from workers.jobs.record import JobStatusStore, QueuedMessage
 from workers.middleware import JobStatusMiddleware
 
 
 class FramequeueBroker(RedisBroker):
-    """dramatiq's RedisBroker, plus ``enqueue_many``: thousands of messages in a few round trips.
+    """dramatiq's RedisBroker that remembers where each job's newest message is, and enqueues in bulk.
 
-    It runs the same dispatch script, with the same arguments, that ``RedisBroker.enqueue``
-    runs for one message, through a pipeline; the enqueue hooks still run for each message.
+    Every enqueue of a stage message also sets the job's in-flight pointer (queue and broker-side
+    id) in the same transaction, so the reconciler can tell a job whose message was lost from one
+    whose message is waiting or running. It runs the same dispatch script, with the same
+    arguments, that ``RedisBroker.enqueue`` runs; the enqueue hooks still run for each message.
     """
 
+    def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
+        queued = self._with_redis_id(message, delay)
+        self.emit_before("enqueue", queued, delay)
+        pipe = self.client.pipeline(transaction=True)
+        self._dispatch_on(pipe, queued)
+        pipe.execute()
+        self.emit_after("enqueue", queued, delay)
+        return queued
+
     def enqueue_many(self, messages: list[dramatiq.Message], *, chunk: int = 500) -> None:
-        dispatch = self.scripts["dispatch"]
+        """Enqueue ``messages`` with one transaction per ``chunk``."""
         for start in range(0, len(messages), chunk):
-            sent = [m.copy(options={"redis_message_id": str(uuid4())}) for m in messages[start : start + chunk]]
-            pipe = self.client.pipeline(transaction=False)
+            sent = [self._with_redis_id(message, None) for message in messages[start : start + chunk]]
+            pipe = self.client.pipeline(transaction=True)
             for message in sent:
                 self.emit_before("enqueue", message, None)
-                args = [
-                    "enqueue", current_millis(), message.queue_name, self.broker_id, self.heartbeat_timeout,
-                    self.dead_message_ttl, self._should_do_maintenance("enqueue"), self._max_unpack_size(),
-                    message.options["redis_message_id"], message.encode(),
-                ]
-                dispatch(args=args, keys=[self.namespace], client=pipe)
+                self._dispatch_on(pipe, message)
             pipe.execute()
             for message in sent:
                 self.emit_after("enqueue", message, None)
+
+    def queued_message(self, message: dramatiq.Message) -> QueuedMessage:
+        """``message`` as it will lie on its queue, for a caller that writes it in its own script."""
+        queued = self._with_redis_id(message, None)
+        self.emit_before("enqueue", queued, None)
+        return QueuedMessage(queued.queue_name, queued.options["redis_message_id"], queued.encode())
+
+    def _with_redis_id(self, message: dramatiq.Message, delay: int | None) -> dramatiq.Message:
+        """A copy with its own broker-side id (and, when delayed, the delay queue and an eta), as dramatiq makes it."""
+        queued = message.copy(options={"redis_message_id": str(uuid4())})
+        if delay is None:
+            return queued
+        return queued.copy(queue_name=dq_name(queued.queue_name), options={"eta": current_millis() + delay})
+
+    def _dispatch_on(self, pipe: redis.client.Pipeline, message: dramatiq.Message) -> None:
+        redis_id = message.options["redis_message_id"]
+        args = [
+            "enqueue", current_millis(), message.queue_name, self.broker_id, self.heartbeat_timeout,
+            self.dead_message_ttl, self._should_do_maintenance("enqueue"), self._max_unpack_size(),
+            redis_id, message.encode(),
+        ]
+        self.scripts["dispatch"](args=args, keys=[self.namespace], client=pipe)
+        job_id = job_id_of(message)
+        if job_id:
+            pipe.hset(f"{self.namespace}:inflight", job_id, f"{message.queue_name}\t{redis_id}")
+
+
+def job_id_of(message: dramatiq.Message) -> str:
+    """The job id a stage message carries ("" for any other message, or one too broken to say)."""
+    payload = message.args[0] if message.args else None
+    job = payload.get("job") if isinstance(payload, dict) else None
+    job_id = job.get("id") if isinstance(job, dict) else None
+    return job_id if isinstance(job_id, str) else ""
 
 
 def build_broker(settings: Settings) -> FramequeueBroker:

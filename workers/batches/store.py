@@ -16,12 +16,13 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from queue_config.jobs import JobSpec
-from queue_config.stages import STAGES, stage_plan
+from queue_config.stages import stage_plan
 from storage import ObjectStore
 from workers.batches.files import BatchLine
 from workers.broker import FramequeueBroker
 from workers.jobs.messages import StageMessage
 from workers.jobs.record import TERMINAL_STATES, JobStatusStore
+from workers.jobs.submit import accept_jobs, stage_message
 
 #: Jobs recorded and enqueued per pipeline.
 CHUNK = 500
@@ -63,22 +64,11 @@ def submit_lines(
     for start in range(0, len(specs), CHUNK):
         chunk = specs[start : start + CHUNK]
         status.client.zadd(items_key(status, batch_id), {spec.id: number for number, spec in chunk})
-        created = status.create_many([spec for _, spec in chunk], lambda s: stage_plan(s.kind), emit=False)
-        fresh = [spec for (_, spec), new in zip(chunk, created, strict=True) if new]
-        broker.enqueue_many([_first_stage_message(spec) for spec in fresh])
-        created_count += len(fresh)
+        created_count += sum(accept_jobs(broker, status, [spec for _, spec in chunk], emit=False))
         if progress:
             progress(len(chunk))
     status.emit(f"batch:{batch_id}", "batch_submitted", batch_id=batch_id, total=str(len(specs)))
     return {"total": len(specs), "enqueued": created_count, "already_submitted": len(specs) - created_count}
-
-
-def _first_stage_message(spec: JobSpec) -> Any:
-    import dramatiq
-
-    name = STAGES[stage_plan(spec.kind)[0]].actor_name(spec.priority)
-    payload = StageMessage(job=spec).model_dump(mode="json")
-    return dramatiq.Message(queue_name=name, actor_name=name, args=(payload,), kwargs={}, options={})
 
 
 def batch_progress(status: JobStatusStore, batch_id: str) -> dict[str, Any] | None:
@@ -159,7 +149,7 @@ def retry_failed(status: JobStatusStore, broker: FramequeueBroker, batch_id: str
         pipe.execute()
         status.emit(job_id, "queued", error="retried with its batch")
         retried.append(JobSpec.model_validate(record.spec))
-    broker.enqueue_many([_first_stage_message(spec) for spec in retried])
+    broker.enqueue_many([stage_message(stage_plan(spec.kind)[0], StageMessage(job=spec)) for spec in retried])
     return len(retried)
 
 

@@ -25,12 +25,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import dramatiq
 import redis
 from dramatiq.logging import get_logger
 from pydantic import ValidationError
 
 from queue_config.jobs import JobSpec
+from workers.broker import FramequeueBroker
 from workers.doors.streams import ensure_group, read_group
 from workers.jobs.messages import describe_validation_error
 from workers.jobs.record import JobStatusStore
@@ -53,7 +53,7 @@ class Receipt:
 class Intake:
     """Reads the intake stream, validates each entry, submits the good ones, answers every one."""
 
-    def __init__(self, client: redis.Redis, broker: dramatiq.Broker, status: JobStatusStore, namespace: str) -> None:
+    def __init__(self, client: redis.Redis, broker: FramequeueBroker, status: JobStatusStore, namespace: str) -> None:
         self.logger = get_logger(__name__, type(self))
         self.client = client
         self.broker = broker

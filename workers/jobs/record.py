@@ -30,8 +30,18 @@ TERMINAL_STATES = ("succeeded", "failed", "blocked", "cancelled")
 #: Events kept in the stream (approximately; older ones are trimmed).
 EVENTS_MAXLEN = 100_000
 _TRANSITION_LUA = (Path(__file__).parent / "transition.lua").read_text()
+_ACCEPT_LUA = (Path(__file__).parent / "accept.lua").read_text()
 
 Client = redis.Redis | redis.client.Pipeline
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    """A stage message as it is stored on a dramatiq Redis queue: its queue, broker-side id and body."""
+
+    queue_name: str
+    redis_id: str
+    body: bytes
 
 
 @dataclass
@@ -77,7 +87,12 @@ class JobStatusStore:
         self.index_key = f"{namespace}:jobs"
         #: Cancelled job ids, scored by when: workers skip their messages.
         self.cancelled_key = f"{namespace}:cancelled"
+        #: Unfinished job ids, scored by when the reconciler should next look at them.
+        self.active_key = f"{namespace}:active"
+        #: Job id -> "queue\tredis message id" of the job's newest message (see FramequeueBroker).
+        self.inflight_key = f"{namespace}:inflight"
         self._transition = client.register_script(_TRANSITION_LUA)
+        self._accept = client.register_script(_ACCEPT_LUA)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobStatusStore:
@@ -92,44 +107,45 @@ class JobStatusStore:
         return f"{self.namespace}:batch:{batch_id}"
 
     def create(self, spec: JobSpec, stages: tuple[str, ...], state: str = "queued", error: str = "") -> bool:
-        """Record a new job. False (and nothing changes) if a job with this id exists."""
-        return self.create_many([spec], lambda _: stages, state=state, error=error)[0]
+        """Record a new job that has no message (e.g. one blocked at submission). False if its id exists."""
+        return self.accept_many([spec], lambda _: stages, lambda _: None, state=state, error=error)[0]
 
-    def create_many(
+    def accept_many(
         self,
         specs: list[JobSpec],
         stages_of: Callable[[JobSpec], tuple[str, ...]],
+        first_message_of: Callable[[JobSpec], QueuedMessage | None],
         *,
         state: str = "queued",
         error: str = "",
         emit: bool = True,
     ) -> list[bool]:
-        """Record new jobs in two pipelined round trips; for each, whether it was new.
+        """Record new jobs and enqueue their first messages in one pipelined round trip.
 
-        A job of a batch also names the batch's counters, which its final state increments.
+        Each job is one script run: its record and its message are written together or not at
+        all, so an accepted job always has a message. For each job, whether it was new (a job
+        whose id exists is left as it is, and nothing is enqueued for it). A job of a batch also
+        names the batch's counters, which its final state increments.
         """
-        claim = self.client.pipeline(transaction=False)
-        for spec in specs:
-            claim.hsetnx(self.job_key(spec.id), "id", spec.id)
-        created = [bool(new) for new in claim.execute()]
-        now = time.time()
+        now = f"{time.time():.6f}"
         pipe = self.client.pipeline(transaction=False)
-        for spec, new in zip(specs, created, strict=True):
-            if not new:
-                continue
-            record: dict[Any, Any] = {
+        for spec in specs:
+            record: dict[str, Any] = {
                 "id": spec.id, "state": state, "kind": spec.kind.value, "stage": "",
                 "stages": ",".join(stages_of(spec)), "created_at": now, "updated_at": now, "error": error,
                 "spec": spec.model_dump_json(exclude_defaults=True),
             }
             if spec.batch_id:
                 record["batch_key"] = self.batch_key(spec.batch_id)
-            pipe.hset(self.job_key(spec.id), mapping=record)
-            pipe.zadd(self.index_key, {spec.id: now})
-            if emit:
-                self.emit(spec.id, state, pipe, error=error)
-        pipe.execute()
-        return created
+            message = first_message_of(spec)
+            queue = f"{self.namespace}:{message.queue_name}" if message else ""
+            keys = [self.job_key(spec.id), self.index_key, self.active_key, self.events_key, self.inflight_key,
+                    queue, f"{queue}.msgs" if message else ""]
+            args = [EVENTS_MAXLEN, now, spec.id, "1" if emit else "",
+                    *((message.redis_id, message.body, message.queue_name) if message else ("", "", "")),
+                    *(item for pair in record.items() for item in pair)]
+            self._accept(keys=keys, args=args, client=pipe)
+        return [bool(new) for new in pipe.execute()]
 
     def transition(self, job_id: str, state: str, stage: str = "", error: str = "", **fields: str) -> bool:
         """Move a job to ``state`` (with extra fields) unless it has finished. True if it moved."""
@@ -230,7 +246,8 @@ class JobStatusStore:
         flat = [item for pair in fields.items() for item in pair]
         index = "" if stage_index is None else stage_index
         args = [EVENTS_MAXLEN, f"{time.time():.3f}", job_id, state, stage, error, attempt_field, index, *flat]
-        return self._transition(keys=[self.job_key(job_id), self.events_key], args=args, client=client)
+        keys = [self.job_key(job_id), self.events_key, self.active_key, self.inflight_key]
+        return self._transition(keys=keys, args=args, client=client)
 
     def state_of(self, job_id: str) -> str | None:
         return cast("str | None", self.client.hget(self.job_key(job_id), "state"))

@@ -1,0 +1,31 @@
+-- Accepts a job: its record, its index entries and its first stage message, all or nothing.
+-- A job is "accepted" only once this has run, so no record is ever left without its message.
+--
+-- KEYS: [job hash, job index, active jobs, events stream, in-flight pointers,
+--        queue list or "", queue message hash or ""]
+-- ARGV: [events maxlen, now, job id, emit ("1" or ""), redis message id or "", message body or "",
+--        queue name or "", field, value, ...]
+-- The message is enqueued the way dramatiq's dispatch.lua enqueues (HSET body, RPUSH id), and
+-- its place is remembered in the in-flight pointers, as FramequeueBroker.enqueue does.
+-- Returns 1 if the job was new, 0 (and nothing changes) if a job with this id exists.
+local job, index, active, events, inflight, queue, messages = unpack(KEYS)
+local maxlen, now, job_id, emit, redis_id, body, queue_name = unpack(ARGV, 1, 7)
+
+if redis.call('EXISTS', job) == 1 then return 0 end
+redis.call('HSET', job, unpack(ARGV, 8))
+redis.call('ZADD', index, now, job_id)
+local state = redis.call('HGET', job, 'state')
+local finished = state == 'succeeded' or state == 'failed' or state == 'blocked' or state == 'cancelled'
+if not finished then redis.call('ZADD', active, now, job_id) end
+if redis_id ~= '' then
+  redis.call('HSET', messages, redis_id, body)
+  redis.call('RPUSH', queue, redis_id)
+  redis.call('HSET', inflight, job_id, queue_name .. '\t' .. redis_id)
+end
+if emit ~= '' then
+  local event = {'job_id', job_id, 'event', state, 'at', now}
+  local error_text = redis.call('HGET', job, 'error')
+  if error_text and error_text ~= '' then table.insert(event, 'error'); table.insert(event, error_text) end
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', unpack(event))
+end
+return 1
