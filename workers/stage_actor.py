@@ -2,7 +2,9 @@
 
 Validate the message, run the stage function, send the job on to its next
 stage unless the outcome ends it, and hand the outcome over: the job-status
-middleware records it (timing, artifacts, final state), not this shell.
+middleware records it (timing, artifacts, final state), not this shell. A stage
+whose job is cancelled while it runs stops between steps (``pipelines.Interrupted``):
+the shell records where, sends nothing on, and the message is acked, not retried.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import CurrentMessage
 
+from pipelines.errors import Interrupted
 from queue_config.jobs import Priority
 from queue_config.stages import BATCH_PRIORITY, INTERACTIVE_PRIORITY, STAGES, stage_plan
 from workers.errors import Deferred, InvalidJob, NoUsableKey
-from workers.jobs.messages import StageMessage
-from workers.jobs.outcome import hand_over
-from workers.jobs.submit import enqueue_stage
+from workers.jobs.cancellations import CancelledJobs, running_job
+from workers.jobs.messages import StageMessage, enqueue_stage
+from workers.jobs.outcome import StageOutcome, hand_over
+from workers.middleware.job_status import JobStatusMiddleware
 from workers.middleware.put_back import put_back
 from workers.runtime import Runtime
 from workers.stages import StageFunction
@@ -29,6 +33,11 @@ def next_stage(message: StageMessage, stage: str) -> str | None:
     plan = stage_plan(message.job.kind)
     position = plan.index(stage)
     return plan[position + 1] if position + 1 < len(plan) else None
+
+
+def cancellations_of(broker: dramatiq.Broker) -> CancelledJobs | None:
+    """The process's view of cancelled jobs: the one its job-status middleware skips messages by."""
+    return next((m.cancelled for m in broker.middleware if isinstance(m, JobStatusMiddleware)), None)
 
 
 def declare_stage_actors(
@@ -43,6 +52,7 @@ def declare_stage_actors(
 
     A message older than ``max_age_ms`` (e.g. one that has waited that long for quota) fails.
     """
+    cancelled = cancellations_of(broker)
 
     def declare(stage: str, function: StageFunction) -> Callable[[Any], None]:
         def run_stage(payload: Any) -> None:
@@ -50,10 +60,14 @@ def declare_stage_actors(
             if stage not in stage_plan(message.job.kind):
                 raise InvalidJob(f"stage {stage!r} is not part of a {message.job.kind.value} job")
             try:
-                outcome = function(runtime(), message)
+                with running_job(message.job.id, cancelled):
+                    outcome = function(runtime(), message)
             except Deferred as wait:
                 current = cast(MessageProxy, CurrentMessage.get_current_message())
                 put_back(broker, current, wait.delay_ms, wait.reason)
+            except Interrupted as stopped:  # the job was cancelled: it stays so, with where it stopped
+                hand_over(StageOutcome(record={"stopped_at": f"{stage}: {stopped.where}"}))
+                return
             following = next_stage(message, stage)
             if following is not None and not outcome.final_state:
                 enqueue_stage(broker, following, message.with_refs(**outcome.refs))

@@ -88,7 +88,7 @@ def test_a_worker_killed_mid_stage_does_not_lose_the_job(settings: Settings, tin
 @pytest.mark.usefixtures("workers")
 def test_a_stage_whose_input_is_late_is_retried_with_backoff_until_it_appears(broker, status, settings) -> None:
     from storage import open_store
-    from workers.jobs.submit import enqueue_stage
+    from workers.jobs.messages import enqueue_stage
 
     spec = JobSpec(prompt="a kite over dunes", kind=JobKind.image, width=64, height=64)
     status.create(spec, ("prompt_enhance", "image", "safety_check", "upload"))

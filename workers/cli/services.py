@@ -1,4 +1,4 @@
-"""The ``framequeue`` commands that run or operate services: keys, batch, intake, webhooks, api."""
+"""The ``framequeue`` commands that run or operate services: keys, batch, intake, reconciler, webhooks, api."""
 
 from __future__ import annotations
 
@@ -83,6 +83,28 @@ def cmd_intake(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_reconciler(args: argparse.Namespace, settings: Settings) -> int:
+    """Repair jobs that lost their message, until interrupted (one process acts at a time)."""
+    import logging
+    import signal
+    import threading
+
+    from workers.jobs.reconciler import Reconciler
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    reconciler = Reconciler(
+        JobStatusStore.from_settings(settings), build_broker(settings),
+        stale_after_s=settings.reconcile_after_s, max_repairs=settings.reconcile_max_repairs,
+    )
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    print(f"reconciler: a pass every {settings.reconcile_interval_s:g} s, "
+          f"jobs still for {settings.reconcile_after_s:g} s", flush=True)
+    reconciler.run_forever(stop, settings.reconcile_interval_s)
+    return 0
+
+
 def cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
     """Deliver job events to the webhooks jobs name, until interrupted."""
     from workers.doors.webhooks import WebhookSender
@@ -118,6 +140,9 @@ def add_service_commands(commands: Any) -> None:
 
     intake = commands.add_parser("intake", help="serve the Redis Stream front door for other systems")
     intake.set_defaults(handler=cmd_intake)
+
+    reconciler = commands.add_parser("reconciler", help="send on again the jobs whose message was lost")
+    reconciler.set_defaults(handler=cmd_reconciler)
 
     webhooks = commands.add_parser("webhooks", help="deliver job events to the webhooks jobs name")
     webhooks.set_defaults(handler=cmd_webhooks)

@@ -1,12 +1,14 @@
-"""The message that travels between stage actors."""
+"""The message that travels between stage actors, and how it is put on a stage's queue."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import dramatiq
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from queue_config.jobs import JobSpec
+from queue_config.stages import STAGES
 from workers.errors import InvalidJob
 
 
@@ -43,3 +45,17 @@ def describe_validation_error(error: ValidationError) -> str:
         for item in error.errors(include_input=False, include_url=False)
     ]
     return "invalid job: " + "; ".join(lines[:20])
+
+
+def stage_message(stage: str, message: StageMessage) -> dramatiq.Message:
+    """The dramatiq message that runs ``stage`` on ``message``, for the job's priority."""
+    name = STAGES[stage].actor_name(message.job.priority)
+    payload = message.model_dump(mode="json")
+    return dramatiq.Message(queue_name=name, actor_name=name, args=(payload,), kwargs={}, options={})
+
+
+def enqueue_stage(broker: dramatiq.Broker, stage: str, message: StageMessage) -> None:
+    """Send ``message`` to ``stage``'s actor on its queue."""
+    queued = stage_message(stage, message)
+    broker.declare_queue(queued.queue_name)
+    broker.enqueue(queued)

@@ -1,4 +1,4 @@
-"""Putting jobs on the queue: the Python way in, also used between stages.
+"""Putting jobs on the queue: the Python way in, used by every door.
 
 Messages are built and enqueued directly rather than through the actor
 objects, so that submitting does not import the model code.
@@ -8,28 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import dramatiq
-
 from queue_config.jobs import JobSpec
 from queue_config.prompt_screen import screen_prompt
-from queue_config.stages import STAGES, stage_plan
+from queue_config.stages import stage_plan
 from workers.broker import FramequeueBroker
-from workers.jobs.messages import StageMessage
+from workers.jobs.messages import StageMessage, stage_message
+from workers.jobs.reconciler import Reconciler
 from workers.jobs.record import JobStatusStore
-
-
-def stage_message(stage: str, message: StageMessage) -> dramatiq.Message:
-    """The dramatiq message that runs ``stage`` on ``message``, for the job's priority."""
-    name = STAGES[stage].actor_name(message.job.priority)
-    payload = message.model_dump(mode="json")
-    return dramatiq.Message(queue_name=name, actor_name=name, args=(payload,), kwargs={}, options={})
-
-
-def enqueue_stage(broker: dramatiq.Broker, stage: str, message: StageMessage) -> None:
-    """Send ``message`` to ``stage``'s actor on its queue."""
-    queued = stage_message(stage, message)
-    broker.declare_queue(queued.queue_name)
-    broker.enqueue(queued)
 
 
 def accept_jobs(
@@ -55,7 +40,8 @@ class Submission:
 def submit_job(broker: FramequeueBroker, status: JobStatusStore, spec: JobSpec) -> Submission:
     """Screen, record and enqueue a validated job. Submitting the same id twice enqueues it once.
 
-    ``queued`` means accepted: the record and the first message are in Redis together.
+    ``queued`` means accepted: the record and the first message are in Redis together. A job
+    resubmitted after it lost its message (see ``Reconciler``) is sent on again.
     """
     plan = stage_plan(spec.kind)
     reason = screen_prompt(spec.prompt)
@@ -63,5 +49,8 @@ def submit_job(broker: FramequeueBroker, status: JobStatusStore, spec: JobSpec) 
         created = status.create(spec, plan, state="blocked", error=reason)
         return Submission(spec.id, "blocked", created, reason)
     if not accept_jobs(broker, status, [spec])[0]:
+        reconciler = Reconciler(status, broker)
+        if reconciler.lost([spec.id]):
+            reconciler.repair(spec.id)
         return Submission(spec.id, status.state_of(spec.id) or "unknown", created=False)
     return Submission(spec.id, "queued", created=True)

@@ -1,0 +1,203 @@
+"""Nothing lost: atomic acceptance, the reconciler, and a Redis that dies mid-run and comes back."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from queue_config.jobs import JobKind, JobSpec
+from queue_config.settings import Settings
+from tests.conftest import settings_env
+from tests.servers import REPO_ROOT, WorkerProcess, free_port, wait_for
+from workers.broker import FramequeueBroker, build_broker
+from workers.embedded_redis import redis_server_executable
+from workers.jobs.reconciler import Reconciler
+from workers.jobs.record import TERMINAL_STATES, JobStatusStore
+from workers.jobs.submit import submit_job
+
+
+def image_job(number: int = 0) -> JobSpec:
+    return JobSpec(prompt=f"a tin robot {number}", kind=JobKind.image, width=64, height=64, enhance_prompt=False)
+
+
+def quiet(settings: Settings) -> tuple[Settings, JobStatusStore, FramequeueBroker]:
+    """A namespace no worker serves, so what is submitted stays where it was put."""
+    namespaced = settings.model_copy(update={"namespace": f"reconcile-{uuid.uuid4().hex[:8]}"})
+    status = JobStatusStore(redis.Redis.from_url(settings.redis_url, decode_responses=True), namespaced.namespace)
+    return namespaced, status, build_broker(namespaced)
+
+
+def lose_messages(status: JobStatusStore, queue: str) -> int:
+    """Drop every message of ``queue`` the way a crash between two writes would: the body and its id."""
+    ns, client = status.namespace, status.client
+    ids = client.lrange(f"{ns}:{queue}", 0, -1)
+    client.delete(f"{ns}:{queue}")
+    if ids:
+        client.hdel(f"{ns}:{queue}.msgs", *ids)
+    return len(ids)
+
+
+def terminal_events(status: JobStatusStore, job_id: str) -> list[str]:
+    return [fields["event"] for _, fields in status.client.xrange(status.events_key)
+            if fields.get("job_id") == job_id and fields.get("event") in TERMINAL_STATES]
+
+
+def test_an_accepted_job_has_its_record_and_its_first_message_together(settings) -> None:
+    _, status, broker = quiet(settings)
+    spec = image_job()
+
+    assert submit_job(broker, status, spec).state == "queued"
+
+    queue, redis_id = status.client.hget(status.inflight_key, spec.id).split("\t")
+    assert queue == "prompt_enhance" and status.client.hexists(f"{status.namespace}:{queue}.msgs", redis_id)
+    assert status.client.lrange(f"{status.namespace}:{queue}", 0, -1) == [redis_id]
+    assert status.client.zscore(status.active_key, spec.id) is not None
+    assert Reconciler(status, broker).lost([spec.id]) == []
+
+
+def test_a_job_whose_message_is_waiting_or_held_is_not_lost(settings) -> None:
+    _, status, broker = quiet(settings)
+    spec = image_job()
+    submit_job(broker, status, spec)
+    ns = status.namespace
+    # A worker fetching it moves the id to its ack set; the body stays until the ack.
+    redis_id = status.client.lpop(f"{ns}:prompt_enhance")
+    status.client.sadd(f"{ns}:__acks__.some-worker.prompt_enhance", redis_id)
+
+    assert Reconciler(status, broker, stale_after_s=0).run_once().repaired == []
+
+
+def test_a_job_that_lost_its_message_is_sent_on_again_and_then_runs_once(
+    settings, tiny_profile, artifacts_dir: Path
+) -> None:
+    namespaced, status, broker = quiet(settings)
+    specs = [image_job(n) for n in range(3)]
+    for spec in specs:
+        submit_job(broker, status, spec)
+    assert lose_messages(status, "prompt_enhance") == 3
+    reconciler = Reconciler(status, broker, stale_after_s=0)
+
+    assert sorted(reconciler.run_once().repaired) == sorted(spec.id for spec in specs)
+    assert reconciler.run_once().repaired == []  # their messages are back: nothing more to do
+
+    worker = WorkerProcess(settings_env(namespaced), artifacts_dir / "worker-reconciled.log", "--threads", "2")
+    try:
+        for spec in specs:
+            wait_for(lambda s=spec: status.state_of(s.id) in TERMINAL_STATES, 180, f"job {spec.id}")
+    finally:
+        worker.stop()
+    for spec in specs:
+        assert status.state_of(spec.id) == "succeeded" and terminal_events(status, spec.id) == ["succeeded"]
+        assert [f["stage"] for _, f in status.client.xrange(status.events_key)
+                if f.get("job_id") == spec.id and f["event"] == "repaired"] == ["prompt_enhance"]
+
+
+def test_a_job_that_keeps_losing_its_message_fails_saying_so(settings) -> None:
+    _, status, broker = quiet(settings)
+    spec = image_job()
+    submit_job(broker, status, spec)
+    reconciler = Reconciler(status, broker, stale_after_s=0, max_repairs=2)
+
+    for _ in range(3):
+        lose_messages(status, "prompt_enhance")
+        reconciler.run_once()
+
+    record = status.get(spec.id)
+    assert record is not None and record.state == "failed"
+    assert record.error.startswith("LostMessage:") and "3 times" in record.error
+    assert status.client.zscore(status.active_key, spec.id) is None
+
+
+def test_resubmitting_a_job_that_lost_its_message_sends_it_on_again(settings) -> None:
+    _, status, broker = quiet(settings)
+    spec = image_job()
+    submit_job(broker, status, spec)
+    lose_messages(status, "prompt_enhance")
+
+    again = submit_job(broker, status, spec)
+
+    assert (again.created, again.state) == (False, "queued")
+    assert status.client.llen(f"{status.namespace}:prompt_enhance") == 1
+    assert submit_job(broker, status, spec).created is False
+    assert status.client.llen(f"{status.namespace}:prompt_enhance") == 1  # present now: nothing added
+
+
+class RestartableRedis:
+    """A redis-server on a fixed port with an fsync-always AOF, that can be SIGKILLed and started again."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir, self.port = workdir, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [redis_server_executable(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for(self._answers, 30, "redis-server to answer")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def _answers(self) -> bool:
+        try:
+            return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+
+@pytest.fixture
+def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
+    server = RestartableRedis(tmp_path)
+    server.start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.process.terminate()
+        server.process.wait(10)
+
+
+def test_every_job_finishes_once_when_redis_dies_mid_run_and_comes_back(
+    settings, tiny_profile, artifacts_dir: Path, restartable_redis: RestartableRedis
+) -> None:
+    own = settings.model_copy(update={"redis_url": restartable_redis.url, "namespace": "redis-restart"})
+    env = {**settings_env(own), "FRAMEQUEUE_RECONCILE_AFTER_S": "5", "FRAMEQUEUE_RECONCILE_INTERVAL_S": "1"}
+    status = JobStatusStore(redis.Redis.from_url(own.redis_url, decode_responses=True), own.namespace)
+    broker = build_broker(own)
+    specs = [JobSpec(prompt=f"a harbour at dawn {n}", kind=JobKind.video, width=64, height=64, num_frames=8, fps=8,
+                     enhance_prompt=False, seed=n) for n in range(16)]
+    worker = WorkerProcess(env, artifacts_dir / "worker-redis-restart.log", "--threads", "2")
+    reconciler_log = open(artifacts_dir / "reconciler-redis-restart.log", "wb")  # noqa: SIM115 - closed below
+    reconciler = subprocess.Popen([sys.executable, "-m", "workers.cli", "reconciler"], env=env, cwd=REPO_ROOT,
+                                  stdout=reconciler_log, stderr=subprocess.STDOUT)
+    try:
+        for spec in specs:
+            submit_job(broker, status, spec)
+        wait_for(lambda: sum(status.state_of(s.id) in TERMINAL_STATES for s in specs) >= 2, 180, "the first jobs")
+        seen = len(worker.log_text())
+        restartable_redis.kill()
+        wait_for(lambda: "onnection" in worker.log_text()[seen:], 60, "the worker to notice that Redis is gone")
+        restartable_redis.start()
+
+        wait_for(lambda: all(status.state_of(s.id) in TERMINAL_STATES for s in specs), 300,
+                 "every job to finish after Redis came back")
+    finally:
+        worker.stop()
+        reconciler.send_signal(signal.SIGTERM)
+        reconciler.wait(30)
+        reconciler_log.close()
+
+    assert reconciler.returncode == 0
+    for spec in specs:
+        assert status.state_of(spec.id) == "succeeded", status.get(spec.id)
+        assert terminal_events(status, spec.id) == ["succeeded"]
