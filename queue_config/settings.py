@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     s3_endpoint_url: str = ""
     s3_bucket: str = "framequeue"
     s3_region: str = "us-east-1"
+    #: How long a read or write of storage (S3 or the local directory) waits out an outage, with
+    #: backoff, before the stage fails; apart from the stage's own retries (storage/retry.py).
+    storage_retry_s: float = 180.0
     #: How long a result's presigned URL stays valid.
     presigned_url_ttl_s: int = 24 * 3600
 
@@ -52,6 +55,14 @@ class Settings(BaseSettings):
     remote_config: Path | None = None
     #: A stage message older than this fails (e.g. one that has waited this long for quota).
     stage_max_age_ms: int = 6 * 3600 * 1000
+
+    #: The reconciler looks at an unfinished job once it has not moved for this long, and sends it
+    #: on again if its message was lost (``framequeue reconciler``; workers/jobs/reconciler.py).
+    reconcile_after_s: float = 60.0
+    #: Seconds between the reconciler's passes.
+    reconcile_interval_s: float = 10.0
+    #: Repairs of one job before it fails with the reason instead.
+    reconcile_max_repairs: int = 3
 
     #: Shared secret that signs webhook deliveries (HMAC-SHA256). Empty: webhooks are not sent.
     webhook_secret: str = ""
