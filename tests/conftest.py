@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from queue_config.settings import Settings
-from tests.servers import WorkerProcess, s3_server
+from tests.servers import RestartableRedis, WorkerProcess, s3_server
 from workers.embedded_redis import private_redis_server
 from workers.jobs.record import JobStatusStore
 
@@ -92,3 +92,12 @@ def broker(settings: Settings):  # type: ignore[no-untyped-def]
     from workers.broker import build_broker
 
     return build_broker(settings)
+
+
+@pytest.fixture
+def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
+    """A redis-server of the test's own, with an fsync-always AOF, that the test may kill and start again."""
+    server = RestartableRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -1,4 +1,4 @@
-"""Real servers for the tests: an S3-compatible server and framequeue worker processes."""
+"""Real servers for the tests: an S3-compatible server, a Redis that can be killed, framequeue worker processes."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import redis
+
+from workers.embedded_redis import redis_server_executable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,3 +81,36 @@ class WorkerProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+class RestartableRedis:
+    """A redis-server on a fixed port with an fsync-always AOF, that can be SIGKILLed and started again."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir, self.port = workdir, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [redis_server_executable(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for(self._answers, 30, "redis-server to answer")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def _answers(self) -> bool:
+        try:
+            return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False

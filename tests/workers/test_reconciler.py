@@ -6,18 +6,15 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
 
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from tests.conftest import settings_env
-from tests.servers import REPO_ROOT, WorkerProcess, free_port, wait_for
+from tests.servers import REPO_ROOT, RestartableRedis, WorkerProcess, wait_for
 from workers.broker import FramequeueBroker, build_broker
-from workers.embedded_redis import redis_server_executable
 from workers.jobs.reconciler import Reconciler
 from workers.jobs.record import TERMINAL_STATES, JobStatusStore
 from workers.jobs.submit import submit_job
@@ -127,44 +124,6 @@ def test_resubmitting_a_job_that_lost_its_message_sends_it_on_again(settings) ->
     assert status.client.llen(f"{status.namespace}:prompt_enhance") == 1
     assert submit_job(broker, status, spec).created is False
     assert status.client.llen(f"{status.namespace}:prompt_enhance") == 1  # present now: nothing added
-
-
-class RestartableRedis:
-    """A redis-server on a fixed port with an fsync-always AOF, that can be SIGKILLed and started again."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir, self.port = workdir, free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [redis_server_executable(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_for(self._answers, 30, "redis-server to answer")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def _answers(self) -> bool:
-        try:
-            return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
-        except redis.RedisError:
-            return False
-
-
-@pytest.fixture
-def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
-    server = RestartableRedis(tmp_path)
-    server.start()
-    yield server
-    if server.process is not None and server.process.poll() is None:
-        server.process.terminate()
-        server.process.wait(10)
 
 
 def test_every_job_finishes_once_when_redis_dies_mid_run_and_comes_back(

@@ -35,6 +35,7 @@ from workers.doors.streams import ensure_group, read_group
 from workers.jobs.messages import describe_validation_error
 from workers.jobs.record import JobStatusStore
 from workers.jobs.submit import submit_job
+from workers.outages import serve_through_outages
 
 GROUP = "intake"
 #: Receipts are kept this long.
@@ -66,13 +67,13 @@ class Intake:
     def run(self, *, block_ms: int = 1000, stop_after_s: float | None = None) -> None:
         """Serve until interrupted (or for ``stop_after_s``, for tests)."""
         deadline = None if stop_after_s is None else time.monotonic() + stop_after_s
-        while deadline is None or time.monotonic() < deadline:
-            self.serve_once(block_ms=block_ms)
+        serve_through_outages(lambda: self.serve_once(block_ms=block_ms), logger=self.logger,
+                              should_stop=lambda: deadline is not None and time.monotonic() >= deadline)
 
     def serve_once(self, *, block_ms: int = 1000, count: int = 100) -> int:
         """Handle what a dead intake left behind, then what is new. Returns how many entries."""
         entries = read_group(self.client, self.stream_key, GROUP, self.consumer, claim_idle_ms=CLAIM_IDLE_MS,
-                             count=count, block_ms=block_ms)
+                             count=count, block_ms=block_ms, start_id="0")
         for entry_id, fields in entries:
             receipt = self.receive(entry_id, fields)
             pipe = self.client.pipeline()

@@ -24,9 +24,25 @@ def ensure_group(client: redis.Redis, stream: str, group: str, *, start_id: str)
 
 
 def read_group(
+    client: redis.Redis, stream: str, group: str, consumer: str, *,
+    claim_idle_ms: int, count: int, block_ms: int, start_id: str,
+) -> list[Entry]:
+    """Entries left pending by a silent consumer, then new ones (waiting up to ``block_ms``).
+
+    A group that is gone (Redis came back without it) is made again from ``start_id``, as at first.
+    """
+    try:
+        return _read_group(client, stream, group, consumer, claim_idle_ms=claim_idle_ms, count=count, block_ms=block_ms)
+    except redis.ResponseError as error:
+        if "NOGROUP" not in str(error):
+            raise
+        ensure_group(client, stream, group, start_id=start_id)
+        return []
+
+
+def _read_group(
     client: redis.Redis, stream: str, group: str, consumer: str, *, claim_idle_ms: int, count: int, block_ms: int
 ) -> list[Entry]:
-    """Entries left pending by a silent consumer, then new ones (waiting up to ``block_ms``)."""
     # XAUTOCLAIM answers [next cursor, claimed entries(, ids of deleted entries on Redis 7)].
     claimed = cast("list[Entry]", client.xautoclaim(stream, group, consumer, claim_idle_ms, count=count)[1])
     fresh = cast("list[tuple[str, list[Entry]]]", client.xreadgroup(

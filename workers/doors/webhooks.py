@@ -25,6 +25,7 @@ from dramatiq.logging import get_logger
 
 from workers.doors.streams import ensure_group, read_group
 from workers.jobs.record import JobStatusStore
+from workers.outages import serve_through_outages
 
 GROUP = "webhooks"
 #: How long one delivery may take.
@@ -78,8 +79,8 @@ class WebhookSender:
 
     def run(self, *, stop_after_s: float | None = None) -> None:
         deadline = None if stop_after_s is None else time.monotonic() + stop_after_s
-        while deadline is None or time.monotonic() < deadline:
-            self.serve_once()
+        serve_through_outages(self.serve_once, logger=self.logger,
+                              should_stop=lambda: deadline is not None and time.monotonic() >= deadline)
 
     def serve_once(self, *, block_ms: int = 500) -> None:
         """Retry what is due, then deliver new events (and those a dead sender had read)."""
@@ -88,7 +89,7 @@ class WebhookSender:
                 delivery = json.loads(member)
                 self._deliver(delivery["url"], delivery["event"], delivery["attempt"])
         entries = read_group(self.client, self.status.events_key, GROUP, self.consumer, claim_idle_ms=CLAIM_IDLE_MS,
-                             count=100, block_ms=block_ms)
+                             count=100, block_ms=block_ms, start_id="$")
         for entry_id, fields in entries:
             url = self._webhook_url(fields)
             if url:

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-import redis
 from dramatiq.logging import get_logger
 
 from queue_config.jobs import JobSpec
 from workers.broker import FramequeueBroker
 from workers.jobs.messages import StageMessage, enqueue_stage
 from workers.jobs.record import JobRecord, JobStatusStore
+from workers.outages import serve_through_outages
 
 #: A job is looked at once it has not moved (nor been looked at) for this long.
 STALE_AFTER_S = 60.0
@@ -39,8 +39,6 @@ INTERVAL_S = 10.0
 CHUNK = 500
 #: The reference each stage leaves for the next: a repair starts at the first stage whose output is gone.
 STAGE_OUTPUTS = {"prompt_enhance": "prompt", "image": "image", "frames": "frames", "video": "video"}
-#: Longest wait between tries while Redis is unreachable.
-MAX_BACKOFF_S = 10.0
 
 _FIND_LOST_LUA = (Path(__file__).parent / "find_lost.lua").read_text()
 
@@ -123,21 +121,14 @@ class Reconciler:
 
     def run_forever(self, stop: threading.Event, interval_s: float = INTERVAL_S) -> None:
         """Run a pass every ``interval_s`` while this process holds the lease; ride out Redis outages."""
-        token, backoff_s, down = uuid.uuid4().hex, 0.5, False
-        while not stop.is_set():
-            try:
-                if self._hold_lease(token, lease_ms=int(interval_s * 3000)):
-                    self.run_once()
-                if down:
-                    self.logger.warning("Redis is reachable again.")
-                down, backoff_s = False, 0.5
-                stop.wait(interval_s)
-            except redis.ConnectionError as error:
-                if not down:
-                    self.logger.warning("Redis is unreachable (%s); retrying with backoff.", error)
-                down = True
-                stop.wait(backoff_s)
-                backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
+        token = uuid.uuid4().hex
+
+        def serve_once() -> None:
+            if self._hold_lease(token, lease_ms=int(interval_s * 3000)):
+                self.run_once()
+            stop.wait(interval_s)
+
+        serve_through_outages(serve_once, should_stop=stop.is_set, logger=self.logger, wait=stop.wait)
 
     def _hold_lease(self, token: str, lease_ms: int) -> bool:
         client = self.status.client
