@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.api.test_jobs_api import TOKEN, api_server, client_of
 from tests.conftest import settings_env
 from tests.servers import REPO_ROOT, wait_for
 from workers.outages import serve_through_outages
@@ -69,3 +70,19 @@ def test_the_intake_answers_again_after_redis_restarts(settings, restartable_red
             intake.wait(10)
     text = log_path.read_text()
     assert text.count("Redis is unreachable") == 1 and "Traceback" not in text
+
+
+def test_the_api_answers_503_while_redis_is_down_and_serves_again_after(settings, restartable_redis) -> None:
+    own = settings.model_copy(update={"redis_url": restartable_redis.url, "namespace": "api-restart",
+                                      "api_token": TOKEN})
+    body = {"prompt": "a lantern in fog", "kind": "image", "width": 64, "height": 64}
+    with api_server(own) as url, client_of(url) as client:
+        job_id = client.post("/v1/jobs", json=body).json()["job_id"]
+        restartable_redis.kill()
+
+        down = client.get(f"/v1/jobs/{job_id}")
+        assert down.status_code == 503 and down.headers["Retry-After"] == "5"
+        assert "unreachable" in down.json()["detail"]
+
+        restartable_redis.start()
+        assert client.get(f"/v1/jobs/{job_id}").json()["state"] == "queued"

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from queue_config.settings import Settings, get_settings
 from workers.api.context import ApiContext
+from workers.outages import OUTAGE_ERRORS
+
+#: What a client is told to wait before trying again while Redis is unreachable.
+RETRY_AFTER_S = 5
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -17,4 +22,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in routes.ROUTERS:
         app.include_router(router)
+    for error in OUTAGE_ERRORS:
+        app.add_exception_handler(error, redis_unreachable)
     return app
+
+
+async def redis_unreachable(request: Request, error: Exception) -> JSONResponse:
+    """503 with Retry-After while Redis is unreachable; the next request reconnects."""
+    return JSONResponse({"detail": "the job store is unreachable; try again shortly"}, status_code=503,
+                        headers={"Retry-After": str(RETRY_AFTER_S)})

@@ -20,6 +20,7 @@ from workers.embedded_redis import resolve_redis_url, stop_embedded_redis
 from workers.jobs.messages import describe_validation_error
 from workers.jobs.record import JobRecord, JobStatusStore
 from workers.jobs.submit import submit_job
+from workers.outages import OUTAGE_ERRORS
 
 #: How often ``submit --wait`` reads the job's record.
 POLL_INTERVAL_S = 0.25
@@ -55,7 +56,12 @@ def wait_with_progress(status: JobStatusStore, job_id: str, timeout_s: float) ->
                   TimeElapsedColumn(), transient=False) as progress:
         task = progress.add_task("queued", total=None)
         while time.monotonic() < deadline:
-            record = status.get(job_id)
+            try:
+                record = status.get(job_id)
+            except OUTAGE_ERRORS:
+                progress.update(task, description="waiting for Redis to come back")
+                time.sleep(POLL_INTERVAL_S)
+                continue
             if record is not None:
                 progress.update(task, total=len(record.stages), completed=len(record.timings_s),
                                 description=f"{record.state} {record.stage}".strip())
