@@ -27,7 +27,6 @@ from workers.broker import build_broker
 from workers.jobs.record import JobStatusStore
 from workers.jobs.submit import submit_job
 
-
 #: Time left, once a fresh worker has served its first job, before its batch window opens: enough to
 #: submit a batch job and see it held.
 WINDOW_MARGIN_S = 10
