@@ -14,34 +14,43 @@ and writes a receipt, readable with plain Redis commands::
 
 Entries are read through a consumer group and acknowledged only after their
 receipt is written, so an intake that dies loses nothing: another intake (or
-the same one, restarted) claims what the dead one had read.
+the same one, restarted) claims what the dead one had read. Every entry gets a
+receipt whatever its bytes: they are read raw and decoded here, an entry over
+``MAX_ENTRY_BYTES`` is refused unparsed, JSON is parsed with bounded depth and
+numbers (orjson), and an entry that has been handed out ``MAX_DELIVERIES``
+times without an answer (its intake died on it) is refused rather than claimed
+forever. An answered entry is deleted from the stream: the receipt keeps the answer.
 """
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 from dramatiq.logging import get_logger
 from pydantic import ValidationError
 
 from queue_config.jobs import JobSpec
 from workers.broker import FramequeueBroker
-from workers.doors.streams import ensure_group, read_group
+from workers.doors.streams import bytes_client, ensure_group, read_group
 from workers.jobs.messages import describe_validation_error
 from workers.jobs.record import JobStatusStore
 from workers.jobs.submit import submit_job
-from workers.outages import serve_through_outages
+from workers.outages import OUTAGE_ERRORS, serve_through_outages
 
 GROUP = "intake"
 #: Receipts are kept this long.
 RECEIPT_TTL_S = 7 * 24 * 3600
 #: An entry read by an intake that has been silent this long is claimed by another.
 CLAIM_IDLE_MS = 30_000
+#: An entry larger than this (field names and values together) is refused unparsed.
+MAX_ENTRY_BYTES = 64 * 1024
+#: An entry handed out this many times without being answered is refused (its intakes died on it).
+MAX_DELIVERIES = 3
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class Intake:
         self.stream_key = f"{namespace}:intake"
         self.receipt_prefix = f"{namespace}:intake:receipt:"
         self.consumer = f"{socket.gethostname()}-{id(self)}"
+        self.raw = bytes_client(client)
         ensure_group(client, self.stream_key, GROUP, start_id="0")
 
     def run(self, *, block_ms: int = 1000, stop_after_s: float | None = None) -> None:
@@ -72,17 +82,42 @@ class Intake:
 
     def serve_once(self, *, block_ms: int = 1000, count: int = 100) -> int:
         """Handle what a dead intake left behind, then what is new. Returns how many entries."""
-        entries = read_group(self.client, self.stream_key, GROUP, self.consumer, claim_idle_ms=CLAIM_IDLE_MS,
+        entries = read_group(self.raw, self.stream_key, GROUP, self.consumer, claim_idle_ms=CLAIM_IDLE_MS,
                              count=count, block_ms=block_ms, start_id="0")
-        for entry_id, fields in entries:
-            receipt = self.receive(entry_id, fields)
+        for raw_id, fields in entries:
+            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+            receipt = self.answer(entry_id, fields)
             pipe = self.client.pipeline()
             answer: dict[Any, Any] = {"status": receipt.status, "job_id": receipt.job_id, "reason": receipt.reason}
             pipe.hset(self.receipt_prefix + entry_id, mapping=answer)
             pipe.expire(self.receipt_prefix + entry_id, RECEIPT_TTL_S)
             pipe.xack(self.stream_key, GROUP, entry_id)
+            pipe.xdel(self.stream_key, entry_id)
             pipe.execute()
         return len(entries)
+
+    def answer(self, entry_id: str, fields: dict[bytes, bytes]) -> Receipt:
+        """The receipt of one raw entry; whatever its bytes, never an exception (bar Redis being down)."""
+        try:
+            if self._deliveries(entry_id) > MAX_DELIVERIES:
+                return Receipt("rejected", reason=f"the entry was handed out {MAX_DELIVERIES} times without an "
+                                                  "answer (an intake stopped while handling it); not tried again")
+            if sum(len(name) + len(value) for name, value in fields.items()) > MAX_ENTRY_BYTES:
+                return Receipt("rejected", reason=f"the entry is larger than {MAX_ENTRY_BYTES} bytes")
+            try:
+                decoded = {name.decode(): value.decode() for name, value in fields.items()}
+            except UnicodeDecodeError:
+                return Receipt("rejected", reason="field names and values must be UTF-8 text")
+            return self.receive(entry_id, decoded)
+        except OUTAGE_ERRORS:
+            raise
+        except Exception as error:  # one entry must never stop the door for everyone
+            self.logger.exception("Intake entry %s could not be handled.", entry_id)
+            return Receipt("rejected", reason=f"the entry could not be handled ({type(error).__name__})")
+
+    def _deliveries(self, entry_id: str) -> int:
+        pending = self.client.xpending_range(self.stream_key, GROUP, min=entry_id, max=entry_id, count=1)
+        return int(pending[0]["times_delivered"]) if pending else 0
 
     def receive(self, entry_id: str, fields: dict[str, str]) -> Receipt:
         """Validate and submit one entry."""
@@ -90,12 +125,12 @@ class Intake:
         if raw is None:
             return Receipt("rejected", reason="the entry has no 'job' field (XADD <stream> * job '<json>')")
         try:
-            document = json.loads(raw)
+            document = orjson.loads(raw)
             if not isinstance(document, dict):
                 return Receipt("rejected", reason="'job' must be a JSON object")
             document.setdefault("id", "intake-" + entry_id)
             spec = JobSpec.model_validate(document)
-        except json.JSONDecodeError as error:
+        except orjson.JSONDecodeError as error:
             return Receipt("rejected", reason=f"'job' is not valid JSON: {error.msg} at char {error.pos}")
         except ValidationError as error:
             return Receipt("rejected", job_id=str(document.get("id", "")), reason=describe_validation_error(error))

@@ -7,11 +7,18 @@ then what is new.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import redis
 
-Entry = tuple[str, dict[str, str]]
+Entry = tuple[Any, dict[Any, Any]]
+
+
+def bytes_client(client: redis.Redis) -> redis.Redis:
+    """A client of the same server whose replies are bytes, for reading what other systems wrote."""
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "decode_responses": False}
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 
 def ensure_group(client: redis.Redis, stream: str, group: str, *, start_id: str) -> None:
