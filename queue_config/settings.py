@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     api_token: str = ""
     #: URL prefix the API is served under (behind a reverse proxy), e.g. ``/framequeue``.
     api_root_path: str = ""
+    #: True: ``/docs`` and ``/openapi.json`` open to anyone; False: they need the token (or a dashboard session).
+    api_public_docs: bool = False
+    #: How long a dashboard sign-in lasts (from signing in; signing out ends it at once).
+    dashboard_session_ttl_s: int = 12 * 3600
 
     #: NSFW probability at or above which an image or video is blocked.
     safety_threshold: float = 0.8

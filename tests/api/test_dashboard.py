@@ -51,17 +51,35 @@ def own_dashboard(settings: Settings) -> Iterator[tuple[Namespace, str]]:
             yield ns, url
 
 
+class Operator(httpx.Client):
+    """A browser signed in to the dashboard: it names its own origin, as browsers do, and ``form``
+    adds the session's CSRF token, as the dashboard's forms do."""
+
+    csrf_token = ""
+
+    def form(self, **fields: str) -> dict[str, str]:
+        return {"csrf_token": self.csrf_token, **fields}
+
+
+def csrf_token_of(page: str) -> str:
+    """The CSRF token the page's forms carry."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, "the page's forms carry no CSRF token"
+    return found.group(1)
+
+
 @contextmanager
-def signed_in(base_url: str) -> Iterator[httpx.Client]:
-    """A client that has signed in with the login form (it holds the cookie)."""
-    with httpx.Client(base_url=base_url, timeout=30) as client:
+def signed_in(base_url: str) -> Iterator[Operator]:
+    """A client that has signed in with the login form (it holds the session cookie)."""
+    with Operator(base_url=base_url, headers={"Origin": base_url}, timeout=30) as client:
         response = client.post("/dashboard/login", data={"token": TOKEN, "next": ""})
         assert response.status_code == 303, response.text
+        client.csrf_token = csrf_token_of(client.get("/dashboard").text)
         yield client
 
 
-def post(client: httpx.Client, path: str, **fields: str) -> httpx.Response:
-    return client.post(path, data={"back": "/dashboard/failed?queue=image", **fields})
+def post(client: Operator, path: str, **fields: str) -> httpx.Response:
+    return client.post(path, data=client.form(back="/dashboard/failed?queue=image", **fields))
 
 
 def test_a_browser_that_has_not_signed_in_is_sent_to_the_login_form(dashboard: tuple[Namespace, str]) -> None:
@@ -83,7 +101,8 @@ def test_signing_in_sets_a_strict_httponly_cookie_and_returns_to_the_page(dashbo
     assert wrong.status_code == 401 and "Wrong token." in wrong.text and "set-cookie" not in wrong.headers
     assert response.status_code == 303 and response.headers["location"] == "/dashboard/jobs?state=failed"
     cookie = response.headers["set-cookie"].lower()
-    assert cookie.startswith(f"framequeue_token={TOKEN}") and "httponly" in cookie and "samesite=strict" in cookie
+    assert cookie.startswith("framequeue_session=") and TOKEN not in cookie
+    assert "httponly" in cookie and "samesite=strict" in cookie and "max-age=43200" in cookie and "path=/;" in cookie
     assert elsewhere.headers["location"] == "/dashboard"
 
 
@@ -184,10 +203,11 @@ def test_emptying_a_queue_asks_first_then_cancels_the_jobs_it_carried(dashboard:
     submit_job(ns.broker, ns.status, waiting)
 
     with signed_in(url) as client:
-        ask = client.post("/dashboard/queues/prompt_enhance/empty", data={"back": "/dashboard"})
+        ask = client.post("/dashboard/queues/prompt_enhance/empty", data=client.form(back="/dashboard"))
         assert ns.status.state_of(waiting.id) == "queued"
-        emptied = client.post("/dashboard/queues/prompt_enhance/empty", data={"back": "/dashboard", "confirmed": "yes"})
-        unknown = client.post("/dashboard/queues/nope/empty", data={"confirmed": "yes"})
+        emptied = client.post("/dashboard/queues/prompt_enhance/empty",
+                              data=client.form(back="/dashboard", confirmed="yes"))
+        unknown = client.post("/dashboard/queues/nope/empty", data=client.form(confirmed="yes"))
 
     assert "Are you sure?" in ask.text and emptied.headers["location"] == "/dashboard?done=emptied"
     assert ns.status.state_of(waiting.id) == "cancelled" and ns.status.client.llen(
@@ -203,11 +223,11 @@ def test_cancelling_a_running_job_asks_first_then_cancels_it_and_says_so(dashboa
     before = ns.status.client.xrevrange(ns.status.events_key, count=1)[0][0]
 
     with signed_in(url) as client:
-        ask = client.post(f"/dashboard/jobs/{running.id}/cancel", data={})
+        ask = client.post(f"/dashboard/jobs/{running.id}/cancel", data=client.form())
         assert ns.status.state_of(running.id) == "running"
-        cancelled = client.post(f"/dashboard/jobs/{running.id}/cancel", data={"confirmed": "yes"})
+        cancelled = client.post(f"/dashboard/jobs/{running.id}/cancel", data=client.form(confirmed="yes"))
         flash = client.get(cancelled.headers["location"]).text
-        again = client.post(f"/dashboard/jobs/{running.id}/cancel", data={"confirmed": "yes"})
+        again = client.post(f"/dashboard/jobs/{running.id}/cancel", data=client.form(confirmed="yes"))
 
     assert "Are you sure?" in ask.text
     assert cancelled.headers["location"] == f"/dashboard/jobs/{running.id}?done=cancelled" and "Job cancelled." in flash
@@ -224,11 +244,11 @@ def test_cross_site_posts_and_foreign_return_addresses_are_refused(dashboard: tu
     path = f"/dashboard/failed/image/{letter.options['redis_message_id']}/requeue"
 
     with signed_in(url) as client:
-        forged = client.post(path, data={}, headers={"Origin": "https://evil.example"})
-        fetched = client.post(path, data={}, headers={"Sec-Fetch-Site": "cross-site"})
+        forged = client.post(path, data=client.form(), headers={"Origin": "https://evil.example"})
+        fetched = client.post(path, data=client.form(), headers={"Sec-Fetch-Site": "same-site"})
         assert (forged.status_code, fetched.status_code) == (403, 403)
         assert ns.status.dead_letter_reason(letter.message_id) is not None
-        sent_away = client.post(path, data={"back": "//evil.example/dashboard"}, headers={"Origin": url})
+        sent_away = client.post(path, data=client.form(back="//evil.example/dashboard"))
 
     assert sent_away.status_code == 303 and sent_away.headers["location"] == "/dashboard/failed?done=requeued"
 

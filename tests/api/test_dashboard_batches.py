@@ -146,11 +146,11 @@ def test_retry_failed_asks_first_then_queues_the_failed_jobs_again(dashboard: tu
     ready_before = stats_of(ns, "prompt_enhance_batch").ready
 
     with signed_in(url) as client:
-        ask = client.post(path, data={"back": back})
+        ask = client.post(path, data=client.form(back=back))
         assert ns.status.state_of(job_ids[0]) == "failed"
-        done = client.post(path, data={"back": back, "confirmed": "yes"})
-        again = client.post(path, data={"back": back, "confirmed": "yes"})
-        unknown = client.post("/dashboard/batches/b-never-submitted/retry-failed", data={"confirmed": "yes"})
+        done = client.post(path, data=client.form(back=back, confirmed="yes"))
+        again = client.post(path, data=client.form(back=back, confirmed="yes"))
+        unknown = client.post("/dashboard/batches/b-never-submitted/retry-failed", data=client.form(confirmed="yes"))
         flash = client.get(done.headers["location"]).text
 
     assert ask.status_code == 200 and "Are you sure?" in ask.text
@@ -169,9 +169,9 @@ def test_cancel_asks_first_then_cancels_the_batch_and_links_its_manifest(dashboa
     path, back = f"/dashboard/batches/{batch_id}/cancel", f"/dashboard/batches/{batch_id}"
 
     with signed_in(url) as client:
-        ask = client.post(path, data={"back": back})
+        ask = client.post(path, data=client.form(back=back))
         assert ns.status.state_of(job_ids[0]) == "queued"
-        done = client.post(path, data={"back": back, "confirmed": "yes"})
+        done = client.post(path, data=client.form(back=back, confirmed="yes"))
         page = client.get(back).text
         overview = client.get("/dashboard").text
 
@@ -195,7 +195,7 @@ def test_emptying_a_batch_queue_from_the_dashboard_completes_the_batches_it_ends
 
     with signed_in(url) as client:
         emptied = client.post("/dashboard/queues/prompt_enhance_batch/empty",
-                              data={"back": "/dashboard", "confirmed": "yes"})
+                              data=client.form(back="/dashboard", confirmed="yes"))
         queue_page = client.get("/dashboard/queues/prompt_enhance_batch").text
 
     assert emptied.headers["location"] == "/dashboard?done=emptied"

@@ -12,6 +12,7 @@ import fastapi.routing
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from queue_config.settings import Settings
 from tests.servers import WorkerProcess, free_port, wait_for
@@ -43,10 +44,11 @@ FinishedJob = tuple[httpx.Response, list[dict[str, Any]]]
 
 
 @contextmanager
-def api_server(settings: Settings) -> Iterator[str]:
-    """``create_app(settings)`` served by uvicorn in a thread on a free loopback port; yields the base URL."""
+def api_server(settings: Settings, app: FastAPI | None = None) -> Iterator[str]:
+    """``create_app(settings)`` (or ``app``) served by uvicorn in a thread on a free loopback port; yields the base
+    URL."""
     port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
+    config = uvicorn.Config(app or create_app(settings), host="127.0.0.1", port=port, log_level="warning",
                             lifespan="off", timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"api-{port}", daemon=True)

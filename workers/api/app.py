@@ -1,4 +1,8 @@
-"""The FastAPI application: job API under /v1, dashboard under /dashboard, metrics at /metrics."""
+"""The FastAPI application: job API under /v1, dashboard under /dashboard, metrics at /metrics.
+
+FastAPI's own /docs, /redoc and /openapi.json are off: workers/api/docs.py serves /docs and
+/openapi.json behind the token, with Swagger UI from an installed package instead of a CDN.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from queue_config.settings import Settings, get_settings
 from workers.api.context import ApiContext
+from workers.api.security_headers import SecurityHeaders, server_error
 from workers.outages import OUTAGE_ERRORS
 
 #: What a client is told to wait before trying again while Redis is unreachable.
@@ -16,7 +21,10 @@ RETRY_AFTER_S = 5
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app, served under ``settings.api_root_path`` (a URL prefix behind a proxy)."""
     settings = settings or get_settings()
-    app = FastAPI(title="framequeue", version="1", root_path=settings.api_root_path)
+    app = FastAPI(title="framequeue", version="1", root_path=settings.api_root_path,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(SecurityHeaders)
+    app.add_exception_handler(Exception, server_error)
     app.state.context = ApiContext(settings)
     from workers.api import routes
 

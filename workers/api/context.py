@@ -44,9 +44,9 @@ _bearer = HTTPBearer(auto_error=False)
 def require_token(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
-    """Bearer-token auth (``FRAMEQUEUE_API_TOKEN``); the dashboard may also pass it as a cookie."""
+    """Bearer-token auth (``FRAMEQUEUE_API_TOKEN``), the header only: no cookie opens ``/v1`` or ``/metrics``."""
     expected = context(request).settings.api_token
-    given = credentials.credentials if credentials else request.cookies.get("framequeue_token", "")
+    given = credentials.credentials if credentials else ""
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token",
                             headers={"WWW-Authenticate": "Bearer"})

@@ -1,9 +1,9 @@
 """The operator dashboard under ``/dashboard``: server-rendered pages over ``workers.ops``.
 
-Auth is the API token, as a bearer header or the ``framequeue_token`` cookie that the login
-form sets (HttpOnly, SameSite=Strict: scripts cannot read it and other sites' requests do not
-carry it). Actions are POSTs; one whose ``Sec-Fetch-Site`` or ``Origin`` names another site is
-refused too, and every page forbids framing. Destructive actions ask first: a ``confirm()``
+Auth is the API token as a bearer header, or a sign-in session: the login form takes the token
+once and sets a cookie holding a random session id (workers/api/sessions.py), never the token.
+Actions are POSTs; one that a session cookie authenticates must come from this origin and carry
+the session's CSRF token (workers/api/csrf.py). Destructive actions ask first: a ``confirm()``
 in the browser, or, without JavaScript, a confirmation page. Links start with the request's
 ``root_path``, so the dashboard works behind a reverse proxy's URL prefix.
 """
@@ -21,9 +21,9 @@ from queue_config.stages import STAGES
 from workers import batches, ops
 from workers.api import dashboard_actions  # noqa: F401  (registers the POST actions)
 from workers.api.context import context
+from workers.api.csrf import require_csrf_token, require_same_origin
 from workers.api.dashboard_kit import (
     BATCH_PAGE_JOBS,
-    COOKIE,
     DASHBOARD_DIR,
     INLINE_TEXT_MAX_BYTES,
     OVERVIEW_BATCHES,
@@ -41,8 +41,13 @@ from workers.api.dashboard_kit import (
     store_of,
     with_manifest_url,
 )
+from workers.api.security_headers import ARTIFACT_CONTENT_SECURITY_POLICY
+from workers.api.sessions import clear_session_cookie, current_session, sessions_of, set_session_cookie
 from workers.jobs.record import TERMINAL_STATES
 from workers.keys.pool import key_health
+
+#: Stored bytes served here are never a page (the other security headers come from the middleware).
+ARTIFACT_HEADERS = {"Content-Security-Policy": ARTIFACT_CONTENT_SECURITY_POLICY}
 
 # Sign-in --------------------------------------------------------------------------------------
 
@@ -58,15 +63,19 @@ def login(request: Request, fields: Form) -> Response:
         return render(request, "login.html", status.HTTP_401_UNAUTHORIZED, error="Wrong token.",
                       next=fields.get("next", ""))
     response = back_to(request, {"back": fields.get("next", "")}, "")
-    response.set_cookie(COOKIE, given, httponly=True, samesite="strict", path=f"{root_of(request)}/",
-                        secure=request.url.scheme == "https")
+    set_session_cookie(request, response, sessions_of(request).create(expected))
     return response
 
 
-@router.post("/logout", dependencies=[Depends(same_site)])
-def logout(request: Request) -> Response:
+@router.post("/logout")
+def logout(request: Request, fields: Form) -> Response:
+    """Ends the session (its Redis key is deleted: the old cookie opens nothing) and drops the cookie."""
+    if session := current_session(request):
+        require_same_origin(request)
+        require_csrf_token(session, fields)
+        sessions_of(request).revoke(session.id)
     response = RedirectResponse(f"{root_of(request)}/dashboard/login", status.HTTP_303_SEE_OTHER)
-    response.delete_cookie(COOKIE, path=f"{root_of(request)}/")
+    clear_session_cookie(request, response)
     return response
 
 
@@ -130,7 +139,8 @@ def artifact(request: Request, job_id: str, name: str) -> Response:
     if record is None or name not in record.artifacts:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such artifact")
     found = record.artifacts[name]
-    return Response(store_of(request).get_bytes(found["key"]), media_type=found.get("content_type"))
+    return Response(store_of(request).get_bytes(found["key"]), media_type=found.get("content_type"),
+                    headers=ARTIFACT_HEADERS)
 
 
 @guarded.get("/queues/{queue}")
@@ -167,7 +177,7 @@ def manifest(request: Request, batch_id: str) -> Response:
     key = known_batch(request, batch_id)["manifest_key"]
     if not key:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "the batch has no manifest yet")
-    return Response(store_of(request).get_bytes(key), media_type="application/x-ndjson")
+    return Response(store_of(request).get_bytes(key), media_type="application/x-ndjson", headers=ARTIFACT_HEADERS)
 
 
 

@@ -16,9 +16,10 @@ from fastapi.templating import Jinja2Templates
 from storage import ObjectStore, open_store
 from workers import batches, ops
 from workers.api.context import context, require_token
+from workers.api.csrf import require_csrf_token, require_same_origin
+from workers.api.sessions import current_session
 from workers.batches.files import BATCH_ID_PATTERN
 
-COOKIE = "framequeue_token"
 #: Text artifacts up to this size are shown inline on the job page.
 INLINE_TEXT_MAX_BYTES = 4096
 #: Batches shown on the overview, newest first.
@@ -33,11 +34,10 @@ DONE = {
     "retried": "The batch's failed jobs are queued again, from their first stage.",
     "batch_cancelled": "Batch cancelled: its unfinished jobs stop at their next message.",
 }
-_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' http: https:; media-src 'self' http: https:; "
-                               "frame-ancestors 'none'; form-action 'self'",
-    "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin", "Cache-Control": "no-store",
-}
+#: Pages show live state: never cached. (CSP, framing and the rest: workers/api/security_headers.py.)
+_HEADERS = {"Cache-Control": "no-store"}
+#: Methods that change nothing: a session cookie alone may ask for them.
+SAFE_METHODS = frozenset({"GET", "HEAD"})
 DASHBOARD_DIR = Path(__file__).parent
 _bearer = HTTPBearer(auto_error=False)
 
@@ -67,19 +67,31 @@ TEMPLATES = Jinja2Templates(env=jinja2.Environment(loader=jinja2.FileSystemLoade
 TEMPLATES.env.filters.update(ago=_ago, span=_span, clock=lambda s: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s)))
 
 
-def signed_in(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-    """``require_token``; a browser that has not signed in is sent to the login form instead."""
-    try:
+async def signed_in(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """The bearer token, or a live session whose POSTs come from this origin with its CSRF token.
+
+    A browser that has not signed in (or whose session expired or was signed out) is sent to the
+    login form; a POST without either is refused (401), one failing the CSRF checks too (403).
+    """
+    if credentials is not None:
         require_token(request, credentials)
-    except HTTPException:
-        if request.method != "GET":
-            raise
+        return
+    session = current_session(request)
+    if session is None:
+        if request.method not in SAFE_METHODS:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "sign in first")
         login = f"{root_of(request)}/dashboard/login?next={quote(here(request))}"
-        raise HTTPException(status.HTTP_303_SEE_OTHER, "sign in first", headers={"Location": login}) from None
+        raise HTTPException(status.HTTP_303_SEE_OTHER, "sign in first", headers={"Location": login})
+    if request.method not in SAFE_METHODS:
+        require_same_origin(request)
+        require_csrf_token(session, await form_of(request))
+    request.state.session = session
 
 
 def same_site(request: Request) -> None:
-    """Refuse a POST that a browser says came from another site (defence beside SameSite=Strict)."""
+    """Refuse a sign-in that a browser says came from another site (the cookie-less POST: no CSRF token yet)."""
     origin = request.headers.get("origin")
     hosts = {request.headers.get("host"), request.headers.get("x-forwarded-host")}
     if request.headers.get("sec-fetch-site") == "cross-site" or (origin and urlsplit(origin).netloc not in hosts):
@@ -94,12 +106,14 @@ async def form_of(request: Request) -> dict[str, str]:
 Form = Annotated[dict[str, str], Depends(form_of)]
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 guarded = APIRouter(dependencies=[Depends(signed_in)])
-actions = APIRouter(dependencies=[Depends(same_site), Depends(signed_in)])
+actions = APIRouter(dependencies=[Depends(signed_in)])
 
 
 def render(request: Request, template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
     done = DONE.get(request.query_params.get("done", ""), "")
-    values = {"root": root_of(request), "done": done, "here": here(request), **values}
+    session = getattr(request.state, "session", None)
+    values = {"root": root_of(request), "done": done, "here": here(request),
+              "csrf_token": session.csrf_token if session else "", **values}
     return TEMPLATES.TemplateResponse(request, template, values, status_code=status_code, headers=_HEADERS)
 
 

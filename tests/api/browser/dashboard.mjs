@@ -28,7 +28,7 @@ try {
   seen.loginUrl = new URL(page.url()).pathname;
   await page.fill("#token", config.token);
   await Promise.all([page.waitForURL(`**/dashboard/jobs/${config.jobId}`), page.click("button[type=submit]")]);
-  seen.cookieReadableByScripts = await page.evaluate(() => document.cookie.includes("framequeue_token"));
+  seen.cookieReadableByScripts = await page.evaluate(() => document.cookie.includes("framequeue_session"));
 
   // The page refreshes itself until the job has succeeded; its image artifact is previewed.
   await page.waitForSelector('h1 [data-state="succeeded"]', { timeout: JOB_TIMEOUT_MS });
