@@ -15,18 +15,7 @@ import PIL.Image
 
 from pipelines.errors import InvalidInputError, UnknownBackendError
 
-BACKENDS: tuple[str, ...] = ("opennsfw", "nudenet")
-
-#: NudeNet detector classes that count as explicit; its score is the most confident one.
-NUDENET_EXPLICIT_CLASSES: frozenset[str] = frozenset(
-    {
-        "FEMALE_GENITALIA_EXPOSED",
-        "MALE_GENITALIA_EXPOSED",
-        "FEMALE_BREAST_EXPOSED",
-        "BUTTOCKS_EXPOSED",
-        "ANUS_EXPOSED",
-    }
-)
+BACKENDS: tuple[str, ...] = ("opennsfw",)
 
 Scorer = Callable[[list[PIL.Image.Image]], list[float]]
 
@@ -48,16 +37,12 @@ class SafetyClassifier:
         """Load a classifier whose ONNX weights ship inside its wheel (no download).
 
         ``opennsfw`` is Yahoo's open_nsfw classifier: a calibrated whole-image probability.
-        ``nudenet`` is a detector of exposed body parts; its probability is the confidence of
-        its most confident explicit detection (0 when there is none).
         """
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         if not device.startswith("cuda"):
             providers = ["CPUExecutionProvider"]
         if backend == "opennsfw":
             return cls(_opennsfw_scorer(providers), backend)
-        if backend == "nudenet":
-            return cls(_nudenet_scorer(), backend)
         raise UnknownBackendError(f"unknown safety backend {backend!r}; expected one of {BACKENDS}")
 
     def __call__(self, images: list[PIL.Image.Image]) -> list[float]:
@@ -75,22 +60,6 @@ def _opennsfw_scorer(providers: list[str]) -> Scorer:
 
     def score(images: list[PIL.Image.Image]) -> list[float]:
         return [prediction.nsfw for prediction in classifier.classify_batch(images)]
-
-    return score
-
-
-def _nudenet_scorer() -> Scorer:
-    from nudenet import NudeDetector
-
-    detector = NudeDetector()
-
-    def score(images: list[PIL.Image.Image]) -> list[float]:
-        # NudeNet converts from 4 channels (as cv2.imread would give BGRA); hand it RGBA.
-        arrays = [np.asarray(image.convert("RGBA")) for image in images]
-        return [
-            max((d["score"] for d in found if d["class"] in NUDENET_EXPLICIT_CLASSES), default=0.0)
-            for found in detector.detect_batch(arrays)
-        ]
 
     return score
 

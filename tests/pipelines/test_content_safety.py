@@ -11,31 +11,40 @@ from pipelines.safety import (
     sample_frames,
 )
 from pipelines.text_to_image import TextToImage
+from tests.pipelines.conftest import DEFAULT_SAFETY_THRESHOLD
 
 
-@pytest.fixture(scope="module", params=["opennsfw", "nudenet"])
-def classifier(request: pytest.FixtureRequest) -> SafetyClassifier:
-    return SafetyClassifier.from_pretrained(request.param, device="cpu")
+@pytest.fixture(scope="module")
+def classifier() -> SafetyClassifier:
+    return SafetyClassifier.from_pretrained("opennsfw", device="cpu")
 
 
-def test_scores_are_probabilities_one_per_image(
-    classifier: SafetyClassifier, landscape: PIL.Image.Image, text_to_image: TextToImage
+@pytest.fixture(scope="module")
+def render(text_to_image: TextToImage) -> PIL.Image.Image:
+    return text_to_image(["a fox"], seeds=[0], width=64, height=64, steps=2).images[0]
+
+
+def test_the_unsafe_image_is_blocked_and_safe_images_pass_at_the_default_threshold(
+    classifier: SafetyClassifier, unsafe_image: PIL.Image.Image, landscape: PIL.Image.Image, render: PIL.Image.Image
 ) -> None:
-    render = text_to_image(["a fox"], seeds=[0], width=64, height=64, steps=2).images[0]
+    unsafe, drawn, rendered = classifier([unsafe_image, landscape, render])
+    assert unsafe > DEFAULT_SAFETY_THRESHOLD > max(drawn, rendered)
+
+
+def test_scores_come_one_per_image_in_input_order_whatever_the_mode(
+    classifier: SafetyClassifier, unsafe_image: PIL.Image.Image, landscape: PIL.Image.Image
+) -> None:
+    scores = classifier([landscape.convert("L"), unsafe_image.convert("RGBA"), landscape])
+    assert len(scores) == 3 and all(isinstance(score, float) for score in scores)
+    assert scores[1] > DEFAULT_SAFETY_THRESHOLD > max(scores[0], scores[2])
+
+
+def test_the_model_itself_gives_probabilities_before_any_clamping(
+    classifier: SafetyClassifier, unsafe_image: PIL.Image.Image, landscape: PIL.Image.Image, render: PIL.Image.Image
+) -> None:
     skin_tone = PIL.Image.new("RGB", (96, 96), (230, 180, 150))
-    scores = classifier([landscape, render, skin_tone, landscape.convert("L")])
-    assert len(scores) == 4
-    assert all(isinstance(score, float) and 0.0 <= score <= 1.0 for score in scores)
-
-
-def test_a_landscape_is_scored_safe(classifier: SafetyClassifier, landscape: PIL.Image.Image) -> None:
-    assert classifier([landscape])[0] < 0.1
-
-
-def test_opennsfw_gives_a_graded_score_not_a_constant(landscape: PIL.Image.Image) -> None:
-    classifier = SafetyClassifier.from_pretrained("opennsfw")
-    scores = classifier([landscape, PIL.Image.new("RGB", (96, 96), (230, 180, 150))])
-    assert scores[0] != scores[1] and max(scores) > 0.0
+    raw = classifier.scorer([landscape, render, skin_tone, unsafe_image])
+    assert len(raw) == 4 and all(0.0 <= score <= 1.0 for score in raw)
 
 
 def test_no_images_give_no_scores(classifier: SafetyClassifier) -> None:
@@ -43,8 +52,8 @@ def test_no_images_give_no_scores(classifier: SafetyClassifier) -> None:
 
 
 def test_an_unknown_backend_is_rejected() -> None:
-    with pytest.raises(UnknownBackendError, match="clip"):
-        SafetyClassifier.from_pretrained("clip")
+    with pytest.raises(UnknownBackendError, match="nudenet"):
+        SafetyClassifier.from_pretrained("nudenet")
 
 
 def test_sampled_frames_are_evenly_spaced_from_first_to_last() -> None:
@@ -64,7 +73,7 @@ def test_sampling_rejects_arrays_that_are_not_frames() -> None:
         sample_frames(np.zeros((4, 4, 3), dtype=np.uint8), 2)
 
 
-def test_sampled_clip_frames_can_be_scored(landscape: PIL.Image.Image) -> None:
+def test_sampled_clip_frames_can_be_scored(classifier: SafetyClassifier, landscape: PIL.Image.Image) -> None:
     clip = CameraMotionFrames("zoom_in")(landscape, num_frames=12, fps=12, seed=0)
-    scores = SafetyClassifier.from_pretrained("opennsfw")(sample_frames(clip.frames, 4))
-    assert len(scores) == 4 and max(scores) < 0.1
+    scores = classifier(sample_frames(clip.frames, 4))
+    assert len(scores) == 4 and max(scores) < DEFAULT_SAFETY_THRESHOLD

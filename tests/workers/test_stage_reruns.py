@@ -14,6 +14,7 @@ from PIL import Image
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from queue_config.stages import stage_plan
+from tests.pipelines.conftest import DEFAULT_SAFETY_THRESHOLD, build_unsafe_image
 from workers.jobs.messages import StageMessage
 from workers.middleware import JobStatusMiddleware
 from workers.runtime import Runtime
@@ -27,12 +28,12 @@ def runtime(settings: Settings, tiny_profile) -> Runtime:  # type: ignore[no-unt
     return Runtime(settings.model_copy(update={"namespace": f"stage-test-{uuid.uuid4().hex[:8]}"}))
 
 
-def image_job_at_safety_check(runtime: Runtime) -> StageMessage:
-    """An image job whose key image is stored, as the image stage would leave it."""
+def image_job_at_safety_check(runtime: Runtime, image: Image.Image | None = None) -> StageMessage:
+    """An image job whose key image (a plain blue square unless given) is stored, as the image stage would leave it."""
     spec = JobSpec(prompt="a lantern in the fog", kind=JobKind.image, width=64, height=64)
     runtime.status.create(spec, stage_plan(spec.kind))
-    image = png_bytes(Image.new("RGB", (64, 64), (40, 90, 160)))
-    stored = runtime.store.put_content(f"jobs/{spec.id}/image", image, "png", "image/png")
+    key_image = png_bytes(image or Image.new("RGB", (64, 64), (40, 90, 160)))
+    stored = runtime.store.put_content(f"jobs/{spec.id}/image", key_image, "png", "image/png")
     return StageMessage(job=spec, refs={"image": stored.key})
 
 
@@ -84,14 +85,17 @@ def test_a_duplicate_message_after_success_changes_nothing_and_the_job_succeeds_
     assert events_of(runtime, message.job.id).count("succeeded") == 1
 
 
-def test_the_classifier_blocks_a_job_at_the_threshold_and_it_uploads_nothing(runtime: Runtime) -> None:
-    runtime.settings = runtime.settings.model_copy(update={"safety_threshold": 0.0})
-    message = image_job_at_safety_check(runtime)
+def test_the_classifier_blocks_an_unsafe_image_at_the_default_threshold_and_it_uploads_nothing(
+    runtime: Runtime,
+) -> None:
+    assert runtime.settings.safety_threshold == DEFAULT_SAFETY_THRESHOLD
+    message = image_job_at_safety_check(runtime, build_unsafe_image())
 
     run_on_stub_broker(runtime, ["safety_check", "upload"], ("safety_check", message))
 
     record = runtime.status.get(message.job.id)
     assert record is not None and record.state == "blocked" and record.safety_score is not None
+    assert record.safety_score >= DEFAULT_SAFETY_THRESHOLD
     assert record.error.startswith("blocked by safety check: NSFW score")
     assert "upload" not in record.attempts and not record.result_key
 
