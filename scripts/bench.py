@@ -30,7 +30,6 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import dramatiq  # noqa: E402
 import psutil  # noqa: E402
-import redis  # noqa: E402
 from dramatiq.brokers.redis import RedisBroker  # noqa: E402
 
 from queue_config.jobs import JobKind, JobSpec  # noqa: E402
@@ -41,6 +40,7 @@ from workers.embedded_redis import private_redis_server  # noqa: E402
 from workers.jobs.record import TERMINAL_STATES, JobStatusStore  # noqa: E402
 from workers.jobs.submit import submit_job  # noqa: E402
 from workers.middleware import JobStatusMiddleware  # noqa: E402
+from workers.redis_connection import redis_client  # noqa: E402
 from workers.remote import add_remote_middleware  # noqa: E402
 from workers.runtime import Runtime  # noqa: E402
 from workers.stage_actor import declare_stage_actors  # noqa: E402
@@ -59,8 +59,8 @@ def wait_until(condition, timeout_s: float = 600.0, interval_s: float = 0.02) ->
 
 def bare_dramatiq_jobs_per_s(redis_url: str, jobs: int, threads: int, namespace: str) -> float:
     """A chain of DEPTH plain dramatiq actors, each sending to the next; the last counts."""
-    broker = RedisBroker(url=redis_url, namespace=namespace)
-    client = redis.Redis.from_url(redis_url)
+    broker = RedisBroker(client=redis_client(redis_url), namespace=namespace)
+    client = redis_client(redis_url)
     done_key = f"{namespace}:done"
     actors: list[dramatiq.Actor] = []
 
@@ -187,7 +187,7 @@ def bench_latency(redis_url: str, data_dir: Path) -> None:
                               cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak = _PeakRss(worker.pid)
     peak.start()
-    status = JobStatusStore(redis.Redis.from_url(redis_url, decode_responses=True), settings.namespace)
+    status = JobStatusStore(redis_client(redis_url, decode_responses=True), settings.namespace)
     broker = build_broker(settings)
     try:
         booting = time.perf_counter()

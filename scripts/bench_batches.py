@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import dramatiq
-import redis
 
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
@@ -22,6 +21,7 @@ from workers.batches import batch_progress, cancel_batch, submit_lines
 from workers.batches.files import parse_batch
 from workers.broker import build_broker
 from workers.jobs.submit import submit_job
+from workers.redis_connection import redis_client
 from workers.runtime import Runtime
 from workers.stage_actor import declare_stage_actors
 
@@ -38,7 +38,7 @@ def interactive_latency_s(settings: Settings, runtime: Runtime, broker: dramatiq
 
 def bench_batches(redis_url: str, data_dir: Path, *, threads: int) -> None:
     settings = Settings(redis_url=redis_url, namespace="bench-batch", data_dir=data_dir)
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     text = "\n".join(json.dumps({"prompt": f"overnight item {n}", "kind": "image"}) for n in range(ITEMS))
     lines = parse_batch(text, batch_id="bench")
     broker = build_broker(settings)

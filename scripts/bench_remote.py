@@ -17,13 +17,12 @@ import threading
 import time
 from pathlib import Path
 
-import redis
-
 from pipelines.remote import KeyConfig, ProviderSimulator
 from queue_config.jobs import JobKind
 from queue_config.settings import Settings
 from scripts.bench import framequeue_jobs_per_s, no_op_stages
 from workers.limits import RedisLimiter
+from workers.redis_connection import redis_client
 from workers.stages import STAGE_FUNCTIONS
 
 SIM_KEYS = [f"bench-key-{n}" for n in range(4)]
@@ -54,7 +53,7 @@ key_requests_per_minute = {KEY_REQUESTS_PER_MINUTE}
 
 
 def bench_limiter(redis_url: str, window_s: float) -> None:
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     limiter = RedisLimiter(client, "bench-limiter")
     calls = 3000
     started = time.perf_counter()

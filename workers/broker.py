@@ -14,6 +14,7 @@ from queue_config.settings import Settings
 from workers.embedded_redis import resolve_redis_url
 from workers.jobs.record import JobStatusStore, QueuedMessage
 from workers.middleware import JobStatusMiddleware
+from workers.redis_connection import redis_client
 
 
 class FramequeueBroker(RedisBroker):
@@ -84,13 +85,13 @@ def build_broker(settings: Settings) -> FramequeueBroker:
     """A RedisBroker with dramatiq's default middleware plus framequeue's."""
     url = resolve_redis_url(settings)
     broker = FramequeueBroker(
-        url=url,
+        client=redis_client(url),
         namespace=settings.namespace,
         heartbeat_timeout=settings.heartbeat_timeout_ms,
         maintenance_chance=settings.maintenance_chance,
     )
     broker.add_middleware(CurrentMessage())
     # Before Retries in the list, so that its after-hooks (run in reverse) see the final verdict.
-    status = JobStatusStore(redis.Redis.from_url(url, decode_responses=True), settings.namespace)
+    status = JobStatusStore(redis_client(url, decode_responses=True), settings.namespace)
     broker.add_middleware(JobStatusMiddleware(status), before=Retries)
     return broker

@@ -24,9 +24,13 @@ from pathlib import Path
 import redis
 
 from queue_config.settings import Settings
+from workers.redis_connection import redis_client
 
 #: How long to wait for a freshly started server to answer PING.
 START_TIMEOUT_S = 10.0
+#: When the embedded server fsyncs its append-only file: once a second, so a crash of the machine
+#: loses at most about the last second of writes (Redis's own default, made explicit here).
+APPEND_FSYNC = "everysec"
 
 
 def resolve_redis_url(settings: Settings) -> str:
@@ -71,6 +75,7 @@ def ensure_embedded_redis(data_dir: Path) -> str:
                 "--logfile", str(data_dir / "redis.log"),
                 "--dir", str(data_dir),
                 "--appendonly", "yes",
+                "--appendfsync", APPEND_FSYNC,
                 "--save", "",
             ],
             check=True,
@@ -85,13 +90,13 @@ def stop_embedded_redis(data_dir: Path) -> bool:
     if not _answers(url):
         return False
     with contextlib.suppress(redis.ConnectionError):  # the server drops the connection as it exits
-        redis.Redis.from_url(url).shutdown()
+        redis_client(url).shutdown()
     return True
 
 
 def _answers(url: str) -> bool:
     try:
-        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+        return bool(redis_client(url, socket_timeout=1).ping())
     except (redis.ConnectionError, redis.TimeoutError, FileNotFoundError):
         return False
 

@@ -15,6 +15,7 @@ from queue_config.settings import Settings
 from workers.broker import FramequeueBroker, build_broker
 from workers.embedded_redis import resolve_redis_url
 from workers.jobs.record import JobStatusStore
+from workers.redis_connection import redis_client
 
 
 @dataclass
@@ -23,7 +24,7 @@ class ApiContext:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(resolve_redis_url(self.settings), decode_responses=True)
+        return redis_client(resolve_redis_url(self.settings), decode_responses=True)
 
     @cached_property
     def status(self) -> JobStatusStore:

@@ -25,6 +25,7 @@ from workers.api.context import context, require_token
 from workers.embedded_redis import resolve_redis_url
 from workers.jobs.record import TERMINAL_STATES, JobRecord
 from workers.jobs.submit import Submission, submit_job
+from workers.redis_connection import async_redis_client
 
 #: Largest body ``POST /v1/jobs`` reads: a spec at every limit (two 1000-character prompts) is far smaller.
 MAX_SUBMIT_BODY_BYTES: Final = 64 * 1024
@@ -194,7 +195,7 @@ async def job_events(
     store = context(request).status
     after_id = last_event_id or f"{max(0, int((record.created_at - EVENTS_CLOCK_SKEW_S) * 1000))}-0"
     # redis-py's default socket timeout (5 s) would cut a blocked XREAD short: allow for the block.
-    client = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=EVENTS_READ_BLOCK_MS / 1000 + 10)
+    client = async_redis_client(url, decode_responses=True, socket_timeout=EVENTS_READ_BLOCK_MS / 1000 + 10)
     try:
         async for event in follow_job_events(client, store.events_key, store.job_key(record.id), record.id, after_id):
             yield ServerSentEvent(data=event, event=event.event, id=event.id or None)

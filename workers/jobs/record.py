@@ -25,6 +25,7 @@ from queue_config.jobs import JobSpec
 from queue_config.settings import Settings
 from workers.embedded_redis import resolve_redis_url
 from workers.jobs.outcome import StageOutcome
+from workers.redis_connection import redis_client
 
 TERMINAL_STATES = ("succeeded", "failed", "blocked", "cancelled")
 #: Events kept in the stream (approximately; older ones are trimmed).
@@ -97,7 +98,7 @@ class JobStatusStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> JobStatusStore:
         """The store on the configured Redis (the embedded one when ``REDIS_URL`` is unset)."""
-        client = redis.Redis.from_url(resolve_redis_url(settings), decode_responses=True)
+        client = redis_client(resolve_redis_url(settings), decode_responses=True)
         return cls(client, settings.namespace)
 
     def job_key(self, job_id: str) -> str:
