@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     #: (doubling each time).
     webhook_max_attempts: int = 6
     webhook_first_retry_s: float = 2.0
+    #: Longest one delivery attempt may take; a delivery whose sender died is due again a little
+    #: after that (see workers/doors/webhooks.py).
+    webhook_timeout_s: float = 10.0
 
     #: When batch work may run, e.g. ``22:00-06:00`` (HH:MM[:SS]); empty: any time.
     batch_window: str = ""

@@ -213,37 +213,61 @@ def test_a_refused_delivery_is_retried_with_doubling_backoff_under_the_same_even
 
 
 @pytest.mark.timeout(120)
-def test_events_a_killed_sender_had_read_are_delivered_by_another(
-    settings: Settings, own_status: JobStatusStore, artifacts_dir: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_delivery_a_killed_sender_was_making_is_made_by_another_and_nothing_is_lost(
+    settings: Settings, own_status: JobStatusStore, artifacts_dir: Path
 ) -> None:
     client, stream = own_status.client, own_status.events_key
     ensure_group(client, stream, webhooks.GROUP, start_id="$")  # as the sender does; the jobs' events follow
+    timeout_s = 2.0  # the killed sender's: its claims are due again LEASE_MARGIN_S after that
+    retry_key = WebhookSender(own_status, SECRET).retry_key
     with receiving(failures=0, hold_first=True) as receiver:
         event_ids = [hooked_job(own_status, receiver.url, f"a kite, take {n}")[1] for n in range(3)]
         env = {**settings_env(settings), "FRAMEQUEUE_NAMESPACE": own_status.namespace,
-               "FRAMEQUEUE_WEBHOOK_SECRET": SECRET}
+               "FRAMEQUEUE_WEBHOOK_SECRET": SECRET, "FRAMEQUEUE_WEBHOOK_TIMEOUT_S": str(timeout_s)}
         with open(artifacts_dir / "webhooks-killed.log", "wb") as log:
             dying = subprocess.Popen([sys.executable, "-m", "workers.cli", "webhooks"], env=env, cwd=REPO_ROOT,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             try:
                 wait_for(lambda: receiver.deliveries, 60, "the first sender to start delivering")
-                pending = client.xpending(stream, webhooks.GROUP)
             finally:
                 os.killpg(dying.pid, signal.SIGKILL)
                 dying.wait(10)
+        killed_at_s = time.time()
+        in_delivery = {json.loads(member)["event"]["id"]: due_s
+                       for member, due_s in client.zrange(retry_key, 0, -1, withscores=True)}
         receiver.release.set()
-        monkeypatch.setattr(webhooks, "CLAIM_IDLE_MS", 200)  # instead of 30 s
         with serving(WebhookSender(own_status, SECRET, max_attempts=3, first_retry_s=0.2)):
             wait_for(lambda: {e["id"] for e in receiver.accepted_events()} == set(event_ids), 30,
                      "the second sender to deliver every event")
-            wait_for(lambda: client.xpending(stream, webhooks.GROUP)["pending"] == 0, 10,
-                     "the second sender to acknowledge them")
+            wait_for(lambda: not client.exists(retry_key), 10, "the second sender to settle every delivery")
 
-    assert pending["pending"] == 3 and len(pending["consumers"]) == 1  # all read by the sender that was killed
     held, *delivered = receiver.deliveries
-    assert (held.code, held.headers[EVENT_ID]) == (UNANSWERED, event_ids[0])
+    assert held.code == UNANSWERED and held.headers[EVENT_ID] in event_ids
+    # The held delivery was still in the set when its sender died, claimed until its lease ran out.
+    assert in_delivery[held.headers[EVENT_ID]] > killed_at_s
+    assert client.xpending(stream, webhooks.GROUP)["pending"] == 0  # every event had been handed on
     assert sorted(delivery.headers[EVENT_ID] for delivery in delivered) == sorted(event_ids)
     assert all(delivery.code == 200 and delivery.event["id"] == delivery.headers[EVENT_ID] for delivery in delivered)
+    records = [client.hget(key, "webhook_error") for key in client.scan_iter(match=own_status.job_key("*"))]
+    assert len(records) == 3 and records == [None] * 3
+
+
+def test_events_a_sender_read_but_died_before_handing_on_are_handed_on_by_another(
+    own_status: JobStatusStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, stream = own_status.client, own_status.events_key
+    ensure_group(client, stream, webhooks.GROUP, start_id="$")
+    with receiving(failures=0) as receiver:
+        event_ids = [hooked_job(own_status, receiver.url, f"a heron, take {n}")[1] for n in range(2)]
+        # What a sender that dies right after reading leaves: the events pending for it in the group.
+        client.xreadgroup(webhooks.GROUP, "a-sender-that-died", {stream: ">"}, count=10)
+        assert client.xpending(stream, webhooks.GROUP)["pending"] == 2
+        monkeypatch.setattr(webhooks, "CLAIM_IDLE_MS", 200)  # instead of 30 s
+        with serving(WebhookSender(own_status, SECRET, max_attempts=3, first_retry_s=0.2)):
+            wait_for(lambda: sorted(e["id"] for e in receiver.accepted_events()) == sorted(event_ids), 30,
+                     "another sender to deliver the events the dead one had read")
+
+    assert client.xpending(stream, webhooks.GROUP)["pending"] == 0
 
 
 @pytest.mark.usefixtures("workers")

@@ -110,7 +110,8 @@ def cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
     from workers.doors.webhooks import WebhookSender
 
     sender = WebhookSender(JobStatusStore.from_settings(settings), settings.webhook_secret,
-                           max_attempts=settings.webhook_max_attempts, first_retry_s=settings.webhook_first_retry_s)
+                           max_attempts=settings.webhook_max_attempts, first_retry_s=settings.webhook_first_retry_s,
+                           timeout_s=settings.webhook_timeout_s)
     print(f"webhooks: following {sender.status.events_key}", flush=True)
     sender.run()
     return 0

@@ -1,10 +1,15 @@
 """Webhooks: each job's state changes, POSTed to the URL the job names, signed, retried.
 
 A ``webhooks`` process follows the event stream through a consumer group, so
-stages never wait on a receiver, and an event read but not yet delivered by a
-process that dies is delivered by another (at least once: receivers dedupe on
-``X-Framequeue-Event-Id``). A failed delivery is retried with doubling
-backoff from a sorted set; after the last attempt the job's record says why.
+stages never wait on a receiver. Each event of a job that names a URL is handed
+from the stream to the delivery set (a sorted set scored by when the delivery
+is due) in one transaction with its acknowledgement. A sender claims a due
+delivery by moving its score to a lease deadline, never by removing it: the
+delivery leaves the set only after a 2xx answer or once its giving up is
+recorded, and one whose sender died mid-attempt is due again when its lease
+ends. So delivery is at least once, across crashes (receivers dedupe on
+``X-Framequeue-Event-Id``). A failed delivery is retried with doubling backoff;
+after the last attempt the job's record says why.
 
 Signature: ``X-Framequeue-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>">`` with
 the shared secret, and ``X-Framequeue-Timestamp: <unix seconds>``; see
@@ -18,6 +23,7 @@ import hmac
 import json
 import socket
 import time
+from pathlib import Path
 from typing import Any, cast
 
 import requests
@@ -28,10 +34,15 @@ from workers.jobs.record import JobStatusStore
 from workers.outages import serve_through_outages
 
 GROUP = "webhooks"
-#: How long one delivery may take.
+#: How long one delivery attempt may take.
 TIMEOUT_S = 5.0
-#: An event read by a sender that has been silent this long is delivered by another.
+#: An event read by a sender that has been silent this long is handed on by another.
 CLAIM_IDLE_MS = 30_000
+#: A claimed delivery is due again this long after its attempt's time is up (its sender died).
+LEASE_MARGIN_S = 5.0
+#: Due deliveries claimed in one pass.
+CLAIM_COUNT = 50
+_CLAIM_LUA = (Path(__file__).parent / "webhook_claim.lua").read_text()
 #: How old a signed timestamp a receiver should accept.
 DEFAULT_TOLERANCE_S = 300
 
@@ -62,6 +73,7 @@ class WebhookSender:
         *,
         max_attempts: int = 6,
         first_retry_s: float = 2.0,
+        timeout_s: float = TIMEOUT_S,
         session: requests.Session | None = None,
     ) -> None:
         if not secret:
@@ -72,8 +84,13 @@ class WebhookSender:
         self.secret = secret
         self.max_attempts = max_attempts
         self.first_retry_s = first_retry_s
+        self.timeout_s = timeout_s
+        #: How long a claimed delivery stays another sender's: longer than its attempt can take.
+        self.lease_s = timeout_s + LEASE_MARGIN_S
         self.session = session or requests.Session()
+        #: Deliveries (JSON of url, event and attempt number), scored by when they are due.
         self.retry_key = f"{status.namespace}:webhooks:retry"
+        self._claim = self.client.register_script(_CLAIM_LUA)
         self.consumer = f"{socket.gethostname()}-{id(self)}"
         ensure_group(self.client, status.events_key, GROUP, start_id="$")
 
@@ -83,18 +100,36 @@ class WebhookSender:
                               should_stop=lambda: deadline is not None and time.monotonic() >= deadline)
 
     def serve_once(self, *, block_ms: int = 500) -> None:
-        """Retry what is due, then deliver new events (and those a dead sender had read)."""
-        for member in cast("list[str]", self.client.zrangebyscore(self.retry_key, "-inf", time.time(), 0, 50)):
-            if self.client.zrem(self.retry_key, member):  # claimed: no other sender has it
-                delivery = json.loads(member)
-                self._deliver(delivery["url"], delivery["event"], delivery["attempt"])
+        """Make the deliveries that are due, then hand on new events (and those a dead sender had read)."""
+        self._deliver_due()
         entries = read_group(self.client, self.status.events_key, GROUP, self.consumer, claim_idle_ms=CLAIM_IDLE_MS,
                              count=100, block_ms=block_ms, start_id="$")
+        if entries:
+            self._hand_on(entries)
+            self._deliver_due()
+
+    def _hand_on(self, entries: list[tuple[str, dict[str, str]]]) -> None:
+        """Put the events of jobs that name a URL in the delivery set, due now, acknowledging them with it."""
+        deliveries = {}
         for entry_id, fields in entries:
             url = self._webhook_url(fields)
             if url:
-                self._deliver(url, {"id": entry_id, **fields}, attempt=1)
-            self.client.xack(self.status.events_key, GROUP, entry_id)
+                deliveries[_delivery(url, {"id": entry_id, **fields}, 1)] = time.time()
+        pipe = self.client.pipeline(transaction=True)
+        if deliveries:
+            pipe.zadd(self.retry_key, deliveries)
+        pipe.xack(self.status.events_key, GROUP, *(entry_id for entry_id, _ in entries))
+        pipe.execute()
+
+    def _deliver_due(self) -> None:
+        now = time.time()
+        due = cast("list[str]", self.client.zrangebyscore(self.retry_key, "-inf", now, 0, CLAIM_COUNT))
+        if not due:
+            return
+        claimed = cast("list[str]", self._claim(keys=[self.retry_key], args=[now, now + self.lease_s, *due]))
+        for member in claimed:
+            delivery = json.loads(member)
+            self._deliver(member, delivery["url"], delivery["event"], delivery["attempt"])
 
     def _webhook_url(self, event: dict[str, str]) -> str | None:
         """The job's ``webhook_url``; for a batch's own events, the one given with the batch."""
@@ -103,7 +138,8 @@ class WebhookSender:
         spec = self.client.hget(self.status.job_key(event.get("job_id", "")), "spec")
         return cast("str | None", json.loads(spec).get("webhook_url")) if spec else None
 
-    def _deliver(self, url: str, event: dict[str, Any], attempt: int) -> None:
+    def _deliver(self, member: str, url: str, event: dict[str, Any], attempt: int) -> None:
+        """One attempt at a claimed delivery; it leaves the delivery set only once settled."""
         body = json.dumps(event, sort_keys=True).encode()
         timestamp = int(time.time())
         headers = {
@@ -113,19 +149,28 @@ class WebhookSender:
             "X-Framequeue-Signature": sign(self.secret, timestamp, body),
         }
         try:
-            response = self.session.post(url, data=body, headers=headers, timeout=TIMEOUT_S)
+            response = self.session.post(url, data=body, headers=headers, timeout=self.timeout_s)
             if response.ok:
+                self.client.zrem(self.retry_key, member)
                 return
             problem = f"HTTP {response.status_code}"
         except requests.RequestException as error:
             problem = type(error).__name__
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrem(self.retry_key, member)
         if attempt >= self.max_attempts:
             reason = f"webhook gave up after {attempt} attempts: {problem}"
             owner = self.status.batch_key(event["batch_id"]) if event.get("batch_id") else self.status.job_key(
                 event["job_id"])
-            self.client.hset(owner, "webhook_error", reason)
+            pipe.hset(owner, "webhook_error", reason)
+            pipe.execute()
             self.logger.warning("%s: %s.", owner, reason)
             return
-        due = time.time() + self.first_retry_s * 2 ** (attempt - 1)
-        retry = json.dumps({"url": url, "event": event, "attempt": attempt + 1}, sort_keys=True)
-        self.client.zadd(self.retry_key, {retry: due})
+        pipe.zadd(self.retry_key, {_delivery(url, event, attempt + 1): time.time() + self.first_retry_s * 2 ** (
+            attempt - 1)})
+        pipe.execute()
+
+
+def _delivery(url: str, event: dict[str, Any], attempt: int) -> str:
+    """A delivery as the delivery set holds it."""
+    return json.dumps({"url": url, "event": event, "attempt": attempt}, sort_keys=True)
