@@ -7,6 +7,7 @@ a hostile page served from another loopback port (same site, another origin).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -18,9 +19,9 @@ import pytest
 
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
-from tests.api.test_dashboard import BROWSER_DIR, TOKEN, browser_ready, signed_in
+from tests.api.test_dashboard import BROWSER_DIR, PAGES, TOKEN, browser_ready, signed_in
 from tests.api.test_jobs_api import api_server
-from tests.api.test_ops import Namespace, cleaned_namespace
+from tests.api.test_ops import Namespace, cleaned_namespace, failed_job
 from tests.servers import wait_for
 from workers.api.sessions import COOKIE, SESSION_ID
 from workers.jobs.submit import submit_job
@@ -99,18 +100,46 @@ def test_an_expired_session_is_refused(settings: Settings) -> None:
     for ns in cleaned_namespace(settings, "sessions-ttl"):
         short = ns.settings.model_copy(update={"api_token": TOKEN, "dashboard_session_ttl_s": SHORT_SESSION_TTL_S})
         with api_server(short) as url, signed_in(url) as client:
+            session_id = session_id_of(client)
             assert client.get("/dashboard").status_code == 200
-            expired = wait_for(lambda: (page := client.get("/dashboard")).status_code == 303 and page,
-                               SHORT_SESSION_TTL_S + 10, "the session to expire")
-        key = f"{ns.settings.namespace}:session:{session_id_of(client)}"
+            # The browser drops the cookie at its Max-Age; a replayed id is what the server must refuse.
+            with httpx.Client(base_url=url, cookies={COOKIE: session_id}) as replay:
+                expired = wait_for(lambda: (page := replay.get("/dashboard")).status_code == 303 and page,
+                                   SHORT_SESSION_TTL_S + 10, "the session to expire")
+        key = f"{ns.settings.namespace}:session:{session_id}"
 
     assert expired.headers["location"].startswith("/dashboard/login") and ns.status.client.exists(key) == 0
+
+
+def test_rotating_the_api_token_signs_every_browser_out(served: tuple[Namespace, str]) -> None:
+    ns, url = served
+    with signed_in(url) as client:
+        session_id = session_id_of(client)
+    rotated = ns.settings.model_copy(update={"api_token": "the-new-token"})
+    with api_server(rotated) as new_url, httpx.Client(base_url=new_url, cookies={COOKIE: session_id}) as stale:
+        page = stale.get("/dashboard")
+
+    assert page.status_code == 303 and page.headers["location"].startswith("/dashboard/login")
 
 
 # CSRF -------------------------------------------------------------------------------------------
 
 def cancel(client: httpx.Client, url: str, job_id: str, fields: dict[str, str], **headers: str) -> httpx.Response:
     return client.post(f"{url}/dashboard/jobs/{job_id}/cancel", data={"confirmed": "yes", **fields}, headers=headers)
+
+
+def test_every_form_that_posts_carries_the_sessions_csrf_token(served: tuple[Namespace, str]) -> None:
+    ns, url = served
+    job_id = queued_job(ns)
+    failed_job(ns)
+    with signed_in(url) as client:
+        pages = {page: client.get(f"/dashboard{page}").text for page in (*PAGES, f"/jobs/{job_id}")}
+        pages["confirm"] = cancel(client, url, job_id, client.form(confirmed="")).text
+
+    for name, page in pages.items():
+        forms = re.findall(r'<form[^>]*method="post".*?</form>', page, re.S)
+        assert forms, name
+        assert all(f'name="csrf_token" value="{client.csrf_token}"' in form for form in forms), name
 
 
 def test_a_cookie_post_without_the_sessions_csrf_token_is_refused(served: tuple[Namespace, str]) -> None:
