@@ -261,12 +261,17 @@ def test_links_follow_the_url_prefix(settings: Settings) -> None:
         answer = client.post("/ops/fq/dashboard/login", data={"token": TOKEN, "next": "/ops/fq/dashboard/jobs"})
         page = client.get("/ops/fq/dashboard").text
         redirect = httpx.get(f"{url}/ops/fq/dashboard/failed")
+        docs = client.get("/ops/fq/docs").text
+        schema = client.get("/ops/fq/openapi.json").json()
 
     assert 'href="/ops/fq/dashboard/static/dashboard.css"' in login and 'action="/ops/fq/dashboard/login"' in login
     assert answer.headers["location"] == "/ops/fq/dashboard/jobs"
     assert "path=/ops/fq/" in answer.headers["set-cookie"].lower()
     assert 'href="/ops/fq/dashboard/queues/image"' in page and 'action="/ops/fq/dashboard/queues/image/empty"' in page
     assert redirect.headers["location"].startswith("/ops/fq/dashboard/login?next=/ops/fq/dashboard/failed")
+    assert 'src="/ops/fq/docs/assets/swagger-ui-bundle.js"' in docs
+    assert 'data-openapi-url="/ops/fq/openapi.json"' in docs
+    assert schema["servers"] == [{"url": "/ops/fq"}]
 
 
 # The browser --------------------------------------------------------------------------------------
