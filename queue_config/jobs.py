@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from enum import Enum
 from typing import Annotated, Final, Literal
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -23,6 +24,8 @@ MAX_SIDE_PX = 1024
 MAX_STEPS = 50
 MAX_FRAMES = 240
 MAX_FPS = 60
+#: Longest webhook URL a job may name.
+MAX_WEBHOOK_URL_CHARS = 2048
 
 
 class JobKind(str, Enum):
@@ -42,6 +45,35 @@ def _multiple_of_8(value: int) -> int:
 
 
 SidePx = Annotated[int, Field(ge=MIN_SIDE_PX, le=MAX_SIDE_PX), AfterValidator(_multiple_of_8)]
+
+
+def split_webhook_url(url: str) -> SplitResult:
+    """A webhook URL's parts, once its shape is right: http(s), ASCII, a host, no user or password.
+
+    Where it may go is the webhook sender's policy, checked at each delivery
+    (workers/doors/webhook_policy.py); this is what every door refuses at once.
+    """
+    if len(url) > MAX_WEBHOOK_URL_CHARS:
+        raise ValueError(f"webhook_url is longer than {MAX_WEBHOOK_URL_CHARS} characters")
+    if not url.isascii() or any(char.isspace() or not char.isprintable() for char in url):
+        raise ValueError("webhook_url must be printable ASCII without spaces (punycode or %-encode the rest)")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("webhook_url must be an http:// or https:// URL")
+    if "@" in parts.netloc:
+        raise ValueError("webhook_url must not carry a user name or password")
+    if not parts.hostname:
+        raise ValueError("webhook_url has no host")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in 0-65535
+    except ValueError:
+        raise ValueError("webhook_url has a bad port") from None
+    return parts
+
+
+def _webhook_url(url: str) -> str:
+    split_webhook_url(url)
+    return url
 
 
 def new_job_id() -> str:
@@ -67,6 +99,6 @@ class JobSpec(BaseModel):
     enhance_prompt: bool = True
     frames_backend: Literal["camera", "img2img"] | None = None
     #: Where to POST this job's state changes (signed; see workers/doors/webhooks.py).
-    webhook_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$")
+    webhook_url: Annotated[str, AfterValidator(_webhook_url)] | None = None
     priority: Priority = Priority.interactive
     batch_id: str | None = Field(default=None, max_length=64)

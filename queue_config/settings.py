@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -73,6 +74,12 @@ class Settings(BaseSettings):
     #: Longest one delivery attempt may take; a delivery whose sender died is due again a little
     #: after that (see workers/doors/webhooks.py).
     webhook_timeout_s: float = 10.0
+    #: Webhook URLs may be plain ``http://`` (by default only ``https://`` is delivered to).
+    webhook_allow_http: bool = False
+    #: Destinations a webhook may reach although they are loopback, private or link-local: host
+    #: names, addresses or CIDR ranges, comma-separated (``hooks.internal,10.2.0.0/16``). Any other
+    #: such destination is refused at delivery (workers/doors/webhook_policy.py).
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = []
 
     #: When batch work may run, e.g. ``22:00-06:00`` (HH:MM[:SS]); empty: any time.
     batch_window: str = ""
@@ -92,6 +99,11 @@ class Settings(BaseSettings):
     safety_threshold: float = 0.8
     #: How many frames of a video the safety check samples.
     safety_sampled_frames: int = 4
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
 
 
 @lru_cache(maxsize=1)

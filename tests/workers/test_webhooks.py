@@ -27,6 +27,7 @@ from tests.servers import REPO_ROOT, free_port, wait_for
 from tests.workers.test_job_flow import wait_until_finished
 from workers.doors import webhooks
 from workers.doors.streams import ensure_group
+from workers.doors.webhook_policy import WebhookPolicy
 from workers.doors.webhooks import WebhookSender, sign, verify_signature
 from workers.jobs.record import JobStatusStore
 from workers.jobs.submit import submit_job
@@ -36,6 +37,10 @@ SECRET = "webhook-test-secret"
 EVENT_ID = "X-Framequeue-Event-Id"
 #: The code a held delivery is recorded with: the receiver never answered it.
 UNANSWERED = 0
+#: The receivers here listen on loopback over plain http: what the policy refuses unless told.
+LOOPBACK = WebhookPolicy(allow_http=True, allowed_hosts=["127.0.0.1"])
+#: The same, for a ``framequeue webhooks`` process.
+LOOPBACK_ENV = {"FRAMEQUEUE_WEBHOOK_ALLOW_HTTP": "true", "FRAMEQUEUE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"}
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,7 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def sender(status: JobStatusStore) -> Iterator[WebhookSender]:
-    with serving(WebhookSender(status, SECRET, max_attempts=3, first_retry_s=0.2)) as running:
+    with serving(WebhookSender(status, SECRET, max_attempts=3, first_retry_s=0.2, policy=LOOPBACK)) as running:
         yield running
 
 
@@ -178,7 +183,8 @@ def test_a_refused_delivery_is_retried_with_doubling_backoff_under_the_same_even
     own_status: JobStatusStore
 ) -> None:
     first_retry_s, max_attempts = 0.2, 4
-    sender = WebhookSender(own_status, SECRET, max_attempts=max_attempts, first_retry_s=first_retry_s)
+    sender = WebhookSender(own_status, SECRET, max_attempts=max_attempts, first_retry_s=first_retry_s,
+                           policy=LOOPBACK)
     with receiving(failures=100) as receiver:
         spec, event_id = hooked_job(own_status, receiver.url)
         #: (attempt, when it is due, when the sender had scheduled it at the latest), as the retry set holds them
@@ -223,7 +229,7 @@ def test_a_delivery_a_killed_sender_was_making_is_made_by_another_and_nothing_is
     with receiving(failures=0, hold_first=True) as receiver:
         event_ids = [hooked_job(own_status, receiver.url, f"a kite, take {n}")[1] for n in range(3)]
         env = {**settings_env(settings), "FRAMEQUEUE_NAMESPACE": own_status.namespace,
-               "FRAMEQUEUE_WEBHOOK_SECRET": SECRET, "FRAMEQUEUE_WEBHOOK_TIMEOUT_S": str(timeout_s)}
+               "FRAMEQUEUE_WEBHOOK_SECRET": SECRET, "FRAMEQUEUE_WEBHOOK_TIMEOUT_S": str(timeout_s), **LOOPBACK_ENV}
         with open(artifacts_dir / "webhooks-killed.log", "wb") as log:
             dying = subprocess.Popen([sys.executable, "-m", "workers.cli", "webhooks"], env=env, cwd=REPO_ROOT,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -236,7 +242,7 @@ def test_a_delivery_a_killed_sender_was_making_is_made_by_another_and_nothing_is
         in_delivery = {json.loads(member)["event"]["id"]: due_s
                        for member, due_s in client.zrange(retry_key, 0, -1, withscores=True)}
         receiver.release.set()
-        with serving(WebhookSender(own_status, SECRET, max_attempts=3, first_retry_s=0.2)):
+        with serving(WebhookSender(own_status, SECRET, max_attempts=3, first_retry_s=0.2, policy=LOOPBACK)):
             wait_for(lambda: {e["id"] for e in receiver.accepted_events()} == set(event_ids), 30,
                      "the second sender to deliver every event")
             wait_for(lambda: not client.exists(retry_key), 10, "the second sender to settle every delivery")
@@ -263,7 +269,7 @@ def test_events_a_sender_read_but_died_before_handing_on_are_handed_on_by_anothe
         client.xreadgroup(webhooks.GROUP, "a-sender-that-died", {stream: ">"}, count=10)
         assert client.xpending(stream, webhooks.GROUP)["pending"] == 2
         monkeypatch.setattr(webhooks, "CLAIM_IDLE_MS", 200)  # instead of 30 s
-        with serving(WebhookSender(own_status, SECRET, max_attempts=3, first_retry_s=0.2)):
+        with serving(WebhookSender(own_status, SECRET, max_attempts=3, first_retry_s=0.2, policy=LOOPBACK)):
             wait_for(lambda: sorted(e["id"] for e in receiver.accepted_events()) == sorted(event_ids), 30,
                      "another sender to deliver the events the dead one had read")
 
@@ -278,7 +284,7 @@ def test_an_unreachable_receiver_never_holds_up_the_job_and_the_record_says_why(
 
     assert wait_until_finished(status, spec.id).state == "succeeded"
     record = wait_for(lambda: (r := status.get(spec.id)) and r.webhook_error and r, 30, "the webhook to give up")
-    assert record.webhook_error.startswith("webhook gave up after 3 attempts: ConnectionError")
+    assert record.webhook_error.startswith("webhook gave up after 3 attempts: ConnectionRefusedError")
 
 
 def test_a_signature_fails_for_another_body_secret_or_an_old_timestamp() -> None:

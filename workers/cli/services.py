@@ -107,11 +107,12 @@ def cmd_reconciler(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
     """Deliver job events to the webhooks jobs name, until interrupted."""
+    from workers.doors.webhook_policy import WebhookPolicy
     from workers.doors.webhooks import WebhookSender
 
     sender = WebhookSender(JobStatusStore.from_settings(settings), settings.webhook_secret,
                            max_attempts=settings.webhook_max_attempts, first_retry_s=settings.webhook_first_retry_s,
-                           timeout_s=settings.webhook_timeout_s)
+                           timeout_s=settings.webhook_timeout_s, policy=WebhookPolicy.from_settings(settings))
     print(f"webhooks: following {sender.status.events_key}", flush=True)
     sender.run()
     return 0
@@ -126,6 +127,17 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _webhook_url(url: str) -> str:
+    """``--webhook``, checked as a job's ``webhook_url`` is."""
+    from queue_config.jobs import split_webhook_url
+
+    try:
+        split_webhook_url(url)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return url
+
+
 def add_service_commands(commands: Any) -> None:
     """Register these commands on the ``framequeue`` parser's subparsers."""
     keys = commands.add_parser("keys", help="show the health of every provider's API keys")
@@ -136,7 +148,8 @@ def add_service_commands(commands: Any) -> None:
     batch.add_argument("target", help="a JSONL or CSV file (submit), else a batch id")
     batch.add_argument("--name", help="batch id to use instead of one derived from the file")
     batch.add_argument("--strict", action="store_true", help="submit nothing if any line is bad")
-    batch.add_argument("--webhook", help="URL that receives the batch's own events (e.g. batch_completed)")
+    batch.add_argument("--webhook", type=_webhook_url,
+                       help="URL that receives the batch's own events (e.g. batch_completed)")
     batch.set_defaults(handler=cmd_batch)
 
     intake = commands.add_parser("intake", help="serve the Redis Stream front door for other systems")

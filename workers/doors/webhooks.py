@@ -22,14 +22,16 @@ import hashlib
 import hmac
 import json
 import socket
+import ssl
 import time
 from pathlib import Path
 from typing import Any, cast
 
-import requests
 from dramatiq.logging import get_logger
 
 from workers.doors.streams import ensure_group, read_group
+from workers.doors.webhook_policy import WebhookPolicy, WebhookRefused, WebhookUnresolved
+from workers.doors.webhook_post import DeliveryFailed, post
 from workers.jobs.record import JobStatusStore
 from workers.outages import serve_through_outages
 
@@ -74,7 +76,8 @@ class WebhookSender:
         max_attempts: int = 6,
         first_retry_s: float = 2.0,
         timeout_s: float = TIMEOUT_S,
-        session: requests.Session | None = None,
+        policy: WebhookPolicy | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if not secret:
             raise ValueError("webhooks need a signing secret (FRAMEQUEUE_WEBHOOK_SECRET)")
@@ -87,7 +90,9 @@ class WebhookSender:
         self.timeout_s = timeout_s
         #: How long a claimed delivery stays another sender's: longer than its attempt can take.
         self.lease_s = timeout_s + LEASE_MARGIN_S
-        self.session = session or requests.Session()
+        #: Where deliveries may go (by default: public https destinations only).
+        self.policy = policy or WebhookPolicy()
+        self.tls = tls
         #: Deliveries (JSON of url, event and attempt number), scored by when they are due.
         self.retry_key = f"{status.namespace}:webhooks:retry"
         self._claim = self.client.register_script(_CLAIM_LUA)
@@ -140,6 +145,24 @@ class WebhookSender:
 
     def _deliver(self, member: str, url: str, event: dict[str, Any], attempt: int) -> None:
         """One attempt at a claimed delivery; it leaves the delivery set only once settled."""
+        try:
+            problem = self._attempt(url, event)
+        except WebhookRefused as refusal:
+            self._give_up(member, event, f"webhook refused: {refusal}")
+            return
+        if problem is None:
+            self.client.zrem(self.retry_key, member)
+        elif attempt >= self.max_attempts:
+            self._give_up(member, event, f"webhook gave up after {attempt} attempts: {problem}")
+        else:
+            due_s = time.time() + self.first_retry_s * 2 ** (attempt - 1)
+            pipe = self.client.pipeline(transaction=True)
+            pipe.zrem(self.retry_key, member)
+            pipe.zadd(self.retry_key, {_delivery(url, event, attempt + 1): due_s})
+            pipe.execute()
+
+    def _attempt(self, url: str, event: dict[str, Any]) -> str | None:
+        """POST ``event`` to ``url``: None once answered with a 2xx, else what went wrong."""
         body = json.dumps(event, sort_keys=True).encode()
         timestamp = int(time.time())
         headers = {
@@ -149,26 +172,22 @@ class WebhookSender:
             "X-Framequeue-Signature": sign(self.secret, timestamp, body),
         }
         try:
-            response = self.session.post(url, data=body, headers=headers, timeout=self.timeout_s)
-            if response.ok:
-                self.client.zrem(self.retry_key, member)
-                return
-            problem = f"HTTP {response.status_code}"
-        except requests.RequestException as error:
-            problem = type(error).__name__
+            code = post(self.policy.destination(url), body, headers, deadline_s=self.timeout_s, tls=self.tls)
+        except (WebhookUnresolved, DeliveryFailed) as error:
+            return str(error)
+        if 300 <= code < 400:
+            return f"HTTP {code} (redirects are not followed)"
+        return None if 200 <= code < 300 else f"HTTP {code}"
+
+    def _give_up(self, member: str, event: dict[str, Any], reason: str) -> None:
+        """Record on the job (or batch) why its event was not delivered, and only then drop the delivery."""
+        owner = self.status.batch_key(event["batch_id"]) if event.get("batch_id") else self.status.job_key(
+            event["job_id"])
         pipe = self.client.pipeline(transaction=True)
+        pipe.hset(owner, "webhook_error", reason)
         pipe.zrem(self.retry_key, member)
-        if attempt >= self.max_attempts:
-            reason = f"webhook gave up after {attempt} attempts: {problem}"
-            owner = self.status.batch_key(event["batch_id"]) if event.get("batch_id") else self.status.job_key(
-                event["job_id"])
-            pipe.hset(owner, "webhook_error", reason)
-            pipe.execute()
-            self.logger.warning("%s: %s.", owner, reason)
-            return
-        pipe.zadd(self.retry_key, {_delivery(url, event, attempt + 1): time.time() + self.first_retry_s * 2 ** (
-            attempt - 1)})
         pipe.execute()
+        self.logger.warning("%s: %s.", owner, reason)
 
 
 def _delivery(url: str, event: dict[str, Any], attempt: int) -> str:
