@@ -30,7 +30,11 @@ def content_key(prefix: str, data: bytes, extension: str) -> tuple[str, str]:
 
 
 class ObjectStore(ABC):
-    """Put, get and share objects by key. Implementations: local directory, S3."""
+    """Put, get and share objects by key. Implementations: local directory, S3.
+
+    Reads and writes wait out outages and raise ``storage.retry.StorageUnavailable`` only when one
+    outlasts the store's ``retry_s``.
+    """
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
