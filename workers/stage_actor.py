@@ -55,8 +55,10 @@ def declare_stage_actors(
     cancelled = cancellations_of(broker)
 
     def declare(stage: str, function: StageFunction) -> Callable[[Any], None]:
-        def run_stage(payload: Any) -> None:
-            message = StageMessage.parse(payload)
+        def run_stage(*args: Any, **kwargs: Any) -> None:
+            if len(args) != 1 or kwargs:  # else a TypeError, retried as if it could pass next time
+                raise InvalidJob(f"a stage message carries one payload, not {len(args)} and {len(kwargs)} by name")
+            message = StageMessage.parse(args[0])
             if stage not in stage_plan(message.job.kind):
                 raise InvalidJob(f"stage {stage!r} is not part of a {message.job.kind.value} job")
             try:

@@ -17,6 +17,7 @@ from typing import Any
 
 import dramatiq
 from dramatiq.broker import MessageProxy
+from dramatiq.errors import ActorNotFound, DecodeError
 from dramatiq.middleware import Middleware, SkipMessage
 
 from queue_config.jobs import JobKind
@@ -112,6 +113,22 @@ class JobStatusMiddleware(Middleware):
             self._record_failure(message, stage, reason or "AgeLimit: the message outlived its max age")
         elif job_id and reason:
             self.writer.submit(lambda pipe: self.store.stage_waiting(job_id, stage, reason, pipe))
+
+    def before_nack(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        """Say why a message that never reached an actor is dead-lettered.
+
+        dramatiq nacks a message for an actor it does not know with ``ActorNotFound`` stuffed into
+        it; the broker's consumer nacks what it cannot read with ``DecodeError`` (a stand-in whose id
+        is the broker-side id). Any other nack follows a failure recorded by the hooks above.
+        """
+        exception = message._exception  # dramatiq's record of why (``stuff_exception``)
+        if isinstance(exception, ActorNotFound):
+            reason = f"ActorNotFound: no actor named {message.actor_name!r}"
+        elif isinstance(exception, DecodeError):
+            reason = f"DecodeError: {exception}"[:MAX_ERROR_CHARS]
+        else:
+            return
+        self._record_failure(message, stage_of_actor(message.actor_name), reason)
 
     def _record_failure(self, message: MessageProxy, stage: str, reason: str) -> None:
         job_id, _ = job_of(message)
