@@ -8,10 +8,19 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from pipelines.remote import KeyConfig, OpenAICompatibleClient, ProviderSimulator, key_fingerprint
+from pipelines.remote import (
+    KeyConfig,
+    OpenAICompatibleClient,
+    ProviderSimulator,
+    ProviderTimeout,
+    ProviderUnavailable,
+    key_fingerprint,
+)
 from queue_config.remote import ProviderConfig
+from tests.servers import wait_for
 from workers.errors import Deferred, NoUsableKey
 from workers.keys import KeyPool, key_health
+from workers.keys.pool import ERROR_BACKOFF_S, MAX_ERROR_BACKOFF_S, redis_now_ms
 
 
 @pytest.fixture
@@ -99,3 +108,50 @@ def test_a_pool_never_shows_its_keys(client) -> None:
     with pytest.raises(NoUsableKey) as missing:
         pool_of(client, [], keys_env="FRAMEQUEUE_KEYS_NONE")
     assert "FRAMEQUEUE_KEYS_NONE" in str(missing.value)
+
+
+def test_5xx_and_timeouts_in_a_row_double_the_keys_backoff_up_to_its_cap_and_a_success_resets_it(
+    client, simulator
+) -> None:
+    pool, _ = pool_of(client, ["key-b"])
+    state = pool.state_key(key_fingerprint("key-b"))
+    impatient = OpenAICompatibleClient(simulator.base_url, timeout_s=0.2)
+
+    def time_out(key: str) -> object:
+        answered = simulator.stats().get(key_fingerprint(key), {}).get("accepted", 0)
+        simulator.set_latency(600)
+        try:
+            return impatient.generate_image(key=key, model="sim-image", prompt="a fox", width=64, height=64,
+                                            seed=1, steps=1, negative_prompt=None)
+        finally:
+            simulator.set_latency(0)
+            # The simulator still answers it: wait, so that it cannot take the next call's 503.
+            wait_for(lambda: simulator.stats()[key_fingerprint(key)]["accepted"] > answered, 30, "the late answer")
+
+    def backoff_s(failure: str) -> tuple[float, float]:
+        """Fail one call with ``failure``; the bounds of the key's cooldown, read back from Redis."""
+        client.hdel(state, "cooldown_until_ms")  # as if the last cooldown had run out
+        before_ms = redis_now_ms(client)
+        if failure == "503":
+            simulator.start_fault_burst(1, status=503)
+            with pytest.raises(ProviderUnavailable):
+                render(simulator, pool)
+        else:
+            with pytest.raises(ProviderTimeout):
+                pool.call("sim-image", time_out)
+        after_ms = redis_now_ms(client)
+        until_ms = float(client.hget(state, "cooldown_until_ms"))  # whole ms, rounded down
+        assert 0 < pool.wait_ms() <= until_ms - before_ms + 1  # the pick skips the key while it cools down
+        return (until_ms - after_ms) / 1000, (until_ms + 1 - before_ms) / 1000
+
+    failures = ["503", "503", "timeout", "503", "timeout", "503", "503", "503"]
+    expected_s = [1, 2, 4, 8, 16, 32, MAX_ERROR_BACKOFF_S, MAX_ERROR_BACKOFF_S]
+    for failure, backoff in zip(failures, expected_s, strict=True):
+        low_s, high_s = backoff_s(failure)
+        assert low_s <= backoff <= high_s, (failure, backoff, low_s, high_s)
+
+    client.hdel(state, "cooldown_until_ms")
+    render(simulator, pool)
+    low_s, high_s = backoff_s("503")
+    assert low_s <= ERROR_BACKOFF_S <= high_s
+    assert int(client.hget(state, "errors")) == len(failures) + 1
