@@ -13,6 +13,11 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+#: Bounds of ``presigned_url_ttl_s`` and of every presigned URL's lifetime (storage/s3.py): a SigV4
+#: presigned URL lives at most 7 days.
+MIN_PRESIGNED_URL_TTL_S = 1
+MAX_PRESIGNED_URL_TTL_S = 7 * 24 * 3600
+
 
 class Settings(BaseSettings):
     """Where framequeue finds its broker, storage and models, and how it treats them."""
@@ -41,8 +46,8 @@ class Settings(BaseSettings):
     #: How long a read or write of storage (S3 or the local directory) waits out an outage, with
     #: backoff, before the stage fails; apart from the stage's own retries (storage/retry.py).
     storage_retry_s: float = 180.0
-    #: How long a result's presigned URL stays valid.
-    presigned_url_ttl_s: int = 24 * 3600
+    #: How long a result's presigned URL stays valid: 1 s to 7 days (SigV4's longest).
+    presigned_url_ttl_s: int = Field(default=24 * 3600, ge=MIN_PRESIGNED_URL_TTL_S, le=MAX_PRESIGNED_URL_TTL_S)
 
     #: Model profile: ``tiny`` (random weights built offline) or ``standard`` (real model ids).
     model_profile: str = "tiny"

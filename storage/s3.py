@@ -3,6 +3,7 @@
 Every read and write waits out an outage (``storage/retry.py``): ``StorageRetry`` retries it by
 time, botocore not at all (see ``BOTOCORE_MAX_ATTEMPTS``). Timeouts are short, so a black-holed
 endpoint fails into that loop instead of hanging a stage.
+Presigned URLs are SigV4 (``X-Amz-Algorithm=AWS4-HMAC-SHA256``), never SigV2, and live 1 s to 7 days.
 Presigning needs no network (SigV4 signs locally), so ``share_url`` is not retried.
 """
 
@@ -18,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
+from queue_config.settings import MAX_PRESIGNED_URL_TTL_S, MIN_PRESIGNED_URL_TTL_S
 from storage.base import ObjectStore
 from storage.retry import DEFAULT_RETRY_S, StorageRetry
 
@@ -77,6 +79,7 @@ class S3Store(ObjectStore):
             region_name=region,
             config=Config(
                 s3={"addressing_style": "path"},
+                signature_version="s3v4",
                 retries={"total_max_attempts": BOTOCORE_MAX_ATTEMPTS, "mode": "standard"},
                 connect_timeout=connect_timeout_s,
                 read_timeout=read_timeout_s,
@@ -128,6 +131,14 @@ class S3Store(ObjectStore):
         return self.retry.call("exists", key, head)
 
     def share_url(self, key: str, ttl_s: int) -> str:
+        """A SigV4 presigned GET of ``key``, valid for ``ttl_s`` seconds.
+
+        Raises:
+            ValueError: When ``ttl_s`` is not between 1 s and 7 days (604800 s), SigV4's bounds.
+        """
+        if not MIN_PRESIGNED_URL_TTL_S <= ttl_s <= MAX_PRESIGNED_URL_TTL_S:
+            raise ValueError(f"a presigned URL lives {MIN_PRESIGNED_URL_TTL_S} s to {MAX_PRESIGNED_URL_TTL_S} s "
+                             f"(7 days); got ttl_s={ttl_s}")
         return self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=ttl_s
         )
