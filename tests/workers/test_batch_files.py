@@ -41,7 +41,7 @@ def test_good_and_bad_jsonl_lines_are_reported_by_their_line_numbers_and_blank_l
     errors = errors_by_line(lines)
     assert errors[3].startswith("not JSON") and errors[4] == "not a JSON object but a list"
     assert errors[6].startswith("invalid job: width") and "multiple of 8" in errors[6]
-    assert "api_key" in errors[7] and "sk-secret" not in errors[7]
+    assert errors[7] == "unknown key 2 (counting the object's keys from 1)"  # neither the key nor its value
     good = [line.spec for line in lines if line.spec is not None]
     assert [spec.prompt for spec in good] == ["a fox", "a heron"]
     assert good[0].seed == 3 and good[1].num_frames == 4
@@ -148,8 +148,8 @@ def test_strict_callers_can_see_every_bad_line_before_submitting_anything() -> N
     (b"", "empty"),
     (b" \n\r\n\t\n", "empty"),
     (b"negative_prompt,seed\nblurry,1\n", "no 'prompt' column"),
-    (b"prompt,colour\na fox,red\n", "unknown columns: colour"),
-    (b"prompt,prompt\na,b\n", "named twice"),
+    (b"prompt,colour\na fox,red\n", "line 1: the CSV header is wrong: unknown column 2"),
+    (b"prompt,prompt\na,b\n", "column 2 repeats column 1"),
 ])
 def test_a_whole_file_problem_raises_a_clear_error(data: bytes, message: str) -> None:
     with pytest.raises(BatchFileError, match=message):

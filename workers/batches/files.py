@@ -2,7 +2,12 @@
 
 A bad line never stops the others: it comes back as a ``BatchLine`` with its line number (the
 file's own, 1-based) and the reason, so the uploader fixes just those lines. Only a problem with
-the whole file (not UTF-8, no ``prompt`` column, nothing in it) raises ``BatchFileError``.
+the whole file (not UTF-8, a bad CSV header, a CSV cell too long to read past, nothing in it)
+raises ``BatchFileError``, which names the line too. ``rows`` reads the text; this builds the jobs.
+
+The file comes from anyone who can upload, so no reason repeats any of it: an unknown JSON key is
+named by its position, a bad value by its field. A job's fields are all single values, so a list
+or object in one is refused before anything walks it.
 
 Ids are stable so that resubmitting a file is harmless: a line's job id is its batch id joined to
 its client id (the line's own ``id``, else a hash of its fields), and the batch id of an unnamed
@@ -11,9 +16,7 @@ upload is a hash of the file's bytes. The job records then refuse to queue a job
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import re
 from dataclasses import dataclass
@@ -22,7 +25,8 @@ from typing import Any, Final, Literal
 from pydantic import ValidationError
 
 from queue_config.jobs import JobSpec, Priority
-from workers.errors import FramequeueError
+from workers.batches.rows import BatchFileError as BatchFileError
+from workers.batches.rows import Row, csv_rows, decoded_text, jsonl_rows
 from workers.jobs.messages import describe_validation_error
 
 BatchFormat = Literal["jsonl", "csv"]
@@ -34,16 +38,6 @@ BATCH_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,40}")
 ID_HASH_CHARS: Final = 16
 #: File extensions that name a format.
 EXTENSION_FORMATS: Final[dict[str, BatchFormat]] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
-#: CSV columns whose cells are whole numbers.
-INT_COLUMNS: Final = frozenset({"schema_version", "seed", "width", "height", "steps", "num_frames", "fps"})
-#: CSV columns whose cells are yes/no.
-BOOL_COLUMNS: Final = frozenset({"enhance_prompt"})
-_BOOL_TEXT: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-_INT_TEXT: Final = re.compile(r"[+-]?[0-9]+")
-
-
-class BatchFileError(FramequeueError):
-    """The file as a whole cannot be read as a batch (no line of it is submitted)."""
 
 
 @dataclass(frozen=True)
@@ -95,87 +89,21 @@ def parse_batch(data: bytes | str, *, batch_id: str, fmt: BatchFormat | None = N
     priority ``batch`` and this ``batch_id``, whatever the line said.
 
     Raises:
-      BatchFileError: the bytes are not UTF-8, the file is empty, or a CSV header lacks ``prompt``
-        or names columns a job does not have.
+      BatchFileError: the bytes are not UTF-8, the file is empty or blank, a CSV header lacks
+        ``prompt``, names columns a job does not have or one twice, or a CSV cell is longer than
+        the csv module's ``field_size_limit()`` (what follows it cannot be told apart).
       ValueError: ``batch_id`` does not match ``BATCH_ID_PATTERN`` (a caller's mistake, not the file's).
     """
     if not BATCH_ID_PATTERN.fullmatch(batch_id):
         raise ValueError(f"batch id must match {BATCH_ID_PATTERN.pattern}")
-    try:
-        text = data.decode("utf-8-sig") if isinstance(data, bytes) else data.removeprefix("\ufeff")
-    except UnicodeDecodeError as error:
-        raise BatchFileError(f"the file is not UTF-8 text (bad byte at offset {error.start})") from None
+    text = decoded_text(data)
     if not text.strip():
-        raise BatchFileError("the file is empty")
+        raise BatchFileError(1, "the file is empty (only blank lines)" if text else "the file is empty")
     fmt = fmt or EXTENSION_FORMATS.get(filename[filename.rfind("."):].lower() if "." in filename else "")
     if fmt is None:
         fmt = "jsonl" if text.lstrip().startswith("{") else "csv"
-    rows = _jsonl_rows(text) if fmt == "jsonl" else _csv_rows(text)
+    rows = jsonl_rows(text) if fmt == "jsonl" else csv_rows(text)
     return _BatchBuilder(batch_id).lines(rows)
-
-
-#: (line number, the line's fields, or why it has none)
-_Row = tuple[int, dict[str, Any] | None, str]
-
-
-def _jsonl_rows(text: str) -> list[_Row]:
-    """One row per non-blank line; split on "\\n" only, since JSON strings may hold U+2028 and the like."""
-    rows: list[_Row] = []
-    for line_number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            fields = json.loads(line)
-        except json.JSONDecodeError as error:  # its message quotes no input
-            rows.append((line_number, None, f"not JSON: {error.msg} at column {error.colno}"))
-            continue
-        if isinstance(fields, dict):
-            rows.append((line_number, fields, ""))
-        else:
-            rows.append((line_number, None, f"not a JSON object but a {type(fields).__name__}"))
-    return rows
-
-
-def _csv_rows(text: str) -> list[_Row]:
-    """One row per record after the header; cells converted to numbers and booleans, empty cells left out."""
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next((row for row in reader if any(cell.strip() for cell in row)), [])
-    columns = [cell.strip() for cell in header]
-    unknown = sorted(set(columns) - set(JobSpec.model_fields))
-    if "prompt" not in columns:
-        raise BatchFileError("the CSV header has no 'prompt' column")
-    if unknown or len(set(columns)) != len(columns):
-        problem = f"unknown columns: {', '.join(unknown)[:500]}" if unknown else "a column is named twice"
-        raise BatchFileError(f"the CSV header is wrong: {problem}")
-    rows: list[_Row] = []
-    line_number = reader.line_num + 1
-    for cells in reader:
-        start, line_number = line_number, reader.line_num + 1  # a quoted cell may span lines
-        if not any(cell.strip() for cell in cells):
-            continue
-        if len(cells) > len(columns):
-            rows.append((start, None, f"{len(cells)} cells but the header names {len(columns)} columns"))
-            continue
-        try:
-            fields = {column: _cell(column, cell) for column, cell in zip(columns, cells, strict=False) if cell != ""}
-        except ValueError as error:
-            rows.append((start, None, str(error)))
-            continue
-        rows.append((start, fields, ""))
-    return rows
-
-
-def _cell(column: str, cell: str) -> Any:
-    """A CSV cell as the value its column takes. Raises ValueError naming the column, not the cell."""
-    if column in INT_COLUMNS:
-        if not _INT_TEXT.fullmatch(cell.strip()):
-            raise ValueError(f"{column}: not a whole number")
-        return int(cell)
-    if column in BOOL_COLUMNS:
-        if cell.strip().lower() not in _BOOL_TEXT:
-            raise ValueError(f"{column}: not one of true/false/1/0/yes/no")
-        return _BOOL_TEXT[cell.strip().lower()]
-    return cell
 
 
 class _BatchBuilder:
@@ -185,18 +113,24 @@ class _BatchBuilder:
         self.batch_id = batch_id
         self.first_line_of: dict[str, int] = {}
 
-    def lines(self, rows: list[_Row]) -> list[BatchLine]:
+    def lines(self, rows: list[Row]) -> list[BatchLine]:
         return [self.line(*row) for row in rows]
 
     def line(self, line_number: int, fields: dict[str, Any] | None, error: str) -> BatchLine:
         if fields is None:
             return BatchLine(line_number, None, error)
+        unknown = next((number for number, key in enumerate(fields, start=1) if key not in JobSpec.model_fields), 0)
+        if unknown:
+            return BatchLine(line_number, None, f"unknown key {unknown} (counting the object's keys from 1)")
         client_id = fields.pop("id", None)
+        if client_id is not None and (isinstance(client_id, bool) or not isinstance(client_id, str | int)
+                                      or client_id == ""):
+            return BatchLine(line_number, None, "id: must be a non-empty string or a whole number")
+        if problem := _value_problem(fields):
+            return BatchLine(line_number, None, problem)
         if client_id is None:
             canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
             client_id = hashlib.sha256(canonical.encode()).hexdigest()[:ID_HASH_CHARS]
-        elif isinstance(client_id, bool) or not isinstance(client_id, str | int) or client_id == "":
-            return BatchLine(line_number, None, "id: must be a non-empty string or a whole number")
         client_id = str(client_id)
         job_id = job_id_for(self.batch_id, client_id)
         first = self.first_line_of.setdefault(job_id, line_number)
@@ -207,6 +141,17 @@ class _BatchBuilder:
             return BatchLine(line_number, JobSpec.model_validate(fields), "", client_id)
         except ValidationError as invalid:
             return BatchLine(line_number, None, describe_validation_error(invalid), client_id)
+
+
+def _value_problem(fields: dict[str, Any]) -> str:
+    """Why a field's value is none a job takes before the model looks: a list or object (a job's fields are
+    single values, and nothing should walk a deep one), or a string with a NUL in it."""
+    for field, value in fields.items():
+        if isinstance(value, dict | list):
+            return f"{field}: must be a single value, not a {'list' if isinstance(value, list) else 'JSON object'}"
+        if isinstance(value, str) and "\x00" in value:
+            return f"{field}: a NUL character in it"
+    return ""
 
 
 def rejected_lines(lines: list[BatchLine]) -> list[dict[str, Any]]:
