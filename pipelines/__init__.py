@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipelines.errors import (
+        Interrupted,
         InvalidInputError,
         PipelineError,
+        ShouldStop,
         UnknownBackendError,
         UnknownProfileError,
         VideoEncodeError,
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
 #: Public name -> the module that defines it.
 _EXPORTS: dict[str, str] = {
     "PipelineError": "errors",
+    "Interrupted": "errors",
+    "ShouldStop": "errors",
     "InvalidInputError": "errors",
     "UnknownBackendError": "errors",
     "UnknownProfileError": "errors",

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import PIL.Image
 
-from pipelines.errors import InvalidInputError, UnknownBackendError
+from pipelines.errors import InvalidInputError, ShouldStop, UnknownBackendError, stop_if_asked
 from pipelines.interpolation import interpolate_frames, keyframe_count
 from pipelines.outputs import FramesOutput
 
@@ -53,11 +53,22 @@ class CameraMotionFrames:
         self.focus_jitter = focus_jitter
 
     def __call__(
-        self, image: PIL.Image.Image, num_frames: int, fps: int, seed: int, keyframe_every: int = 4
+        self,
+        image: PIL.Image.Image,
+        num_frames: int,
+        fps: int,
+        seed: int,
+        keyframe_every: int = 4,
+        should_stop: ShouldStop | None = None,
     ) -> FramesOutput:
         """Return ``num_frames`` frames at ``image``'s size, played at ``fps``.
 
         ``keyframe_every=1`` warps every frame exactly; larger values warp only keyframes.
+        ``should_stop`` is asked before each keyframe and each frame.
+
+        Raises:
+            InvalidInputError: if a count is under 1.
+            Interrupted: when ``should_stop`` said stop.
         """
         # 1. Check inputs.
         if num_frames < 1 or fps < 1 or keyframe_every < 1:
@@ -69,10 +80,11 @@ class CameraMotionFrames:
         focus = self._focus(seed)
         keyframes = []
         for index in range(count):
+            stop_if_asked(should_stop, f"{index} of {count} keyframes")
             progress = index / (count - 1) if count > 1 else 0.0
             keyframes.append(self._render(source, progress, duration_s, focus))
         # 3. Fill in the frames between keyframes.
-        frames = interpolate_frames(keyframes, num_frames)
+        frames = interpolate_frames(keyframes, num_frames, should_stop)
         return FramesOutput(frames=np.stack(frames), fps=fps)
 
     def _focus(self, seed: int) -> tuple[float, float]:

@@ -18,11 +18,11 @@ import torch
 from diffusers import AutoPipelineForImage2Image
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
-from pipelines.errors import InvalidInputError
+from pipelines.errors import InvalidInputError, ShouldStop
 from pipelines.interpolation import interpolate_frames, keyframe_count
 from pipelines.loading import load_diffusion_pipeline
 from pipelines.outputs import FramesOutput
-from pipelines.text_to_image import TextToImage, check_size
+from pipelines.text_to_image import TextToImage, check_size, stop_between_steps
 
 #: Default img2img strength: the fraction of the denoising schedule each keyframe re-runs.
 DEFAULT_STRENGTH = 0.35
@@ -65,11 +65,17 @@ class Img2ImgFrames:
         steps: int,
         strength: float = DEFAULT_STRENGTH,
         keyframe_every: int = 4,
+        should_stop: ShouldStop | None = None,
     ) -> FramesOutput:
         """Return ``num_frames`` frames at ``image``'s size, starting from ``image`` itself.
 
         Keyframe ``k`` is rendered with seed ``seed + k``. Because diffusers runs only
         ``int(steps * strength)`` steps, ``steps`` is raised as needed so at least one runs.
+        ``should_stop`` is asked after each diffusion step and before each in-between frame.
+
+        Raises:
+            InvalidInputError: if a count, the strength or the image size cannot be honoured.
+            Interrupted: when ``should_stop`` said stop.
         """
         # 1. Check inputs.
         if num_frames < 1 or fps < 1 or keyframe_every < 1:
@@ -82,7 +88,8 @@ class Img2ImgFrames:
         keyframes = [np.asarray(start)]
         total_steps = max(steps, math.ceil(1.0 / strength))
         device = str(self.pipeline.device)
-        for index in range(1, keyframe_count(num_frames, keyframe_every)):
+        count = keyframe_count(num_frames, keyframe_every)
+        for index in range(1, count):
             previous = PIL.Image.fromarray(keyframes[-1])
             with self.lock:
                 # DiffusionPipeline declares no __call__; every concrete pipeline does.
@@ -94,11 +101,12 @@ class Img2ImgFrames:
                     guidance_scale=0.0,
                     generator=torch.Generator(device=device).manual_seed(seed + index),
                     output_type="pil",
+                    callback_on_step_end=stop_between_steps(should_stop, f" on keyframe {index} of {count}"),
                 )
             rendered = result.images[0].convert("RGB")
             if rendered.size != start.size:
                 rendered = rendered.resize(start.size, PIL.Image.Resampling.LANCZOS)
             keyframes.append(np.asarray(rendered))
         # 3. Fill in the frames between keyframes.
-        frames = interpolate_frames(keyframes, num_frames)
+        frames = interpolate_frames(keyframes, num_frames, should_stop)
         return FramesOutput(frames=np.stack(frames).astype(np.uint8), fps=fps)

@@ -14,7 +14,7 @@ import math
 import cv2
 import numpy as np
 
-from pipelines.errors import InvalidInputError
+from pipelines.errors import InvalidInputError, ShouldStop, stop_if_asked
 
 #: Farneback pyramid: each level halves the image, down to 3 levels. Coarse levels are what
 #: let it follow motion larger than its window, but OpenCV skips any level whose side would
@@ -37,15 +37,19 @@ def keyframe_count(num_frames: int, keyframe_every: int) -> int:
     return 1 + math.ceil(max(num_frames - 1, 0) / keyframe_every)
 
 
-def interpolate_frames(keyframes: list[np.ndarray], num_frames: int) -> list[np.ndarray]:
+def interpolate_frames(
+    keyframes: list[np.ndarray], num_frames: int, should_stop: ShouldStop | None = None
+) -> list[np.ndarray]:
     """Return ``num_frames`` frames spanning ``keyframes``, evenly spaced in time.
 
     The first and last output frames are the first and last keyframes. With more keyframes
-    than ``num_frames``, evenly spaced keyframes are kept instead.
+    than ``num_frames``, evenly spaced keyframes are kept instead. ``should_stop`` is asked
+    before each frame is made.
 
     Raises:
         InvalidInputError: if there are no keyframes, ``num_frames`` < 1, or the keyframes
             differ in shape or are not ``(H, W, 3)`` uint8.
+        Interrupted: when ``should_stop`` said stop.
     """
     _check(keyframes, num_frames)
     if len(keyframes) == 1 or num_frames == 1:
@@ -58,6 +62,7 @@ def interpolate_frames(keyframes: list[np.ndarray], num_frames: int) -> list[np.
     flows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     frames: list[np.ndarray] = []
     for index in range(num_frames):
+        stop_if_asked(should_stop, f"{index} of {num_frames} frames")
         position = index * segments / (num_frames - 1)
         segment = min(int(position), segments - 1)
         alpha = position - segment

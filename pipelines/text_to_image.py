@@ -9,12 +9,14 @@ and size, never on what else shared the batch.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from diffusers import AutoPipelineForText2Image
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
-from pipelines.errors import InvalidInputError
+from pipelines.errors import InvalidInputError, ShouldStop, stop_if_asked
 from pipelines.loading import load_diffusion_pipeline
 from pipelines.outputs import ImageOutput
 
@@ -34,6 +36,20 @@ def check_size(width: int, height: int) -> None:
     for name, value in (("width", width), ("height", height)):
         if value <= 0 or value % SIZE_MULTIPLE_PX:
             raise InvalidInputError(f"{name} must be a positive multiple of 8, got {value}")
+
+
+def stop_between_steps(should_stop: ShouldStop | None, on: str = "") -> Callable[..., Any] | None:
+    """A diffusers ``callback_on_step_end`` that raises :class:`Interrupted` after any step at which
+    ``should_stop`` says stop (None when there is nothing to ask). ``on`` follows the step count.
+    """
+    if should_stop is None:
+        return None
+
+    def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        stop_if_asked(should_stop, f"step {step + 1} of {pipeline.num_timesteps}{on}")
+        return tensors
+
+    return on_step_end
 
 
 class TextToImage:
@@ -74,10 +90,16 @@ class TextToImage:
         steps: int,
         negative_prompt: str | None = None,
         guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        should_stop: ShouldStop | None = None,
     ) -> ImageOutput:
         """Render ``prompts[i]`` with ``seeds[i]`` at ``width`` x ``height`` px.
 
-        ``negative_prompt`` only has an effect when ``guidance_scale`` > 1.
+        ``negative_prompt`` only has an effect when ``guidance_scale`` > 1. ``should_stop`` is
+        asked after each diffusion step.
+
+        Raises:
+            InvalidInputError: if the sizes, seeds or steps cannot be honoured.
+            Interrupted: when ``should_stop`` said stop; no image is decoded.
         """
         # 1. Check inputs.
         if not prompts or len(prompts) != len(seeds):
@@ -100,5 +122,6 @@ class TextToImage:
                 guidance_scale=guidance_scale,
                 generator=generators,
                 output_type="pil",
+                callback_on_step_end=stop_between_steps(should_stop),
             )
         return ImageOutput(images=list(result.images))

@@ -17,13 +17,15 @@ import ffmpeg
 import imageio_ffmpeg
 import numpy as np
 
-from pipelines.errors import InvalidInputError, VideoEncodeError
+from pipelines.errors import InvalidInputError, ShouldStop, VideoEncodeError, stop_if_asked
 from pipelines.outputs import VideoInfo
 
 #: Default constant rate factor: 23 is x264's default, visually good at modest size.
 DEFAULT_CRF = 23
 #: How much of ffmpeg's stderr an error message carries, in characters.
 STDERR_TAIL_CHARS = 2000
+#: How often ``should_stop`` is asked while ffmpeg encodes the frames it already has.
+STOP_POLL_S = 0.1
 
 
 def encode_h264(
@@ -33,13 +35,18 @@ def encode_h264(
     fps: int,
     out_path: pathlib.Path,
     crf: int = DEFAULT_CRF,
+    should_stop: ShouldStop | None = None,
 ) -> VideoInfo:
     """Encode ``frames`` (each ``(height, width, 3)`` uint8 RGB) to an H.264 MP4 at ``out_path``.
+
+    ``should_stop`` is asked before each frame is sent, and every ``STOP_POLL_S`` while ffmpeg
+    finishes the frames it has (the encoder holds a few dozen).
 
     Raises:
         InvalidInputError: if a side is odd (yuv420p needs even sides), ``fps`` < 1, a frame
             has the wrong shape or dtype, or there are no frames.
         VideoEncodeError: if ffmpeg fails; the message ends with ffmpeg's stderr.
+        Interrupted: when ``should_stop`` said stop; ffmpeg is killed and no file is left.
     """
     # 1. Check inputs.
     if width <= 0 or height <= 0 or width % 2 or height % 2:
@@ -53,24 +60,26 @@ def encode_h264(
     stderr_chunks: list[bytes] = []
     drainer = threading.Thread(target=_drain, args=(process.stderr, stderr_chunks), daemon=True)
     drainer.start()
-    # 3. Stream the frames; on any failure, leave no partial file behind.
+    # 3. Stream the frames and let ffmpeg finish; on any failure, leave no partial file behind.
     num_frames = 0
     stdin = process.stdin
     assert stdin is not None  # run_async(pipe_stdin=True) always opens it
     try:
-        for frame in frames:
-            _check_frame(frame, width, height, num_frames)
-            stdin.write(np.ascontiguousarray(frame).tobytes())
-            num_frames += 1
-    except BrokenPipeError:
-        pass  # ffmpeg exited early; its exit code and stderr say why
+        try:
+            for frame in frames:
+                stop_if_asked(should_stop, f"{num_frames} frames sent to the encoder")
+                _check_frame(frame, width, height, num_frames)
+                stdin.write(np.ascontiguousarray(frame).tobytes())
+                num_frames += 1
+        except BrokenPipeError:
+            pass  # ffmpeg exited early; its exit code and stderr say why
+        _close_quietly(process, should_stop, f"all {num_frames} frames sent to the encoder")
     except BaseException:
         process.kill()
         _close_quietly(process)
         drainer.join()
         _remove_partial(out_path)
         raise
-    _close_quietly(process)
     drainer.join()
     # 4. Report.
     stderr = b"".join(stderr_chunks).decode("utf-8", "replace")
@@ -113,11 +122,16 @@ def _drain(pipe: object, chunks: list[bytes]) -> None:
         chunks.append(chunk)
 
 
-def _close_quietly(process: subprocess.Popen[bytes]) -> None:
-    """Close ffmpeg's stdin (ending its input) and wait for it to exit."""
+def _close_quietly(process: subprocess.Popen[bytes], should_stop: ShouldStop | None = None, where: str = "") -> None:
+    """Close ffmpeg's stdin (ending its input) and wait for it to exit, asking ``should_stop`` as it works."""
     try:
         if process.stdin is not None:
             process.stdin.close()
     except BrokenPipeError:
         pass
-    process.wait()
+    while True:
+        try:
+            process.wait(STOP_POLL_S if should_stop is not None else None)
+            return
+        except subprocess.TimeoutExpired:
+            stop_if_asked(should_stop, where)

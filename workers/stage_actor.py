@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import dramatiq
 from dramatiq.broker import MessageProxy
+from dramatiq.logging import get_logger
 from dramatiq.middleware import CurrentMessage
 
 from pipelines.errors import Interrupted
@@ -53,6 +54,7 @@ def declare_stage_actors(
     A message older than ``max_age_ms`` (e.g. one that has waited that long for quota) fails.
     """
     cancelled = cancellations_of(broker)
+    logger = get_logger(__name__)
 
     def declare(stage: str, function: StageFunction) -> Callable[[Any], None]:
         def run_stage(*args: Any, **kwargs: Any) -> None:
@@ -68,6 +70,7 @@ def declare_stage_actors(
                 current = cast(MessageProxy, CurrentMessage.get_current_message())
                 put_back(broker, current, wait.delay_ms, wait.reason)
             except Interrupted as stopped:  # the job was cancelled: it stays so, with where it stopped
+                logger.info("Job %s was cancelled: %s stopped after %s.", message.job.id, stage, stopped.where)
                 hand_over(StageOutcome(record={"stopped_at": f"{stage}: {stopped.where}"}))
                 return
             following = next_stage(message, stage)

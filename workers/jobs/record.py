@@ -66,6 +66,8 @@ class JobRecord:
     safety_score: float | None = None
     wait_reason: str = ""
     webhook_error: str = ""
+    #: Where a stage that was running when the job was cancelled stopped ("image: step 3 of 50").
+    stopped_at: str = ""
     spec: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -268,6 +270,7 @@ class JobStatusStore:
             result_key=raw.get("result_key", ""), manifest_key=raw.get("manifest_key", ""),
             safety_score=float(raw["safety_score"]) if "safety_score" in raw else None,
             wait_reason=raw.get("wait_reason", ""), webhook_error=raw.get("webhook_error", ""),
+            stopped_at=raw.get("stopped_at", ""),
             spec=JobSpec.model_validate_json(raw["spec"]).model_dump(mode="json") if raw.get("spec") else {},
         )
 

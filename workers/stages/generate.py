@@ -1,11 +1,20 @@
-"""The generative stages: prompt_enhance, image, frames, video."""
+"""The generative stages: prompt_enhance, image, frames, video.
+
+The long ones (image, frames, video) pass ``should_stop=job_cancelled`` to their pipelines,
+which ask it between diffusion steps and frames and raise ``pipelines.Interrupted`` when the
+job has been cancelled; the actor shell turns that into a stopped stage (no retry, nothing
+sent on).
+"""
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-from pipelines import encode_h264
+from pipelines import ImageOutput, TextToImage, encode_h264
+from workers.jobs.cancellations import job_cancelled
 from workers.jobs.messages import StageMessage
 from workers.jobs.outcome import StageOutcome
 from workers.runtime import Runtime
@@ -24,7 +33,11 @@ def image(runtime: Runtime, message: StageMessage) -> StageOutcome:
     """The key image, from the enhanced prompt, seeded."""
     job = message.job
     prompt = read_ref(runtime.store, message, "prompt").decode()
-    output = runtime.text_to_image()(
+    model = runtime.text_to_image()
+    render: Callable[..., ImageOutput] = model
+    if isinstance(model, TextToImage):  # a remote provider renders in one request: no step to stop between
+        render = partial(model, should_stop=job_cancelled)
+    output = render(
         [prompt], seeds=[job.seed], width=job.width, height=job.height, steps=job.steps,
         negative_prompt=job.negative_prompt or None,
     )
@@ -40,10 +53,13 @@ def frames(runtime: Runtime, message: StageMessage) -> StageOutcome:
     if backend == "img2img":
         prompt = read_ref(runtime.store, message, "prompt").decode()
         output = runtime.img2img_frames()(
-            key_image, prompt, num_frames=job.num_frames, fps=job.fps, seed=job.seed, steps=job.steps
+            key_image, prompt, num_frames=job.num_frames, fps=job.fps, seed=job.seed, steps=job.steps,
+            should_stop=job_cancelled,
         )
     else:
-        output = runtime.camera_frames()(key_image, num_frames=job.num_frames, fps=job.fps, seed=job.seed)
+        output = runtime.camera_frames()(
+            key_image, num_frames=job.num_frames, fps=job.fps, seed=job.seed, should_stop=job_cancelled
+        )
     data = frames_bytes(output.frames)
     stored = runtime.store.put_content(f"jobs/{job.id}/frames", data, "npy.zlib", "application/octet-stream")
     return StageOutcome.stored("frames", stored)
@@ -55,7 +71,10 @@ def video(runtime: Runtime, message: StageMessage) -> StageOutcome:
     frames = frames_from_bytes(read_ref(runtime.store, message, "frames"))
     with tempfile.TemporaryDirectory(prefix="framequeue-video-") as tmp:
         out_path = Path(tmp) / "video.mp4"
-        encode_h264(iter(frames), width=frames.shape[2], height=frames.shape[1], fps=job.fps, out_path=out_path)
+        encode_h264(
+            iter(frames), width=frames.shape[2], height=frames.shape[1], fps=job.fps, out_path=out_path,
+            should_stop=job_cancelled,
+        )
         data = out_path.read_bytes()
     stored = runtime.store.put_content(f"jobs/{job.id}/video", data, "mp4", "video/mp4")
     return StageOutcome.stored("video", stored)
