@@ -124,7 +124,8 @@ def _listed(lines: list[BatchLine]) -> dict[str, Any]:
     "/batches", status_code=status.HTTP_202_ACCEPTED, summary="Submit a batch file", openapi_extra=_UPLOAD_OPENAPI,
     responses={413: {"description": f"File over {MAX_UPLOAD_BYTES} bytes"},
                415: {"description": "Not multipart/form-data"},
-               422: {"description": "A bad form; the file cannot be read; no good line; or strict and a bad line"}},
+               422: {"description": "A bad form; the file cannot be read (``detail`` and the ``line``); no good "
+                                    "line; or strict and a bad line (each listed by ``line`` and ``error``)"}},
 )
 def submit_batch(upload: Annotated[Upload, Depends(read_upload)], request: Request) -> JSONResponse:
     """Check every line and queue the good ones at batch priority; the bad ones are listed by line number.
@@ -135,7 +136,9 @@ def submit_batch(upload: Annotated[Upload, Depends(read_upload)], request: Reque
     try:
         batch_id = batch_id_from_name(upload.form.name) if upload.form.name else derive_batch_id(upload.data)
         lines = parse_batch(upload.data, batch_id=batch_id, fmt=upload.form.format, filename=upload.filename)
-    except (BatchFileError, ValueError) as error:
+    except BatchFileError as error:  # its reason quotes nothing of the file
+        return JSONResponse({"detail": error.reason, "line": error.line_number}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+    except ValueError as error:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
     accepted = sum(line.spec is not None for line in lines)
     if not accepted or (upload.form.strict and accepted < len(lines)):
