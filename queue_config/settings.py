@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = 10.0
     #: Repairs of one job before it fails with the reason instead.
     reconcile_max_repairs: int = 3
+    #: An intake entry read by an intake that has been silent this long is claimed by another.
+    intake_claim_idle_ms: int = 30_000
 
     #: Shared secret that signs webhook deliveries (HMAC-SHA256). Empty: webhooks are not sent.
     webhook_secret: str = ""

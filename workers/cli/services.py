@@ -77,7 +77,8 @@ def cmd_intake(args: argparse.Namespace, settings: Settings) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     status = JobStatusStore.from_settings(settings)
-    intake = Intake(status.client, build_broker(settings), status, settings.namespace)
+    intake = Intake(status.client, build_broker(settings), status, settings.namespace,
+                    claim_idle_ms=settings.intake_claim_idle_ms)
     print(f"intake: reading {intake.stream_key}", flush=True)
     intake.run()
     return 0

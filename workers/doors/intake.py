@@ -63,8 +63,18 @@ class Receipt:
 class Intake:
     """Reads the intake stream, validates each entry, submits the good ones, answers every one."""
 
-    def __init__(self, client: redis.Redis, broker: FramequeueBroker, status: JobStatusStore, namespace: str) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        broker: FramequeueBroker,
+        status: JobStatusStore,
+        namespace: str,
+        *,
+        claim_idle_ms: int = CLAIM_IDLE_MS,
+    ) -> None:
         self.logger = get_logger(__name__, type(self))
+        #: How long an entry read by a silent intake waits before this one claims it.
+        self.claim_idle_ms = claim_idle_ms
         self.client = client
         self.broker = broker
         self.status = status
@@ -81,12 +91,16 @@ class Intake:
                               should_stop=lambda: deadline is not None and time.monotonic() >= deadline)
 
     def serve_once(self, *, block_ms: int = 1000, count: int = 100) -> int:
-        """Handle what a dead intake left behind, then what is new. Returns how many entries."""
-        entries = read_group(self.raw, self.stream_key, GROUP, self.consumer, claim_idle_ms=CLAIM_IDLE_MS,
-                             count=count, block_ms=block_ms, start_id="0")
-        for raw_id, fields in entries:
-            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-            receipt = self.answer(entry_id, fields)
+        """Handle what a dead intake left behind, then what is new. Returns how many entries.
+
+        A dead intake's entries are claimed one at a time, each handled at once, so an entry's
+        delivery count grows only while it is being handled (or had been read in a batch once).
+        """
+        entries = read_group(self.raw, self.stream_key, GROUP, self.consumer, claim_idle_ms=self.claim_idle_ms,
+                             count=count, block_ms=block_ms, start_id="0", claim_count=1)
+        ids = [raw_id.decode() if isinstance(raw_id, bytes) else raw_id for raw_id, _ in entries]
+        for entry_id, deliveries, (_, fields) in zip(ids, self._deliveries(ids), entries, strict=True):
+            receipt = self.answer(entry_id, fields, deliveries)
             pipe = self.client.pipeline()
             answer: dict[Any, Any] = {"status": receipt.status, "job_id": receipt.job_id, "reason": receipt.reason}
             pipe.hset(self.receipt_prefix + entry_id, mapping=answer)
@@ -96,10 +110,10 @@ class Intake:
             pipe.execute()
         return len(entries)
 
-    def answer(self, entry_id: str, fields: dict[bytes, bytes]) -> Receipt:
+    def answer(self, entry_id: str, fields: dict[bytes, bytes], deliveries: int = 1) -> Receipt:
         """The receipt of one raw entry; whatever its bytes, never an exception (bar Redis being down)."""
         try:
-            if self._deliveries(entry_id) > MAX_DELIVERIES:
+            if deliveries > MAX_DELIVERIES:
                 return Receipt("rejected", reason=f"the entry was handed out {MAX_DELIVERIES} times without an "
                                                   "answer (an intake stopped while handling it); not tried again")
             if sum(len(name) + len(value) for name, value in fields.items()) > MAX_ENTRY_BYTES:
@@ -115,9 +129,12 @@ class Intake:
             self.logger.exception("Intake entry %s could not be handled.", entry_id)
             return Receipt("rejected", reason=f"the entry could not be handled ({type(error).__name__})")
 
-    def _deliveries(self, entry_id: str) -> int:
-        pending = self.client.xpending_range(self.stream_key, GROUP, min=entry_id, max=entry_id, count=1)
-        return int(pending[0]["times_delivered"]) if pending else 0
+    def _deliveries(self, entry_ids: list[str]) -> list[int]:
+        """How many times each entry has been handed out, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id in entry_ids:
+            pipe.xpending_range(self.stream_key, GROUP, min=entry_id, max=entry_id, count=1)
+        return [int(pending[0]["times_delivered"]) if pending else 0 for pending in pipe.execute()]
 
     def receive(self, entry_id: str, fields: dict[str, str]) -> Receipt:
         """Validate and submit one entry."""

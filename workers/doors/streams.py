@@ -32,14 +32,16 @@ def ensure_group(client: redis.Redis, stream: str, group: str, *, start_id: str)
 
 def read_group(
     client: redis.Redis, stream: str, group: str, consumer: str, *,
-    claim_idle_ms: int, count: int, block_ms: int, start_id: str,
+    claim_idle_ms: int, count: int, block_ms: int, start_id: str, claim_count: int | None = None,
 ) -> list[Entry]:
-    """Entries left pending by a silent consumer, then new ones (waiting up to ``block_ms``).
+    """Up to ``claim_count`` entries left pending by a silent consumer, then new ones.
 
-    A group that is gone (Redis came back without it) is made again from ``start_id``, as at first.
+    New entries are waited for (up to ``block_ms``) only when none were claimed. A group that is
+    gone (Redis came back without it) is made again from ``start_id``, as at first.
     """
     try:
-        return _read_group(client, stream, group, consumer, claim_idle_ms=claim_idle_ms, count=count, block_ms=block_ms)
+        return _read_group(client, stream, group, consumer, claim_idle_ms=claim_idle_ms, count=count,
+                           block_ms=block_ms, claim_count=claim_count or count)
     except redis.ResponseError as error:
         if "NOGROUP" not in str(error):
             raise
@@ -48,10 +50,11 @@ def read_group(
 
 
 def _read_group(
-    client: redis.Redis, stream: str, group: str, consumer: str, *, claim_idle_ms: int, count: int, block_ms: int
+    client: redis.Redis, stream: str, group: str, consumer: str, *,
+    claim_idle_ms: int, count: int, block_ms: int, claim_count: int,
 ) -> list[Entry]:
     # XAUTOCLAIM answers [next cursor, claimed entries(, ids of deleted entries on Redis 7)].
-    claimed = cast("list[Entry]", client.xautoclaim(stream, group, consumer, claim_idle_ms, count=count)[1])
+    claimed = cast("list[Entry]", client.xautoclaim(stream, group, consumer, claim_idle_ms, count=claim_count)[1])
     fresh = cast("list[tuple[str, list[Entry]]]", client.xreadgroup(
-        group, consumer, {stream: ">"}, count=count, block=block_ms) or [])
+        group, consumer, {stream: ">"}, count=count, block=None if claimed else block_ms) or [])
     return list(claimed) + [entry for _, entries in fresh for entry in entries]
