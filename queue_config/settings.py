@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     #: Longest an idle stage queue goes unpolled: the most a job waits between two stages.
     #: (dramatiq's default is 1000 ms: with six stages that adds seconds to every job.)
     queue_poll_max_ms: int = 100
+    #: How long a finished job stays in Redis: its record expires this long after it finished, and
+    #: the reconciler trims its index entry, events, cancellation and dead-letter reasons once they
+    #: are this old (workers/jobs/retention.py). Its outputs and manifest in storage stay.
+    retention_s: float = 7 * 24 * 3600.0
 
     #: Home of the embedded Redis, local storage and the tiny model cache.
     data_dir: Path = Path.home() / ".framequeue"

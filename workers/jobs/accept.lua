@@ -4,19 +4,21 @@
 -- KEYS: [job hash, job index, active jobs, events stream, in-flight pointers,
 --        queue list or "", queue message hash or ""]
 -- ARGV: [events maxlen, now, job id, emit ("1" or ""), redis message id or "", message body or "",
---        queue name or "", field, value, ...]
+--        queue name or "", retention ms, field, value, ...]
 -- The message is enqueued the way dramatiq's dispatch.lua enqueues (HSET body, RPUSH id), and
 -- its place is remembered in the in-flight pointers, as FramequeueBroker.enqueue does.
+-- A job accepted already finished (blocked at submission) expires after the retention, as
+-- transition.lua makes every finished job's record do.
 -- Returns 1 if the job was new, 0 (and nothing changes) if a job with this id exists.
 local job, index, active, events, inflight, queue, messages = unpack(KEYS)
-local maxlen, now, job_id, emit, redis_id, body, queue_name = unpack(ARGV, 1, 7)
+local maxlen, now, job_id, emit, redis_id, body, queue_name, retention_ms = unpack(ARGV, 1, 8)
 
 if redis.call('EXISTS', job) == 1 then return 0 end
-redis.call('HSET', job, unpack(ARGV, 8))
+redis.call('HSET', job, unpack(ARGV, 9))
 redis.call('ZADD', index, now, job_id)
 local state = redis.call('HGET', job, 'state')
 local finished = state == 'succeeded' or state == 'failed' or state == 'blocked' or state == 'cancelled'
-if not finished then redis.call('ZADD', active, now, job_id) end
+if finished then redis.call('PEXPIRE', job, retention_ms) else redis.call('ZADD', active, now, job_id) end
 if redis_id ~= '' then
   redis.call('HSET', messages, redis_id, body)
   redis.call('RPUSH', queue, redis_id)

@@ -8,6 +8,9 @@ pointer, see ``FramequeueBroker``); a job that is unfinished, has not moved for
 worker has lost it. The reconciler enqueues the job's current stage again (stages are
 idempotent), or fails the job with the reason after ``max_repairs`` repairs.
 
+Each pass also trims what finished jobs left once the retention has passed (index entries,
+events, cancellations, dead-letter reasons, completed batches; see ``RetentionTrimmer``).
+
 One reconciler acts at a time: each holds a lease in Redis (``run_forever``) and only the
 holder runs passes, so it may run in several processes for availability.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -27,6 +30,7 @@ from queue_config.jobs import JobSpec
 from workers.broker import FramequeueBroker
 from workers.jobs.messages import StageMessage, enqueue_stage
 from workers.jobs.record import JobRecord, JobStatusStore
+from workers.jobs.retention import RetentionTrimmer, Trimmed
 from workers.outages import serve_through_outages
 
 #: A job is looked at once it has not moved (nor been looked at) for this long.
@@ -50,6 +54,7 @@ class Pass:
     looked_at: int
     repaired: list[str]
     failed: list[str]
+    trimmed: Trimmed = field(default_factory=Trimmed)
 
 
 class Reconciler:
@@ -60,6 +65,7 @@ class Reconciler:
         broker: Where repaired jobs are enqueued.
         stale_after_s: How long a job must have been still before it is looked at.
         max_repairs: Repairs of one job before it fails instead.
+        retention_s: How long finished jobs' traces are kept; the store's ``retention_s`` by default.
     """
 
     def __init__(
@@ -69,6 +75,7 @@ class Reconciler:
         *,
         stale_after_s: float = STALE_AFTER_S,
         max_repairs: int = MAX_REPAIRS,
+        retention_s: float | None = None,
     ) -> None:
         self.status = status
         self.broker = broker
@@ -78,9 +85,10 @@ class Reconciler:
         self.lease_key = f"{status.namespace}:reconciler:lease"
         self.logger = get_logger(__name__, type(self))
         self._find_lost = status.client.register_script(_FIND_LOST_LUA)
+        self.trimmer = RetentionTrimmer(status, retention_s=retention_s)
 
     def run_once(self) -> Pass:
-        """Look at every job that has been still for ``stale_after_s``; repair the lost ones."""
+        """Look at every job that has been still for ``stale_after_s``; repair the lost ones; trim the old."""
         client, now = self.status.client, time.time()
         stale = cast("list[str]", client.zrangebyscore(self.status.active_key, "-inf", now - self.stale_after_s))
         repaired: list[str] = []
@@ -88,8 +96,11 @@ class Reconciler:
         for start in range(0, len(stale), CHUNK):
             for job_id in self.lost(stale[start : start + CHUNK]):
                 (repaired if self.repair(job_id) else failed).append(job_id)
+        trimmed = self.trimmer.trim(now)
+        if trimmed.total:
+            self.logger.info("Trimmed what jobs finished over %g s ago left: %s.", self.trimmer.retention_s, trimmed)
         client.hset(self.stats_key, "last_pass_at", f"{now:.3f}")
-        return Pass(len(stale), repaired, failed)
+        return Pass(len(stale), repaired, failed, trimmed)
 
     def lost(self, job_ids: list[str]) -> list[str]:
         """Those of ``job_ids`` that are unfinished and have no message anywhere (however recently they moved)."""

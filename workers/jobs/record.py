@@ -7,7 +7,9 @@ and artifact (``artifact.{name}``, JSON). Every state change is also appended
 to the ``{namespace}:events`` stream.
 
 Terminal states are final: once a job has succeeded, failed, been blocked or
-cancelled, a late duplicate message cannot move it again.
+cancelled, a late duplicate message cannot move it again. A finished job's
+record expires ``retention_s`` later (in the same script that finishes it), so
+Redis holds the jobs of the last retention period, not every job ever run.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from workers.redis_connection import redis_client
 TERMINAL_STATES = ("succeeded", "failed", "blocked", "cancelled")
 #: Events kept in the stream (approximately; older ones are trimmed).
 EVENTS_MAXLEN = 100_000
+#: How long a finished job's record is kept (the ``retention_s`` setting's default: 7 days).
+RETENTION_S = 7 * 24 * 3600.0
 _TRANSITION_LUA = (Path(__file__).parent / "transition.lua").read_text()
 _ACCEPT_LUA = (Path(__file__).parent / "accept.lua").read_text()
 
@@ -79,11 +83,18 @@ class JobRecord:
 
 
 class JobStatusStore:
-    """Reads and writes job records. ``client`` must decode responses to str."""
+    """Reads and writes job records. ``client`` must decode responses to str.
 
-    def __init__(self, client: redis.Redis, namespace: str = "framequeue") -> None:
+    Parameters:
+        client: The Redis the records live in.
+        namespace: Prefix of every key.
+        retention_s: How long a finished job's record is kept before it expires.
+    """
+
+    def __init__(self, client: redis.Redis, namespace: str = "framequeue", *, retention_s: float = RETENTION_S) -> None:
         self.client = client
         self.namespace = namespace
+        self.retention_s = retention_s
         self.events_key = f"{namespace}:events"
         self.dead_letters_key = f"{namespace}:dead_letters"
         #: Every job id, scored by its creation time (for listing, newest first).
@@ -101,7 +112,11 @@ class JobStatusStore:
     def from_settings(cls, settings: Settings) -> JobStatusStore:
         """The store on the configured Redis (the embedded one when ``REDIS_URL`` is unset)."""
         client = redis_client(resolve_redis_url(settings), decode_responses=True)
-        return cls(client, settings.namespace)
+        return cls(client, settings.namespace, retention_s=settings.retention_s)
+
+    @property
+    def _retention_ms(self) -> int:
+        return max(1, round(self.retention_s * 1000))
 
     def job_key(self, job_id: str) -> str:
         return f"{self.namespace}:job:{job_id}"
@@ -146,7 +161,7 @@ class JobStatusStore:
                     queue, f"{queue}.msgs" if message else ""]
             args = [EVENTS_MAXLEN, now, spec.id, "1" if emit else "",
                     *((message.redis_id, message.body, message.queue_name) if message else ("", "", "")),
-                    *(item for pair in record.items() for item in pair)]
+                    self._retention_ms, *(item for pair in record.items() for item in pair)]
             self._accept(keys=keys, args=args, client=pipe)
         return [bool(new) for new in pipe.execute()]
 
@@ -248,7 +263,8 @@ class JobStatusStore:
     ) -> Any:
         flat = [item for pair in fields.items() for item in pair]
         index = "" if stage_index is None else stage_index
-        args = [EVENTS_MAXLEN, f"{time.time():.3f}", job_id, state, stage, error, attempt_field, index, *flat]
+        args = [EVENTS_MAXLEN, f"{time.time():.3f}", job_id, state, stage, error, attempt_field, index,
+                self._retention_ms, *flat]
         keys = [self.job_key(job_id), self.events_key, self.active_key, self.inflight_key]
         return self._transition(keys=keys, args=args, client=client)
 
