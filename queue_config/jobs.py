@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Annotated, Final, Literal
 from urllib.parse import SplitResult, urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 #: Version of this contract. A worker refuses messages written for another one.
 SCHEMA_VERSION: Final = 1
@@ -24,6 +24,10 @@ MAX_SIDE_PX = 1024
 MAX_STEPS = 50
 MAX_FRAMES = 240
 MAX_FPS = 60
+#: Most compute one job may ask for, in pixel-steps: width x height x frames (1 for an image) x
+#: steps. 2**30 admits a 1024x1024 video of 240 frames at the default 4 steps (1,006,632,960) and
+#: a 1024x1024 image at 50 steps; the corner of the limits above (240 frames at 50 steps) is 12x over.
+MAX_COMPUTE_PIXEL_STEPS = 2**30
 #: Longest webhook URL a job may name.
 MAX_WEBHOOK_URL_CHARS = 2048
 
@@ -102,3 +106,20 @@ class JobSpec(BaseModel):
     webhook_url: Annotated[str, AfterValidator(_webhook_url)] | None = None
     priority: Priority = Priority.interactive
     batch_id: str | None = Field(default=None, max_length=64)
+
+    @property
+    def compute_pixel_steps(self) -> int:
+        """What the job asks of the models: width x height x frames (1 for an image) x steps."""
+        frames = self.num_frames if self.kind is JobKind.video else 1
+        return self.width * self.height * frames * self.steps
+
+    @model_validator(mode="after")
+    def _within_compute_budget(self) -> JobSpec:
+        if self.compute_pixel_steps > MAX_COMPUTE_PIXEL_STEPS:
+            frames = f" x {self.num_frames} frames" if self.kind is JobKind.video else ""
+            raise ValueError(
+                f"the job asks for {self.width}x{self.height}{frames} x {self.steps} steps = "
+                f"{self.compute_pixel_steps:,} pixel-steps, over the budget of {MAX_COMPUTE_PIXEL_STEPS:,} per job "
+                f"(fewer pixels, frames or steps)"
+            )
+        return self

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from queue_config.jobs import MAX_PROMPT_CHARS, JobKind, JobSpec
+from queue_config.jobs import MAX_COMPUTE_PIXEL_STEPS, MAX_PROMPT_CHARS, JobKind, JobSpec
 from queue_config.stages import stage_plan
 
 
@@ -42,3 +42,36 @@ def test_jobs_are_immutable() -> None:
 def test_image_jobs_skip_frames_and_video() -> None:
     assert stage_plan(JobKind.image) == ("prompt_enhance", "image", "safety_check", "upload")
     assert stage_plan(JobKind.video)[2:4] == ("frames", "video")
+
+
+@pytest.mark.parametrize(
+    ("fields", "cost"),
+    [
+        ({"kind": "video", "width": 1024, "height": 1024, "num_frames": 240, "steps": 5}, "1,258,291,200"),
+        ({"kind": "video", "width": 1024, "height": 1024, "num_frames": 240, "steps": 50}, "12,582,912,000"),
+        ({"kind": "video", "width": 512, "height": 512, "num_frames": 200, "steps": 25}, "1,310,720,000"),
+    ],
+)
+def test_a_job_over_the_compute_budget_is_refused_with_its_cost_and_the_budget(
+    fields: dict[str, object], cost: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        JobSpec(prompt="a secret prompt", **fields)  # type: ignore[arg-type]
+
+    [error] = refused.value.errors(include_input=False)
+    assert cost in error["msg"] and f"{MAX_COMPUTE_PIXEL_STEPS:,}" in error["msg"]
+    assert "secret" not in error["msg"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"kind": "video", "width": 1024, "height": 1024, "num_frames": 240},  # the largest video at the default steps
+        {"kind": "video", "width": 1024, "height": 1024, "num_frames": 240, "steps": 1, "fps": 24},
+        {"kind": "image", "width": 1024, "height": 1024, "steps": 50, "num_frames": 240},  # an image has one frame
+        {"kind": "video", "width": 512, "height": 512, "num_frames": 120, "steps": 16},
+    ],
+)
+def test_large_sensible_jobs_are_within_the_compute_budget(fields: dict[str, object]) -> None:
+    spec = JobSpec(prompt="a cat", **fields)  # type: ignore[arg-type]
+    assert spec.compute_pixel_steps <= MAX_COMPUTE_PIXEL_STEPS
