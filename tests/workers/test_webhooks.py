@@ -122,6 +122,13 @@ def serving(sender: WebhookSender) -> Iterator[WebhookSender]:
     finally:
         stop.set()
         thread.join(5)
+        sender.close()  # the deliveries in flight end (each within its timeout)
+
+
+def serve_once_and_join(sender: WebhookSender) -> None:
+    """One pass of ``sender``, and the deliveries it started run to their end."""
+    sender.serve_once(block_ms=10)
+    sender.join()
 
 
 @pytest.fixture
@@ -189,18 +196,18 @@ def test_a_refused_delivery_is_retried_with_doubling_backoff_under_the_same_even
         spec, event_id = hooked_job(own_status, receiver.url)
         #: (attempt, when it is due, when the sender had scheduled it at the latest), as the retry set holds them
         scheduled: list[tuple[int, float, float]] = []
-        #: Deliveries made by a ``serve_once`` that ended before the retry was due (none are).
+        #: Deliveries made by a pass that ended before the retry was due (none are).
         too_early: list[int] = []
-        sender.serve_once(block_ms=10)
+        serve_once_and_join(sender)
         while entries := own_status.client.zrange(sender.retry_key, 0, -1, withscores=True):
             [(member, due_s)] = entries
             scheduled.append((json.loads(member)["attempt"], due_s, time.time()))
             assert len(scheduled) < max_attempts, "the sender never gives up"
-            sender.serve_once(block_ms=10)
+            serve_once_and_join(sender)
             if time.time() < due_s:
                 too_early.append(len(receiver.deliveries) - len(scheduled))
             wait_for(lambda due_s=due_s: time.time() >= due_s, 10, f"attempt {len(scheduled) + 1} to be due")
-            sender.serve_once(block_ms=10)
+            serve_once_and_join(sender)
         deliveries = list(receiver.deliveries)
 
     assert [delivery.code for delivery in deliveries] == [500] * max_attempts
@@ -210,7 +217,7 @@ def test_a_refused_delivery_is_retried_with_doubling_backoff_under_the_same_even
     for number, ((_, due_s, scheduled_by_s), failed, retried) in enumerate(
             zip(scheduled, deliveries, deliveries[1:], strict=False)):
         backoff_s = first_retry_s * 2**number  # 0.2 s, 0.4 s, 0.8 s
-        # The sender set ``due_s`` after the failed delivery arrived and before ``serve_once`` returned.
+        # The sender set ``due_s`` after the failed delivery arrived and before its pass ended.
         assert due_s - scheduled_by_s - 1e-3 <= backoff_s <= due_s - failed.at_s + 1e-3, (number, due_s)
         assert retried.at_s >= due_s - 1e-3
     assert too_early and set(too_early) == {0}

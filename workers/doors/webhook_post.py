@@ -67,6 +67,9 @@ class _CappedReader:
     def close(self) -> None:
         self.raw.close()
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
 
 class _CappedResponse(http.client.HTTPResponse):
     def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
@@ -121,12 +124,14 @@ def post(
         connection.request("POST", destination.target, body=body, headers={
             **headers, "Host": host_header(destination), "Accept-Encoding": "identity", "Connection": "close"})
         response = connection.getresponse()
+        if expired.is_set():  # the head was cut short at the deadline: what was parsed is no answer
+            raise TimeoutError
         with contextlib.suppress(OSError, http.client.HTTPException):
             response.read()  # what is left of MAX_ANSWER_BYTES, so the receiver sees its answer taken
         return response.status
     except ssl.SSLCertVerificationError:
         raise DeliveryFailed("TLS certificate not valid for the host") from None
-    except (OSError, http.client.HTTPException) as error:
+    except (OSError, http.client.HTTPException, ValueError) as error:
         if expired.is_set():
             raise DeliveryFailed(f"no answer within {deadline_s:g} s") from None
         raise DeliveryFailed(str(error) if isinstance(error, _AnswerTooLong) else type(error).__name__) from None

@@ -11,6 +11,12 @@ ends. So delivery is at least once, across crashes (receivers dedupe on
 ``X-Framequeue-Event-Id``). A failed delivery is retried with doubling backoff;
 after the last attempt the job's record says why.
 
+Deliveries run concurrently in a small thread pool, at most a few per host
+(webhook_slots.py), each attempt checked by the URL policy (webhook_policy.py) and
+bounded in time and in what it reads (webhook_post.py): a slow or hostile receiver
+holds only its own deliveries. The deliveries due are looked at ``SCAN_COUNT`` at a
+time, oldest first; those of a host whose slots are taken wait.
+
 Signature: ``X-Framequeue-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>">`` with
 the shared secret, and ``X-Framequeue-Timestamp: <unix seconds>``; see
 ``verify_signature`` for the receiver's side.
@@ -18,32 +24,36 @@ the shared secret, and ``X-Framequeue-Timestamp: <unix seconds>``; see
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import socket
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from dramatiq.logging import get_logger
 
 from workers.doors.streams import ensure_group, read_group
 from workers.doors.webhook_policy import WebhookPolicy, WebhookRefused, WebhookUnresolved
 from workers.doors.webhook_post import DeliveryFailed, post
+from workers.doors.webhook_slots import HostSlots
 from workers.jobs.record import JobStatusStore
-from workers.outages import serve_through_outages
+from workers.outages import OUTAGE_ERRORS, serve_through_outages
 
 GROUP = "webhooks"
-#: How long one delivery attempt may take.
-TIMEOUT_S = 5.0
+#: How long one delivery attempt may take, connecting and reading the answer together.
+TIMEOUT_S = 10.0
 #: An event read by a sender that has been silent this long is handed on by another.
 CLAIM_IDLE_MS = 30_000
 #: A claimed delivery is due again this long after its attempt's time is up (its sender died).
 LEASE_MARGIN_S = 5.0
-#: Due deliveries claimed in one pass.
-CLAIM_COUNT = 50
+#: Due deliveries looked at in one pass, to fill the free slots.
+SCAN_COUNT = 500
 _CLAIM_LUA = (Path(__file__).parent / "webhook_claim.lua").read_text()
 #: How old a signed timestamp a receiver should accept.
 DEFAULT_TOLERANCE_S = 300
@@ -93,6 +103,8 @@ class WebhookSender:
         #: Where deliveries may go (by default: public https destinations only).
         self.policy = policy or WebhookPolicy()
         self.tls = tls
+        self.slots = HostSlots()
+        self._pool = ThreadPoolExecutor(self.slots.total, thread_name_prefix="webhook")
         #: Deliveries (JSON of url, event and attempt number), scored by when they are due.
         self.retry_key = f"{status.namespace}:webhooks:retry"
         self._claim = self.client.register_script(_CLAIM_LUA)
@@ -101,17 +113,32 @@ class WebhookSender:
 
     def run(self, *, stop_after_s: float | None = None) -> None:
         deadline = None if stop_after_s is None else time.monotonic() + stop_after_s
-        serve_through_outages(self.serve_once, logger=self.logger,
-                              should_stop=lambda: deadline is not None and time.monotonic() >= deadline)
+        try:
+            serve_through_outages(self.serve_once, logger=self.logger,
+                                  should_stop=lambda: deadline is not None and time.monotonic() >= deadline)
+        finally:
+            self.close()
+
+    def join(self, timeout_s: float = 30.0) -> None:
+        """Wait until no delivery is in flight (each ends within ``timeout_s`` of its start)."""
+        if not self.slots.wait_idle(timeout_s):
+            raise TimeoutError(f"webhook deliveries still in flight after {timeout_s:g} s")
+
+    def close(self) -> None:
+        """Let the deliveries in flight end; start no more."""
+        self._pool.shutdown(wait=True)
 
     def serve_once(self, *, block_ms: int = 500) -> None:
-        """Make the deliveries that are due, then hand on new events (and those a dead sender had read)."""
-        self._deliver_due()
+        """Start the deliveries that are due, then hand on new events (and those a dead sender had read).
+
+        Deliveries run in the pool: ``join`` waits for them.
+        """
+        self._start_due()
         entries = read_group(self.client, self.status.events_key, GROUP, self.consumer, claim_idle_ms=CLAIM_IDLE_MS,
                              count=100, block_ms=block_ms, start_id="$")
         if entries:
             self._hand_on(entries)
-            self._deliver_due()
+            self._start_due()
 
     def _hand_on(self, entries: list[tuple[str, dict[str, str]]]) -> None:
         """Put the events of jobs that name a URL in the delivery set, due now, acknowledging them with it."""
@@ -126,15 +153,43 @@ class WebhookSender:
         pipe.xack(self.status.events_key, GROUP, *(entry_id for entry_id, _ in entries))
         pipe.execute()
 
-    def _deliver_due(self) -> None:
-        now = time.time()
-        due = cast("list[str]", self.client.zrangebyscore(self.retry_key, "-inf", now, 0, CLAIM_COUNT))
-        if not due:
+    def _start_due(self) -> None:
+        """Claim the due deliveries there are free slots for, and start them."""
+        if not self.slots.free():
             return
-        claimed = cast("list[str]", self._claim(keys=[self.retry_key], args=[now, now + self.lease_s, *due]))
-        for member in claimed:
+        now = time.time()
+        taken: list[tuple[str, str]] = []
+        try:
+            for member in cast("list[str]", self.client.zrangebyscore(self.retry_key, "-inf", now, 0, SCAN_COUNT)):
+                host = _host(member)
+                if self.slots.take(host):
+                    taken.append((member, host))
+                if not self.slots.free():
+                    break
+            claimed = set(cast("list[str]", self._claim(
+                keys=[self.retry_key], args=[now, now + self.lease_s, *(member for member, _ in taken)]))
+            ) if taken else set()
+        except BaseException:
+            for _, host in taken:
+                self.slots.give_back(host)
+            raise
+        for member, host in taken:
+            if member in claimed:
+                self._pool.submit(self._deliver_in_slot, member, host)
+            else:
+                self.slots.give_back(host)
+
+    def _deliver_in_slot(self, member: str, host: str) -> None:
+        """Deliver, give the slot back, and fill it again."""
+        try:
             delivery = json.loads(member)
             self._deliver(member, delivery["url"], delivery["event"], delivery["attempt"])
+        except Exception:  # e.g. Redis unreachable while settling: the lease makes it due again
+            self.logger.exception("A webhook delivery was not settled; it is due again when its lease ends.")
+        finally:
+            self.slots.give_back(host)
+        with contextlib.suppress(*OUTAGE_ERRORS):
+            self._start_due()
 
     def _webhook_url(self, event: dict[str, str]) -> str | None:
         """The job's ``webhook_url``; for a batch's own events, the one given with the batch."""
@@ -188,6 +243,14 @@ class WebhookSender:
         pipe.zrem(self.retry_key, member)
         pipe.execute()
         self.logger.warning("%s: %s.", owner, reason)
+
+
+def _host(member: str) -> str:
+    """The host a delivery goes to: what the per-host slots count."""
+    try:
+        return (urlsplit(json.loads(member)["url"]).hostname or "").rstrip(".")
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 def _delivery(url: str, event: dict[str, Any], attempt: int) -> str:
