@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     api_public_docs: bool = False
     #: How long a dashboard sign-in lasts (from signing in; signing out ends it at once).
     dashboard_session_ttl_s: int = 12 * 3600
+    #: Requests one API token may make per minute (steady rate), and how many more it may make at once.
+    #: Over them: 429 with Retry-After (workers/api/bounds.py).
+    api_requests_per_minute: float = Field(default=600.0, gt=0)
+    api_request_burst: int = Field(default=60, ge=0)
+    #: Unfinished jobs one API token may have; a submission that would go over is refused (429).
+    api_max_queued_jobs: int = Field(default=10_000, ge=1)
 
     #: NSFW probability at or above which an image or video is blocked.
     safety_threshold: float = 0.8

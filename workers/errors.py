@@ -24,3 +24,12 @@ class Deferred(FramequeueError):
 
 class NoUsableKey(FramequeueError):
     """A provider has no key left to try: every one is disabled, or none was configured."""
+
+
+class OverCap(FramequeueError):
+    """Taking ``new`` more jobs would put their owner's unfinished jobs over ``cap`` (``workers/limits/job_cap.py``)."""
+
+    def __init__(self, new: int, unfinished: int, cap: int) -> None:
+        already = f"{unfinished} unfinished jobs and " if unfinished else ""
+        super().__init__(f"{already}{new} more would be over the cap of {cap} unfinished jobs")
+        self.new, self.unfinished, self.cap = new, unfinished, cap

@@ -37,8 +37,10 @@ class BatchApi:
     client: httpx.Client
 
     def keys(self) -> list[str]:
-        """Every Redis key of the namespace (none until something is submitted)."""
-        return sorted(self.ns.status.client.scan_iter(match=f"{self.ns.settings.namespace}:*"))
+        """Every Redis key of the namespace (none until something is submitted) but the token's request rate."""
+        rate = f"{self.ns.settings.namespace}:rate:api:"
+        return sorted(key for key in self.ns.status.client.scan_iter(match=f"{self.ns.settings.namespace}:*")
+                      if not key.startswith(rate))
 
     def queued_job_ids(self, queue: str = BATCH_QUEUE) -> list[str]:
         """The job ids of the messages waiting on ``queue``, in the order a worker takes them."""

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from workers.api.bounds import TOO_MANY, Caller, within_queued_jobs_cap, within_request_rate
 from workers.api.context import context, require_token
 from workers.api.jobs import Problem, RedactedValidationRoute
 from workers.batches.files import (
@@ -47,8 +48,9 @@ _UPLOAD_OPENAPI: Final = {"requestBody": {"required": True, "content": {"multipa
 }}}}}
 
 router = APIRouter(
-    prefix="/v1", dependencies=[Depends(require_token)], tags=["batches"], route_class=RedactedValidationRoute,
-    responses={401: {"model": Problem, "description": "Missing or wrong bearer token"}},
+    prefix="/v1", dependencies=[Depends(require_token), Depends(within_request_rate)], tags=["batches"],
+    route_class=RedactedValidationRoute,
+    responses={401: {"model": Problem, "description": "Missing or wrong bearer token"}, **TOO_MANY},
 )
 
 
@@ -127,11 +129,14 @@ def _listed(lines: list[BatchLine]) -> dict[str, Any]:
                422: {"description": "A bad form; the file cannot be read (``detail`` and the ``line``); no good "
                                     "line; or strict and a bad line (each listed by ``line`` and ``error``)"}},
 )
-def submit_batch(upload: Annotated[Upload, Depends(read_upload)], request: Request) -> JSONResponse:
+def submit_batch(
+    upload: Annotated[Upload, Depends(read_upload)], request: Request, fingerprint: Caller
+) -> JSONResponse:
     """Check every line and queue the good ones at batch priority; the bad ones are listed by line number.
 
     With ``strict``, one bad line refuses the whole file (422, nothing queued). A file with no good
-    line is refused either way.
+    line is refused either way, and so is one whose good lines would put the token's unfinished jobs
+    over ``api_max_queued_jobs`` (429, nothing queued).
     """
     try:
         batch_id = batch_id_from_name(upload.form.name) if upload.form.name else derive_batch_id(upload.data)
@@ -148,7 +153,8 @@ def submit_batch(upload: Annotated[Upload, Depends(read_upload)], request: Reque
     from workers.batches import submit_lines
 
     api = context(request)
-    summary = submit_lines(api.status, api.broker, batch_id, upload.form.name or upload.filename, lines)
+    with within_queued_jobs_cap(request, fingerprint, [line.spec.id for line in lines if line.spec is not None]):
+        summary = submit_lines(api.status, api.broker, batch_id, upload.form.name or upload.filename, lines)
     content = {"batch_id": batch_id, "accepted": accepted, **_listed(lines), **summary}
     return JSONResponse(content, status.HTTP_202_ACCEPTED,
                         headers={"Location": str(request.url_for("get_batch", batch_id=batch_id))})

@@ -15,6 +15,7 @@ from queue_config.settings import Settings
 from workers.broker import FramequeueBroker, build_broker
 from workers.embedded_redis import resolve_redis_url
 from workers.jobs.record import JobStatusStore
+from workers.limits import JobCap, RedisLimiter
 from workers.redis_connection import redis_client
 
 
@@ -33,6 +34,14 @@ class ApiContext:
     @cached_property
     def broker(self) -> FramequeueBroker:
         return build_broker(self.settings)
+
+    @cached_property
+    def limiter(self) -> RedisLimiter:
+        return RedisLimiter(self.redis, self.settings.namespace)
+
+    @cached_property
+    def job_cap(self) -> JobCap:
+        return JobCap(self.redis, self.status.active_key, self.settings.namespace)
 
 
 def context(request: Request) -> ApiContext:

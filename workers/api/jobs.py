@@ -1,9 +1,10 @@
 """The job API under /v1: submit, read, list and cancel jobs, and follow one job's events live.
 
-Every route needs the bearer token. A refused request gets 422 with each error's place and
-reason, never the values sent: a stray field may hold a secret. A job's events are server-sent
-events read from the Redis event stream by a blocking XREAD on an asyncio client, so an open
-stream holds one Redis connection but none of the threads that the sync handlers share.
+Every route needs the bearer token and counts against the token's request rate
+(``workers/api/bounds.py``). A refused request gets 422 with each error's place and reason, never
+the values sent: a stray field may hold a secret. A job's events are server-sent events read from
+the Redis event stream by a blocking XREAD on an asyncio client, so an open stream holds one Redis
+connection but none of the threads that the sync handlers share.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel
 
 from queue_config.jobs import JobKind, JobSpec
+from workers.api.bounds import TOO_MANY, Caller, within_queued_jobs_cap, within_request_rate
 from workers.api.context import context, require_token
 from workers.embedded_redis import resolve_redis_url
 from workers.jobs.record import TERMINAL_STATES, JobRecord
@@ -107,8 +109,9 @@ _EVENTS_OPENAPI: Final = {"responses": {"200": {"content": {"text/event-stream":
 }}}}}}
 
 router = APIRouter(
-    prefix="/v1", dependencies=[Depends(require_token)], tags=["jobs"], route_class=RedactedValidationRoute,
-    responses={401: {"model": Problem, "description": "Missing or wrong bearer token"}},
+    prefix="/v1", dependencies=[Depends(require_token), Depends(within_request_rate)], tags=["jobs"],
+    route_class=RedactedValidationRoute,
+    responses={401: {"model": Problem, "description": "Missing or wrong bearer token"}, **TOO_MANY},
 )
 
 
@@ -133,14 +136,16 @@ ExistingJob = Annotated[JobRecord, Depends(existing_job)]
     responses={200: {"model": Submission, "description": "Nothing queued: the id was seen before, or the prompt "
                      "was blocked"}, 413: {"description": f"Body over {MAX_SUBMIT_BODY_BYTES} bytes"}},
 )
-def submit(spec: JobSpec, request: Request, response: Response) -> Submission:
+def submit(spec: JobSpec, request: Request, response: Response, fingerprint: Caller) -> Submission:
     """Screen, record and queue a job; ``Location`` names its record.
 
     202 when it was queued. 200 with ``created`` false for an id submitted before (nothing is
-    queued again), or with state ``blocked`` and the ``reason`` when the prompt is refused.
+    queued again), or with state ``blocked`` and the ``reason`` when the prompt is refused. 429
+    when the token already has ``api_max_queued_jobs`` unfinished jobs.
     """
     api = context(request)
-    submission = submit_job(api.broker, api.status, spec)
+    with within_queued_jobs_cap(request, fingerprint, [spec.id]):
+        submission = submit_job(api.broker, api.status, spec)
     if not (submission.created and submission.state == "queued"):
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = str(request.url_for("get_job", job_id=submission.job_id))

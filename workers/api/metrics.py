@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from workers import ops
+from workers.api.bounds import within_request_rate
 from workers.api.context import context, require_token
 from workers.jobs.record import JobStatusStore
 from workers.keys.pool import key_health
@@ -164,7 +165,7 @@ def registry_of(request: Request) -> CollectorRegistry:
     return cast(CollectorRegistry, state.metrics_registry)
 
 
-@router.get("/metrics", dependencies=[Depends(require_token)], include_in_schema=False)
+@router.get("/metrics", dependencies=[Depends(require_token), Depends(within_request_rate)], include_in_schema=False)
 def metrics(request: Request) -> Response:
     """Every framequeue family in Prometheus's text format."""
     return Response(generate_latest(registry_of(request)), media_type=CONTENT_TYPE_LATEST)
