@@ -254,6 +254,9 @@ def main() -> None:
         from scripts.bench_batches import bench_batches
 
         bench_batches(url, data_dir, threads=args.threads)
+        from scripts.bench_retention import bench_retention
+
+        bench_retention(data_dir, threads=args.threads)
 
 
 if __name__ == "__main__":
