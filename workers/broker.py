@@ -101,7 +101,8 @@ def build_broker(settings: Settings) -> FramequeueBroker:
     )
     broker.add_middleware(CurrentMessage())
     # Before Retries in the list, so that its after-hooks (run in reverse) see the final verdict.
-    status = JobStatusStore(redis_client(url, decode_responses=True), settings.namespace)
+    status = JobStatusStore(redis_client(url, decode_responses=True), settings.namespace,
+                            retention_s=settings.retention_s)
     broker.add_middleware(JobStatusMiddleware(status), before=Retries)
     return broker
 

@@ -29,7 +29,7 @@ class ApiContext:
 
     @cached_property
     def status(self) -> JobStatusStore:
-        return JobStatusStore(self.redis, self.settings.namespace)
+        return JobStatusStore(self.redis, self.settings.namespace, retention_s=self.settings.retention_s)
 
     @cached_property
     def broker(self) -> FramequeueBroker:

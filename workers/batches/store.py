@@ -144,6 +144,7 @@ def retry_failed(status: JobStatusStore, broker: FramequeueBroker, batch_id: str
         pipe = status.client.pipeline()
         pipe.hset(status.job_key(job_id), mapping={"state": "queued", "error": "", "stage": "", "stage_index": -1})
         pipe.zadd(status.active_key, {job_id: time.time()})
+        pipe.persist(status.job_key(job_id))  # unfinished again: no longer expires
         pipe.hincrby(key, "finished", -1)
         pipe.hincrby(key, "n_failed", -1)
         pipe.hdel(key, "completed_at", "completing")

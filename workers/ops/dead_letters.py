@@ -113,6 +113,7 @@ def requeue_dead_letter(broker: dramatiq.Broker, status: JobStatusStore, queue: 
     if job_id and status.state_of(job_id) == "failed":
         client.hset(status.job_key(job_id), mapping={"state": "queued", "error": "", "updated_at": time.time()})
         client.zadd(status.active_key, {job_id: time.time()})
+        client.persist(status.job_key(job_id))  # unfinished again: no longer expires
         status.emit(job_id, "requeued", stage=stage_of_actor(message.actor_name))
     try:
         broker.enqueue(fresh)
