@@ -1,4 +1,8 @@
-"""The ``framequeue`` command: submit jobs, read their status, run workers."""
+"""The ``framequeue`` command: submit jobs, read their status, run workers.
+
+A user's mistake, an unknown id or Redis out of reach is one line on stderr and an exit code
+(``workers/cli/errors.py``: 1 failed, 2 a usage or input error), never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from queue_config.jobs import JobSpec
 from queue_config.settings import Settings, get_settings
 from queue_config.stages import CPU_STAGES, GPU_STAGES, STAGES
 from workers.broker import build_broker
+from workers.cli.errors import EXIT_CODES_HELP, CliError, NotFound, OneLineParser, run_command
 from workers.cli.services import add_service_commands
 from workers.embedded_redis import resolve_redis_url, stop_embedded_redis
 from workers.jobs.messages import describe_validation_error
@@ -35,8 +40,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     try:
         spec = JobSpec(**{k: v for k, v in fields.items() if v is not None})
     except ValidationError as error:
-        print(describe_validation_error(error), file=sys.stderr)
-        return 2
+        raise CliError(describe_validation_error(error)) from None
     status = JobStatusStore.from_settings(settings)
     submission = submit_job(build_broker(settings), status, spec)
     print(f"job {submission.job_id}: {submission.state}" + (f" ({submission.reason})" if submission.reason else ""))
@@ -88,19 +92,20 @@ def print_outcome(record: JobRecord | None) -> None:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     record = JobStatusStore.from_settings(settings).get(args.job_id)
+    if record is None:
+        raise NotFound(f"no job {args.job_id}")
     if args.json:
-        print(json.dumps(record.as_dict() if record else None, indent=2))
+        print(json.dumps(record.as_dict(), indent=2))
     else:
         print_outcome(record)
-    return 0 if record is not None else 1
+    return 0
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     stages = [s for s in args.stages.split(",") if s] if args.stages else list(STAGES)
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
-        print(f"unknown stages: {', '.join(unknown)} (known: {', '.join(STAGES)})", file=sys.stderr)
-        return 2
+        raise CliError(f"unknown stages: {', '.join(unknown)} (known: {', '.join(STAGES)})")
     resolve_redis_url(settings)  # exported, so every dramatiq process shares the server
     os.environ["dramatiq_worker_timeout"] = str(settings.queue_poll_max_ms)  # noqa: SIM112 - dramatiq reads it so
     command = [sys.executable, "-m", "dramatiq", "workers.actors", "--processes", str(args.processes),
@@ -118,7 +123,7 @@ def cmd_redis(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="framequeue", description=__doc__)
+    parser = OneLineParser(prog="framequeue", description=__doc__.partition("\n")[0], epilog=EXIT_CODES_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
     submit = commands.add_parser("submit", help="submit an image or video job")
@@ -155,5 +160,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.handler(args, get_settings()))
+    return run_command(args.handler, args, get_settings())
 

@@ -6,11 +6,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from queue_config.settings import Settings
 from workers.broker import build_broker
+from workers.cli.errors import CliError, NotFound
 from workers.jobs.record import JobStatusStore
+
+if TYPE_CHECKING:
+    from workers.batches.files import BatchLine
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
@@ -33,23 +37,11 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
 
     from storage import open_store
     from workers import batches
-    from workers.batches.files import BatchFileError, batch_id_from_name, derive_batch_id, parse_batch
 
     status = JobStatusStore.from_settings(settings)
     if args.action == "submit":
-        data = Path(args.target).read_bytes()
-        batch_id = batch_id_from_name(args.name) if args.name else derive_batch_id(data)
-        try:
-            lines = parse_batch(data, batch_id=batch_id, filename=args.target)
-        except BatchFileError as error:
-            print(f"{args.target}: {error}", file=sys.stderr)
-            return 2
+        batch_id, lines = read_batch_file(args.target, args.name, strict=args.strict)
         bad = [line for line in lines if line.error]
-        for line in bad:
-            print(f"{args.target}:{line.line_number}: {line.error}", file=sys.stderr)
-        if bad and args.strict:
-            print(f"{len(bad)} bad line(s); nothing submitted (--strict)", file=sys.stderr)
-            return 2
         with Progress() as progress:
             task = progress.add_task(f"batch {batch_id}", total=len(lines) - len(bad))
             summary = batches.submit_lines(status, build_broker(settings), batch_id, args.name or args.target,
@@ -57,8 +49,11 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
                                            webhook_url=args.webhook)
         print(json.dumps({"batch_id": batch_id, "rejected": len(bad), **summary}))
         return 0
+    found = batches.batch_progress(status, args.target)
+    if found is None:
+        raise NotFound(f"no batch {args.target}")
     if args.action == "status":
-        print(json.dumps(batches.batch_progress(status, args.target), indent=2))
+        print(json.dumps(found, indent=2))
     elif args.action == "retry-failed":
         print(json.dumps({"retried": batches.retry_failed(status, build_broker(settings), args.target)}))
     elif args.action == "cancel":
@@ -67,6 +62,34 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
                                          url_ttl_s=settings.presigned_url_ttl_s)
         print(json.dumps({"cancelled": cancelled}))
     return 0
+
+
+def read_batch_file(path: str, name: str | None, *, strict: bool) -> tuple[str, list[BatchLine]]:
+    """A batch file's id and lines, its bad lines reported on stderr one by one (with ``strict``, the first
+    and how many, in the CliError). Raises CliError when nothing of it can be submitted."""
+    from workers.batches.files import BatchFileError, batch_id_from_name, derive_batch_id, parse_batch
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise CliError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        batch_id = batch_id_from_name(name) if name else derive_batch_id(data)
+        lines = parse_batch(data, batch_id=batch_id, filename=path)
+    except BatchFileError as error:
+        raise CliError(f"{path}:{error.line_number}: {error.reason}") from None
+    except ValueError as error:  # the name
+        raise CliError(f"--name: {error}") from None
+    bad = [line for line in lines if line.error]
+    if bad and strict:
+        numbers = ", ".join(str(line.line_number) for line in bad[:10]) + (", ..." if len(bad) > 10 else "")
+        raise CliError(f"{path}:{bad[0].line_number}: {bad[0].error} ({len(bad)} bad line(s): {numbers}); "
+                       "nothing submitted (--strict)")
+    for line in bad:
+        print(f"{path}:{line.line_number}: {line.error}", file=sys.stderr)
+    if len(bad) == len(lines):
+        raise CliError(f"{path}: no line is a valid job; nothing submitted")
+    return batch_id, lines
 
 
 def cmd_intake(args: argparse.Namespace, settings: Settings) -> int:
@@ -129,13 +152,19 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _webhook_url(url: str) -> str:
-    """``--webhook``, checked as a job's ``webhook_url`` is."""
-    from queue_config.jobs import split_webhook_url
+    """``--webhook``, checked by ``JobSpec`` itself, as the API checks a job's ``webhook_url``."""
+    from pydantic import ValidationError
+
+    from queue_config.jobs import JobSpec
 
     try:
-        split_webhook_url(url)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        JobSpec(prompt="a --webhook check", webhook_url=url)
+    except ValidationError as invalid:
+        reasons = [error["msg"].removeprefix("Value error, ")
+                   for error in invalid.errors(include_input=False, include_url=False)
+                   if error["loc"] == ("webhook_url",)]
+        if reasons:
+            raise argparse.ArgumentTypeError("; ".join(reasons)) from None
     return url
 
 
