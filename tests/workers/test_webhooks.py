@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -18,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
@@ -28,13 +30,14 @@ from tests.workers.test_job_flow import wait_until_finished
 from workers.doors import webhooks
 from workers.doors.streams import ensure_group
 from workers.doors.webhook_policy import WebhookPolicy
-from workers.doors.webhooks import WebhookSender, sign, verify_signature
+from workers.doors.webhook_signing import sign, signing_key, standard_secret
+from workers.doors.webhooks import WebhookSender
 from workers.jobs.record import JobStatusStore
 from workers.jobs.submit import submit_job
 
 SECRET = "webhook-test-secret"
 #: What a receiver dedupes on: the same for every delivery of one event.
-EVENT_ID = "X-Framequeue-Event-Id"
+EVENT_ID = "webhook-id"
 #: The code a held delivery is recorded with: the receiver never answered it.
 UNANSWERED = 0
 #: The receivers here listen on loopback over plain http: what the policy refuses unless told.
@@ -178,12 +181,15 @@ def test_a_jobs_state_changes_are_delivered_signed_and_failed_deliveries_retried
     assert "queued" in [e["event"] for e in events]  # one of the two refused deliveries, retried
     refused = [delivery for delivery in receiver.deliveries if delivery.code == 500]
     assert len(refused) == 2
-    for delivery in receiver.deliveries:
-        headers = delivery.headers
-        assert verify_signature(SECRET, headers["X-Framequeue-Timestamp"], delivery.body,
-                                headers["X-Framequeue-Signature"])
-        assert headers[EVENT_ID] == delivery.event["id"]
+    for delivery in receiver.deliveries:  # as a receiver checks them, with the Standard Webhooks library
+        assert Webhook(SECRET.encode()).verify(delivery.body, delivery.headers) == delivery.event
+        assert delivery.headers[EVENT_ID] == delivery.event["id"]
     assert {delivery.headers[EVENT_ID] for delivery in refused} <= {e["id"] for e in events}
+    [succeeded] = [e for e in events if e["event"] == "succeeded"]
+    record = status.get(spec.id)
+    assert (succeeded["state"], succeeded["stage"], succeeded["result_url"]) == (
+        "succeeded", record.stage, record.result_url)
+    assert record.result_url.startswith("http")
 
 
 def test_a_refused_delivery_is_retried_with_doubling_backoff_under_the_same_event_id(
@@ -294,15 +300,39 @@ def test_an_unreachable_receiver_never_holds_up_the_job_and_the_record_says_why(
     assert record.webhook_error.startswith("webhook gave up after 3 attempts: ConnectionRefusedError")
 
 
-def test_a_signature_fails_for_another_body_secret_or_an_old_timestamp() -> None:
+def test_a_signature_fails_for_another_body_secret_id_or_an_old_timestamp() -> None:
     now = int(time.time())
-    signature = sign(SECRET, now, b'{"event": "succeeded"}')
+    body = b'{"event": "succeeded"}'
+    signed = {"webhook-id": "1-0", "webhook-timestamp": str(now),
+              "webhook-signature": sign(signing_key(SECRET), "1-0", now, body)}
+    receiver = Webhook(SECRET.encode())
 
-    assert verify_signature(SECRET, str(now), b'{"event": "succeeded"}', signature)
-    assert not verify_signature(SECRET, str(now), b'{"event": "failed"}', signature)
-    assert not verify_signature("another-secret", str(now), b'{"event": "succeeded"}', signature)
+    assert receiver.verify(body, signed) == {"event": "succeeded"}
+    for tampered, headers in [(b'{"event": "failed"}', signed), (body, {**signed, "webhook-id": "2-0"})]:
+        with pytest.raises(WebhookVerificationError):
+            receiver.verify(tampered, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(b"another-secret").verify(body, signed)
     old = now - 3600
-    assert not verify_signature(SECRET, str(old), b"{}", sign(SECRET, old, b"{}"))
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        receiver.verify(body, {**signed, "webhook-timestamp": str(old),
+                               "webhook-signature": sign(signing_key(SECRET), "1-0", old, body)})
+
+
+def test_a_secret_in_the_standard_form_signs_with_the_key_it_names(own_status: JobStatusStore) -> None:
+    secret = "whsec_" + base64.b64encode(b"\x00\x01 a key of raw bytes \xff").decode()
+    sender = WebhookSender(own_status, secret, policy=LOOPBACK)
+    with receiving(failures=0) as receiver:
+        _, event_id = hooked_job(own_status, receiver.url)
+        with serving(sender):
+            wait_for(lambda: receiver.accepted_events(), 20, "the delivery")
+
+    [delivery] = receiver.deliveries
+    assert Webhook(secret).verify(delivery.body, delivery.headers)["id"] == event_id == delivery.headers["webhook-id"]
+    # A plain secret's key is its UTF-8 bytes: the same key as its whsec_ form.
+    assert signing_key(standard_secret(SECRET)) == signing_key(SECRET) == SECRET.encode()
+    with pytest.raises(ValueError, match="not base64"):
+        WebhookSender(own_status, "whsec_not base64!")
 
 
 def test_webhooks_refuse_to_run_unsigned(status) -> None:

@@ -8,8 +8,8 @@ delivery by moving its score to a lease deadline, never by removing it: the
 delivery leaves the set only after a 2xx answer or once its giving up is
 recorded, and one whose sender died mid-attempt is due again when its lease
 ends. So delivery is at least once, across crashes (receivers dedupe on
-``X-Framequeue-Event-Id``). A failed delivery is retried with doubling backoff;
-after the last attempt the job's record says why.
+``webhook-id``). A failed delivery is retried with doubling backoff; after the
+last attempt the job's record says why.
 
 Deliveries run concurrently in a small thread pool, at most a few per host
 (webhook_slots.py), each attempt checked by the URL policy (webhook_policy.py) and
@@ -17,16 +17,14 @@ bounded in time and in what it reads (webhook_post.py): a slow or hostile receiv
 holds only its own deliveries. The deliveries due are looked at ``SCAN_COUNT`` at a
 time, oldest first; those of a host whose slots are taken wait.
 
-Signature: ``X-Framequeue-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>">`` with
-the shared secret, and ``X-Framequeue-Timestamp: <unix seconds>``; see
-``verify_signature`` for the receiver's side.
+The body is the event (``id``, ``job_id``, ``event``, ``at``, ``stage``, ``error``) with the
+job's ``state`` when it was handed on and its ``result_url`` once it has one; it is signed in
+the Standard Webhooks scheme (webhook_signing.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import socket
 import ssl
@@ -41,6 +39,7 @@ from dramatiq.logging import get_logger
 from workers.doors.streams import ensure_group, read_group
 from workers.doors.webhook_policy import WebhookPolicy, WebhookRefused, WebhookUnresolved
 from workers.doors.webhook_post import DeliveryFailed, post
+from workers.doors.webhook_signing import signed_headers, signing_key
 from workers.doors.webhook_slots import HostSlots
 from workers.jobs.record import JobStatusStore
 from workers.outages import OUTAGE_ERRORS, serve_through_outages
@@ -55,26 +54,6 @@ LEASE_MARGIN_S = 5.0
 #: Due deliveries looked at in one pass, to fill the free slots.
 SCAN_COUNT = 500
 _CLAIM_LUA = (Path(__file__).parent / "webhook_claim.lua").read_text()
-#: How old a signed timestamp a receiver should accept.
-DEFAULT_TOLERANCE_S = 300
-
-
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"v1={digest}"
-
-
-def verify_signature(
-    secret: str, timestamp: str, body: bytes, signature: str, *, tolerance_s: int = DEFAULT_TOLERANCE_S
-) -> bool:
-    """What a receiver checks: the signature matches and the timestamp is recent."""
-    try:
-        fresh = abs(time.time() - int(timestamp)) <= tolerance_s
-    except ValueError:
-        return False
-    return fresh and hmac.compare_digest(sign(secret, int(timestamp), body), signature)
-
-
 class WebhookSender:
     """Delivers events of jobs that name a ``webhook_url``."""
 
@@ -89,12 +68,10 @@ class WebhookSender:
         policy: WebhookPolicy | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        if not secret:
-            raise ValueError("webhooks need a signing secret (FRAMEQUEUE_WEBHOOK_SECRET)")
+        self.key = signing_key(secret)
         self.logger = get_logger(__name__, type(self))
         self.status = status
         self.client = status.client
-        self.secret = secret
         self.max_attempts = max_attempts
         self.first_retry_s = first_retry_s
         self.timeout_s = timeout_s
@@ -144,9 +121,9 @@ class WebhookSender:
         """Put the events of jobs that name a URL in the delivery set, due now, acknowledging them with it."""
         deliveries = {}
         for entry_id, fields in entries:
-            url = self._webhook_url(fields)
-            if url:
-                deliveries[_delivery(url, {"id": entry_id, **fields}, 1)] = time.time()
+            addressed = self._addressed(entry_id, fields)
+            if addressed:
+                deliveries[_delivery(*addressed, 1)] = time.time()
         pipe = self.client.pipeline(transaction=True)
         if deliveries:
             pipe.zadd(self.retry_key, deliveries)
@@ -191,12 +168,21 @@ class WebhookSender:
         with contextlib.suppress(*OUTAGE_ERRORS):
             self._start_due()
 
-    def _webhook_url(self, event: dict[str, str]) -> str | None:
-        """The job's ``webhook_url``; for a batch's own events, the one given with the batch."""
-        if event.get("batch_id") and event.get("event", "").startswith("batch_"):
-            return cast("str | None", self.client.hget(self.status.batch_key(event["batch_id"]), "webhook_url"))
-        spec = self.client.hget(self.status.job_key(event.get("job_id", "")), "spec")
-        return cast("str | None", json.loads(spec).get("webhook_url")) if spec else None
+    def _addressed(self, entry_id: str, fields: dict[str, str]) -> tuple[str, dict[str, Any]] | None:
+        """Where an event goes and what is sent: None unless its job (or batch) names a URL."""
+        event: dict[str, Any] = {"id": entry_id, **fields}
+        if fields.get("batch_id") and fields.get("event", "").startswith("batch_"):
+            url = self.client.hget(self.status.batch_key(fields["batch_id"]), "webhook_url")
+            return (cast(str, url), event) if url else None
+        spec, state, stage, result_url = cast("list[str | None]", self.client.hmget(
+            self.status.job_key(fields.get("job_id", "")), "spec", "state", "stage", "result_url"))
+        url = json.loads(spec).get("webhook_url") if spec else None
+        if not url:
+            return None
+        event.update(state=state or "", stage=fields.get("stage") or stage or "")
+        if result_url:
+            event["result_url"] = result_url
+        return cast(str, url), event
 
     def _deliver(self, member: str, url: str, event: dict[str, Any], attempt: int) -> None:
         """One attempt at a claimed delivery; it leaves the delivery set only once settled."""
@@ -219,13 +205,8 @@ class WebhookSender:
     def _attempt(self, url: str, event: dict[str, Any]) -> str | None:
         """POST ``event`` to ``url``: None once answered with a 2xx, else what went wrong."""
         body = json.dumps(event, sort_keys=True).encode()
-        timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            "X-Framequeue-Event-Id": str(event["id"]),
-            "X-Framequeue-Timestamp": str(timestamp),
-            "X-Framequeue-Signature": sign(self.secret, timestamp, body),
-        }
+        headers = {"Content-Type": "application/json", "User-Agent": "framequeue-webhooks",
+                   **signed_headers(self.key, str(event["id"]), int(time.time()), body)}
         try:
             code = post(self.policy.destination(url), body, headers, deadline_s=self.timeout_s, tls=self.tls)
         except (WebhookUnresolved, DeliveryFailed) as error:
