@@ -1,0 +1,131 @@
+"""The Redis consumer of framequeue's broker: it dead-letters poison instead of dying on it."""
+
+from __future__ import annotations
+
+import time
+
+import dramatiq
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import compute_backoff
+from dramatiq.errors import ConnectionClosed, DecodeError
+from dramatiq.logging import get_logger
+
+#: Options dramatiq's middleware reads as numbers (ms, counts); a message with anything else there is poison.
+NUMERIC_OPTIONS = ("eta", "retries", "max_retries", "max_age", "time_limit", "min_backoff", "max_backoff")
+#: The types of a dramatiq message's fields, as they arrive in JSON.
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "queue_name": str, "actor_name": str, "args": (list, tuple), "kwargs": dict, "options": dict,
+    "message_id": str, "message_timestamp": int,
+}
+#: The id of a message in this worker's ack set for a queue whose body is ARGV[1] (any id whose body is gone,
+#: when ARGV[2] is "gone"), or false. KEYS: [the ack set, the queue's message hash].
+_FIND_FETCHED_LUA = """
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local body = redis.call('HGET', KEYS[2], id)
+  if (body == false and ARGV[2] == 'gone') or body == ARGV[1] then return id end
+end
+return false
+"""
+
+
+def read_message(data: bytes, queue_name: str) -> dramatiq.Message | str:
+    """The message in ``data``, fetched from ``queue_name``; or, when it cannot be handled, why not."""
+    try:
+        fields = dramatiq.get_encoder().decode(data)
+    except Exception as error:
+        cause = error.error if isinstance(error, DecodeError) else error
+        return f"not a message: {type(cause).__name__}: {cause}"
+    if not isinstance(fields, dict):
+        return f"not a message: a {type(fields).__name__}, not an object"
+    unknown = sorted(set(fields) - set(_FIELD_TYPES))
+    missing = [name for name in ("queue_name", "actor_name", "args", "kwargs", "options") if name not in fields]
+    wrong = [name for name, kind in _FIELD_TYPES.items() if name in fields and not _is(fields[name], kind)]
+    problems = [f"{what}: {', '.join(names)}" for what, names in
+                (("missing", missing), ("unknown fields", unknown), ("of the wrong type", wrong)) if names]
+    if problems:
+        return f"not a message: {'; '.join(problems)}"
+    options = fields["options"]
+    if not isinstance(options.get("redis_message_id"), str):
+        return "not a message: no redis_message_id option, so it could never be acknowledged"
+    odd = [name for name in NUMERIC_OPTIONS if options.get(name) is not None and not _is(options[name], (int, float))]
+    if odd:
+        return f"not a message: options that should be numbers: {', '.join(odd)}"
+    if fields["queue_name"] != queue_name:
+        return f"not a message of this queue: it names queue {fields['queue_name']!r}"
+    return dramatiq.Message(**{**fields, "args": tuple(fields["args"])})
+
+
+def _is(value: object, kind: type | tuple[type, ...]) -> bool:
+    """``isinstance``, except that a bool is no number here (JSON's ``true`` is not a count)."""
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+class FramequeueConsumer(_RedisConsumer):
+    """dramatiq's Redis consumer, which dead-letters what it fetched and cannot hand to a worker thread.
+
+    dramatiq decodes each fetched body in ``__next__``; one that is not a message raises out of it,
+    and the consumer thread restarts: the rest of its prefetch is dropped from memory while the ids
+    stay in this worker's ack set, so those messages wait until the worker restarts, and the poison
+    is handed out again. Here a body that ``read_message`` rejects is nacked under its broker-side id
+    (found in the ack set by its body): dramatiq's nack moves the raw body onto the queue's dead-letter
+    set, the nack hooks run with a stand-in message whose id is that broker-side id and which carries
+    a ``DecodeError`` saying why, and the consumer goes on with its next prefetched message.
+    """
+
+    def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)
+        self.logger = get_logger(__name__, type(self))
+        self._find_fetched = broker.client.register_script(_FIND_FETCHED_LUA)
+        self._keys = [f"{broker.namespace}:__acks__.{broker.broker_id}.{queue_name}",
+                      f"{broker.namespace}:{queue_name}.msgs"]
+
+    def __next__(self) -> MessageProxy | None:
+        # dramatiq's own loop (brokers/redis.py), but for what it does with each body it fetched.
+        try:
+            while True:
+                if self.message_cache:
+                    self.misses = 0
+                    message = self._take(self.message_cache.pop(0))
+                    if message is not None:
+                        return message
+                    continue
+                if self.outstanding_message_count < self.prefetch:
+                    wanted = self.prefetch - self.outstanding_message_count
+                    self.message_cache = self.broker.do_fetch(self.queue_name, wanted)
+                if not self.message_cache:
+                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                    time.sleep(backoff_ms / 1000)
+                    return None
+        except redis.ConnectionError as error:
+            raise ConnectionClosed(error) from None
+
+    def _take(self, data: bytes | None) -> MessageProxy | None:
+        """The fetched message for a worker thread, or None when it was poison (now dead-lettered)."""
+        found = read_message(data, self.queue_name) if data is not None else "its body is gone"
+        if isinstance(found, dramatiq.Message):
+            self.queued_message_ids.add(found.message_id)
+            return MessageProxy(found)
+        self._dead_letter(data, found)
+        return None
+
+    def _dead_letter(self, data: bytes | None, reason: str) -> None:
+        """Nack the fetched message whose body is ``data``, with hooks that see ``reason`` as a DecodeError."""
+        redis_id = self._find_fetched(keys=self._keys, args=[data or b"", "gone" if data is None else ""])
+        if redis_id is None:  # requeued meanwhile, as a dead worker's: whoever fetches it next deals with it
+            self.logger.warning("Poison fetched from queue %r is no longer ours: %s.", self.queue_name, reason)
+            return
+        stand_in = MessageProxy(dramatiq.Message(
+            queue_name=self.queue_name, actor_name="", args=(), kwargs={},
+            options={"redis_message_id": redis_id.decode()}, message_id=redis_id.decode(),
+        ))
+        self.logger.error("Dead-lettering message %s of queue %r: %s.", stand_in.message_id, self.queue_name, reason)
+        if data is None:  # nothing to dead-letter: the nack only drops its id from the ack set
+            self.nack(stand_in)
+            return
+        stand_in.fail()
+        stand_in.stuff_exception(DecodeError(reason, data, None))
+        self.broker.emit_before("nack", stand_in)
+        self.nack(stand_in)
+        self.broker.emit_after("nack", stand_in)
