@@ -28,7 +28,8 @@ NESTED = b'{"prompt": ' + b"[" * 100_000 + CANARY.encode() + b"]" * 100_000 + b"
 @pytest.fixture(scope="module")
 def hostile_api(settings: Settings) -> Iterator[tuple[Namespace, httpx.Client]]:
     for ns in cleaned_namespace(settings, "batch-hostile"):
-        with api_server(ns.settings.model_copy(update={"api_token": TOKEN})) as url, client_of(url) as client:
+        served = ns.settings.model_copy(update={"api_token": TOKEN, "api_request_burst": 1000})  # ~30 uploads at once
+        with api_server(served) as url, client_of(url) as client:
             yield ns, client
 
 
