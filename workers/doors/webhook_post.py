@@ -13,6 +13,7 @@ answer is read through a reader that stops at ``MAX_ANSWER_BYTES``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import socket
 import ssl
@@ -83,6 +84,12 @@ class _Connection(http.client.HTTPConnection):
     response_class = _CappedResponse
 
 
+@functools.cache
+def _system_tls() -> ssl.SSLContext:
+    """The system's trusted certificates, the host name checked (loaded once)."""
+    return ssl.create_default_context()
+
+
 def host_header(destination: Destination) -> str:
     host = f"[{destination.host}]" if ":" in destination.host else destination.host
     default_port = 443 if destination.scheme == "https" else 80
@@ -113,11 +120,12 @@ def post(
     try:
         sock = _connect(destination, deadline, sockets)
         if destination.scheme == "https":
-            context = tls or ssl.create_default_context()
-            sock = context.wrap_socket(sock, server_hostname=destination.host, do_handshake_on_connect=False)
+            sock = (tls or _system_tls()).wrap_socket(
+                sock, server_hostname=destination.host, do_handshake_on_connect=False)
             sockets.append(sock)
-            if expired.is_set():
-                raise TimeoutError
+        if expired.is_set():  # before the timer could see the socket
+            raise TimeoutError
+        if isinstance(sock, ssl.SSLSocket):
             sock.do_handshake()
         connection = _Connection(destination.host, destination.port)
         connection.sock = sock

@@ -54,6 +54,8 @@ LEASE_MARGIN_S = 5.0
 #: Due deliveries looked at in one pass, to fill the free slots.
 SCAN_COUNT = 500
 _CLAIM_LUA = (Path(__file__).parent / "webhook_claim.lua").read_text()
+
+
 class WebhookSender:
     """Delivers events of jobs that name a ``webhook_url``."""
 
@@ -82,6 +84,7 @@ class WebhookSender:
         self.tls = tls
         self.slots = HostSlots()
         self._pool = ThreadPoolExecutor(self.slots.total, thread_name_prefix="webhook")
+        self._closed = False
         #: Deliveries (JSON of url, event and attempt number), scored by when they are due.
         self.retry_key = f"{status.namespace}:webhooks:retry"
         self._claim = self.client.register_script(_CLAIM_LUA)
@@ -102,7 +105,8 @@ class WebhookSender:
             raise TimeoutError(f"webhook deliveries still in flight after {timeout_s:g} s")
 
     def close(self) -> None:
-        """Let the deliveries in flight end; start no more."""
+        """Let the deliveries in flight end; start no more (one claimed meanwhile is due again after its lease)."""
+        self._closed = True
         self._pool.shutdown(wait=True)
 
     def serve_once(self, *, block_ms: int = 500) -> None:
@@ -132,7 +136,7 @@ class WebhookSender:
 
     def _start_due(self) -> None:
         """Claim the due deliveries there are free slots for, and start them."""
-        if not self.slots.free():
+        if self._closed or not self.slots.free():
             return
         now = time.time()
         taken: list[tuple[str, str]] = []
@@ -151,7 +155,7 @@ class WebhookSender:
                 self.slots.give_back(host)
             raise
         for member, host in taken:
-            if member in claimed:
+            if member in claimed and not self._closed:
                 self._pool.submit(self._deliver_in_slot, member, host)
             else:
                 self.slots.give_back(host)
