@@ -265,7 +265,9 @@ def test_a_delivery_a_killed_sender_was_making_is_made_by_another_and_nothing_is
     # The held delivery was still in the set when its sender died, claimed until its lease ran out.
     assert in_delivery[held.headers[EVENT_ID]] > killed_at_s
     assert client.xpending(stream, webhooks.GROUP)["pending"] == 0  # every event had been handed on
-    assert sorted(delivery.headers[EVENT_ID] for delivery in delivered) == sorted(event_ids)
+    # At least once: a delivery the killed sender had made but not yet settled comes again, under the same id,
+    # so a receiver can drop the repeat.
+    assert {delivery.headers[EVENT_ID] for delivery in delivered} == set(event_ids)
     assert all(delivery.code == 200 and delivery.event["id"] == delivery.headers[EVENT_ID] for delivery in delivered)
     records = [client.hget(key, "webhook_error") for key in client.scan_iter(match=own_status.job_key("*"))]
     assert len(records) == 3 and records == [None] * 3
