@@ -12,6 +12,7 @@ import redis
 
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
+from tests.api.test_jobs_api import TOKEN, api_server, client_of
 from tests.conftest import settings_env
 from tests.servers import REPO_ROOT, RestartableRedis, WorkerProcess, wait_for
 from workers.broker import FramequeueBroker, build_broker
@@ -160,3 +161,20 @@ def test_every_job_finishes_once_when_redis_dies_mid_run_and_comes_back(
     for spec in specs:
         assert status.state_of(spec.id) == "succeeded", status.get(spec.id)
         assert terminal_events(status, spec.id) == ["succeeded"]
+
+
+def test_repairs_are_counted_on_metrics_and_shown_on_the_dashboard(settings) -> None:
+    namespaced, status, broker = quiet(settings)
+    spec = image_job()
+    submit_job(broker, status, spec)
+    with api_server(namespaced.model_copy(update={"api_token": TOKEN})) as url, client_of(url) as client:
+        assert "no pass yet" in client.get("/dashboard").text
+        lose_messages(status, "prompt_enhance")
+
+        assert Reconciler(status, broker, stale_after_s=0).run_once().repaired == [spec.id]
+
+        metrics = client.get("/metrics").text
+        assert "framequeue_reconciler_repairs_total 1.0" in metrics
+        assert "framequeue_reconciler_gave_up_total 0.0" in metrics
+        page = client.get("/dashboard").text
+        assert '<b data-count="repaired">1</b> jobs repaired' in page

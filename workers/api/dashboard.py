@@ -43,6 +43,7 @@ from workers.api.dashboard_kit import (
 )
 from workers.api.security_headers import ARTIFACT_CONTENT_SECURITY_POLICY
 from workers.api.sessions import clear_session_cookie, current_session, sessions_of, set_session_cookie
+from workers.jobs.reconciler import repair_stats
 from workers.jobs.record import TERMINAL_STATES
 from workers.keys.pool import key_health
 
@@ -96,7 +97,7 @@ def overview(request: Request) -> HTMLResponse:
         request, "overview.html", queues=ops.queue_stats(ctx.status), counts=ops.job_counts(ctx.status),
         workers=ops.workers(ctx.status, ctx.settings.heartbeat_timeout_ms), minutes=minutes,
         peak=max([1, *(m.succeeded + m.failed for m in minutes)]), keys=key_health(ctx.redis, ctx.settings.namespace),
-        jobs=ctx.status.list_jobs(limit=10),
+        jobs=ctx.status.list_jobs(limit=10), repairs=repair_stats(ctx.status),
         batches=[with_manifest_url(request, b) for b in batches.list_batches(ctx.status, OVERVIEW_BATCHES)],
     )
 

@@ -28,6 +28,7 @@ from prometheus_client.samples import Sample
 from workers import ops
 from workers.api.bounds import within_request_rate
 from workers.api.context import context, require_token
+from workers.jobs.reconciler import repair_stats
 from workers.jobs.record import JobStatusStore
 from workers.keys.pool import key_health
 
@@ -64,6 +65,7 @@ class RedisCollector(Collector):
         yield self._failures()
         yield from self._event_counters()
         yield self._keys()
+        yield from self._repairs()
 
     def _queues(self) -> Metric:
         family = GaugeMetricFamily("framequeue_queue_messages", "Messages on a stage queue, by kind: ready "
@@ -151,6 +153,14 @@ class RedisCollector(Collector):
         for (provider, state), count in sorted(counts.items()):
             family.add_metric([provider, state], count)
         return family
+
+
+    def _repairs(self) -> Iterator[Metric]:
+        stats = repair_stats(self.status)
+        yield CounterMetricFamily("framequeue_reconciler_repairs", "Jobs that had lost their message and were "
+                                  "sent on again by the reconciler.", value=stats.repaired)
+        yield CounterMetricFamily("framequeue_reconciler_gave_up", "Jobs the reconciler failed after losing "
+                                  "their message too often.", value=stats.gave_up)
 
 
 def registry_of(request: Request) -> CollectorRegistry:

@@ -81,7 +81,7 @@ class Reconciler:
         self.broker = broker
         self.stale_after_s = stale_after_s
         self.max_repairs = max_repairs
-        self.stats_key = f"{status.namespace}:reconciler"
+        self.stats_key = stats_key(status)
         self.lease_key = f"{status.namespace}:reconciler:lease"
         self.logger = get_logger(__name__, type(self))
         self._find_lost = status.client.register_script(_FIND_LOST_LUA)
@@ -149,6 +149,26 @@ class Reconciler:
             client.pexpire(self.lease_key, lease_ms)
             return True
         return False
+
+
+@dataclass(frozen=True)
+class RepairStats:
+    """What the reconciler has done, as operators see it (dashboard, ``/metrics``)."""
+
+    repaired: int
+    gave_up: int
+    #: When its last pass ran (epoch s), or None if it never has.
+    last_pass_at: float | None
+
+
+def stats_key(status: JobStatusStore) -> str:
+    return f"{status.namespace}:reconciler"
+
+
+def repair_stats(status: JobStatusStore) -> RepairStats:
+    raw = cast("dict[str, str]", status.client.hgetall(stats_key(status)))
+    last = raw.get("last_pass_at")
+    return RepairStats(int(raw.get("repaired", 0)), int(raw.get("failed", 0)), float(last) if last else None)
 
 
 def repair_stage(record: JobRecord) -> str:
