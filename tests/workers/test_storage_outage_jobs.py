@@ -1,4 +1,4 @@
-"""Jobs through a storage outage: a worker whose S3 endpoint is cut for 20 s finishes every job, once.
+"""Jobs through a storage outage: a worker whose S3 endpoint is cut for 30 s finishes every job, once.
 
 The worker's S3 endpoint is a fault proxy in front of the session's S3 server. Video jobs are
 submitted; once one of them has written to storage, storage is cut for ``OUTAGE_S`` (new connections
@@ -27,7 +27,7 @@ from workers.jobs.record import JobRecord, JobStatusStore
 from workers.jobs.submit import submit_job
 
 #: How long storage is cut while the jobs run: the outage of the issue.
-OUTAGE_S = 20.0
+OUTAGE_S = 30.0
 #: Video jobs submitted at once.
 JOBS = 6
 #: Generous: the worker starts and loads its tiny models cold, on a slow 2-core machine.
@@ -43,7 +43,7 @@ def tiny_video_jobs(count: int) -> list[JobSpec]:
     ]
 
 
-def test_jobs_running_through_a_20_s_storage_outage_all_succeed_without_a_stage_rerun(
+def test_jobs_running_through_a_30_s_storage_outage_all_succeed_without_a_stage_rerun(
     settings: Settings, tiny_profile, artifacts_dir: Path  # type: ignore[no-untyped-def]
 ) -> None:
     target = urlsplit(settings.s3_endpoint_url)
