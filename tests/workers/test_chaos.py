@@ -6,6 +6,7 @@ Each test prints a line with what it did (see ``-s``): jobs or entries, kills, a
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -20,8 +21,12 @@ from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from tests.conftest import settings_env
 from tests.servers import REPO_ROOT, WorkerProcess, wait_for
+from tests.workers.test_webhooks import LOOPBACK, LOOPBACK_ENV, SECRET, hooked_job, receiving, serving
 from workers import ops
 from workers.broker import build_broker
+from workers.doors import webhooks
+from workers.doors.streams import ensure_group
+from workers.doors.webhooks import WebhookSender
 from workers.jobs.record import TERMINAL_STATES, JobStatusStore
 from workers.jobs.submit import submit_job
 
@@ -30,6 +35,8 @@ WORKER_KILLS = 5
 #: Intake processes SIGKILLed, each once it had answered at least one entry of its wave.
 INTAKE_KILLS = 6
 ENTRIES_PER_WAVE = 10
+#: Webhook sender processes SIGKILLed, each once it had delivered at least one event of its wave.
+SENDER_KILLS = 5
 
 
 def own_namespace(settings: Settings, name: str) -> tuple[Settings, JobStatusStore]:
@@ -123,3 +130,37 @@ def test_an_intake_killed_again_and_again_answers_every_entry_once_and_enqueues_
     assert [answer for answer in answers if answer["status"] != "accepted"] == []
     assert sorted(queued) == sorted(answer["job_id"] for answer in answers)  # each job once, none missing
     assert client.xpending(stream, "intake")["pending"] == 0 and client.xlen(stream) == 0
+
+
+def test_a_webhook_sender_killed_again_and_again_delivers_every_event_at_least_once(
+    settings: Settings, artifacts_dir: Path
+) -> None:
+    _, status = own_namespace(settings, "chaos-webhooks")
+    ensure_group(status.client, status.events_key, webhooks.GROUP, start_id="$")  # as the sender does
+    env = {**settings_env(settings), "FRAMEQUEUE_NAMESPACE": status.namespace, "FRAMEQUEUE_WEBHOOK_SECRET": SECRET,
+           **LOOPBACK_ENV}
+    event_ids: list[str] = []
+    with receiving(failures=0) as receiver:
+        for kill in range(SENDER_KILLS):
+            with open(artifacts_dir / f"webhooks-chaos-{kill}.log", "wb") as log:
+                sender = subprocess.Popen([sys.executable, "-m", "workers.cli", "webhooks"], env=env, cwd=REPO_ROOT,
+                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            before = len(receiver.deliveries)
+            event_ids += [hooked_job(status, receiver.url, f"a kite, wave {kill}, {n}")[1] for n in range(6)]
+            wait_for(lambda b=before: len(receiver.deliveries) > b, 60, "the sender to deliver one of its wave",
+                     interval_s=0.01)
+            os.killpg(sender.pid, signal.SIGKILL)
+            sender.wait(10)
+        last = WebhookSender(status, SECRET, policy=LOOPBACK)
+        with serving(last):
+            wait_for(lambda: {e["id"] for e in receiver.accepted_events()} >= set(event_ids), 60,
+                     "every event delivered")
+            wait_for(lambda: not status.client.exists(last.retry_key), 30, "every delivery settled")
+
+    delivered = Counter(e["id"] for e in receiver.accepted_events())
+    print(f"\nwebhook chaos: {len(event_ids)} events, {SENDER_KILLS} SIGKILLs, {sum(delivered.values())} deliveries, "
+          f"{sum(n - 1 for n in delivered.values())} repeats (same webhook-id)")
+    assert set(delivered) == set(event_ids)
+    assert status.client.xpending(status.events_key, webhooks.GROUP)["pending"] == 0
+    assert [status.client.hget(status.job_key(j), "webhook_error") for j in
+            {e["job_id"] for e in receiver.accepted_events()}] == [None] * len(event_ids)
