@@ -114,3 +114,23 @@ class RestartableRedis:
             return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
         except redis.RedisError:
             return False
+
+
+@contextmanager
+def worker_and_reconciler(env: dict[str, str], artifacts_dir: Path, name: str) -> Iterator[WorkerProcess]:
+    """A worker (2 threads) and a ``framequeue reconciler`` (repairs after 5 s still, a pass a second) on ``env``.
+
+    Both are stopped on leaving; the reconciler must then exit cleanly.
+    """
+    env = {**env, "FRAMEQUEUE_RECONCILE_AFTER_S": "5", "FRAMEQUEUE_RECONCILE_INTERVAL_S": "1"}
+    worker = WorkerProcess(env, artifacts_dir / f"worker-{name}.log", "--threads", "2")
+    with open(artifacts_dir / f"reconciler-{name}.log", "wb") as log:
+        reconciler = subprocess.Popen([sys.executable, "-m", "workers.cli", "reconciler"], env=env, cwd=REPO_ROOT,
+                                      stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield worker
+        finally:
+            worker.stop()
+            reconciler.send_signal(signal.SIGTERM)
+            reconciler.wait(30)
+    assert reconciler.returncode == 0, f"the reconciler exited with {reconciler.returncode}"

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,7 +11,7 @@ from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from tests.api.test_jobs_api import TOKEN, api_server, client_of
 from tests.conftest import settings_env
-from tests.servers import REPO_ROOT, RestartableRedis, WorkerProcess, wait_for
+from tests.servers import RestartableRedis, WorkerProcess, wait_for, worker_and_reconciler
 from workers.broker import FramequeueBroker, build_broker
 from workers.jobs.reconciler import Reconciler
 from workers.jobs.record import TERMINAL_STATES, JobStatusStore
@@ -131,16 +128,11 @@ def test_every_job_finishes_once_when_redis_dies_mid_run_and_comes_back(
     settings, tiny_profile, artifacts_dir: Path, restartable_redis: RestartableRedis
 ) -> None:
     own = settings.model_copy(update={"redis_url": restartable_redis.url, "namespace": "redis-restart"})
-    env = {**settings_env(own), "FRAMEQUEUE_RECONCILE_AFTER_S": "5", "FRAMEQUEUE_RECONCILE_INTERVAL_S": "1"}
     status = JobStatusStore(redis.Redis.from_url(own.redis_url, decode_responses=True), own.namespace)
     broker = build_broker(own)
     specs = [JobSpec(prompt=f"a harbour at dawn {n}", kind=JobKind.video, width=64, height=64, num_frames=8, fps=8,
                      enhance_prompt=False, seed=n) for n in range(16)]
-    worker = WorkerProcess(env, artifacts_dir / "worker-redis-restart.log", "--threads", "2")
-    reconciler_log = open(artifacts_dir / "reconciler-redis-restart.log", "wb")  # noqa: SIM115 - closed below
-    reconciler = subprocess.Popen([sys.executable, "-m", "workers.cli", "reconciler"], env=env, cwd=REPO_ROOT,
-                                  stdout=reconciler_log, stderr=subprocess.STDOUT)
-    try:
+    with worker_and_reconciler(settings_env(own), artifacts_dir, "redis-restart") as worker:
         for spec in specs:
             submit_job(broker, status, spec)
         wait_for(lambda: sum(status.state_of(s.id) in TERMINAL_STATES for s in specs) >= 2, 180, "the first jobs")
@@ -151,13 +143,7 @@ def test_every_job_finishes_once_when_redis_dies_mid_run_and_comes_back(
 
         wait_for(lambda: all(status.state_of(s.id) in TERMINAL_STATES for s in specs), 300,
                  "every job to finish after Redis came back")
-    finally:
-        worker.stop()
-        reconciler.send_signal(signal.SIGTERM)
-        reconciler.wait(30)
-        reconciler_log.close()
 
-    assert reconciler.returncode == 0
     for spec in specs:
         assert status.state_of(spec.id) == "succeeded", status.get(spec.id)
         assert terminal_events(status, spec.id) == ["succeeded"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ import redis
 
 from queue_config.jobs import JobKind, JobSpec
 from tests.conftest import settings_env
-from tests.servers import REPO_ROOT, WorkerProcess, free_port, wait_for
+from tests.servers import free_port, wait_for, worker_and_reconciler
 from tests.workers.test_reconciler import terminal_events
 from workers.broker import build_broker
 from workers.embedded_redis import redis_server_executable
@@ -129,17 +128,12 @@ def test_every_job_finishes_once_when_the_master_dies_and_a_replica_takes_over(
 ) -> None:
     namespace = f"failover-{uuid.uuid4().hex[:8]}"
     own = settings.model_copy(update={"redis_url": sentinelled_redis.url, "namespace": namespace})
-    env = {**settings_env(own), "FRAMEQUEUE_RECONCILE_AFTER_S": "5", "FRAMEQUEUE_RECONCILE_INTERVAL_S": "1"}
     status = JobStatusStore(redis_client(own.redis_url, decode_responses=True), own.namespace)
     broker = build_broker(own)
     specs = [JobSpec(prompt=f"a lighthouse in fog {n}", kind=JobKind.video, width=64, height=64, num_frames=8, fps=8,
                      enhance_prompt=False, seed=n) for n in range(12)]
-    worker = WorkerProcess(env, artifacts_dir / "worker-sentinel-failover.log", "--threads", "2")
-    reconciler_log = open(artifacts_dir / "reconciler-sentinel-failover.log", "wb")  # noqa: SIM115 - closed below
-    reconciler = subprocess.Popen([sys.executable, "-m", "workers.cli", "reconciler"], env=env, cwd=REPO_ROOT,
-                                  stdout=reconciler_log, stderr=subprocess.STDOUT)
     finished = unless_failing_over(lambda: all(status.state_of(s.id) in TERMINAL_STATES for s in specs))
-    try:
+    with worker_and_reconciler(settings_env(own), artifacts_dir, "sentinel-failover"):
         for spec in specs:
             submit_job(broker, status, spec)
         # Replication is asynchronous: make sure the replica has every acceptance before the master can die.
@@ -155,14 +149,8 @@ def test_every_job_finishes_once_when_the_master_dies_and_a_replica_takes_over(
         repairs = sum(fields.get("event") == "repaired" for _, fields in status.client.xrange(status.events_key))
         print(f"failover: {len(specs)} jobs; replica promoted {promoted_at - killed_at:.1f} s after the kill; "
               f"all finished {time.monotonic() - killed_at:.1f} s after it; {repairs} repaired by the reconciler")
-    finally:
-        worker.stop()
-        reconciler.send_signal(signal.SIGTERM)
-        reconciler.wait(30)
-        reconciler_log.close()
 
     assert sentinelled_redis.master_address() == ("127.0.0.1", sentinelled_redis.replica_port)
-    assert reconciler.returncode == 0
     for spec in specs:
         assert status.state_of(spec.id) == "succeeded", status.get(spec.id)
         assert terminal_events(status, spec.id) == ["succeeded"]
