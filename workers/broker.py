@@ -13,6 +13,7 @@ from dramatiq.middleware import CurrentMessage, Retries
 from queue_config.settings import Settings
 from workers.consumer import FramequeueConsumer
 from workers.embedded_redis import resolve_redis_url
+from workers.jobs.messages import job_id_in
 from workers.jobs.record import JobStatusStore, QueuedMessage
 from workers.middleware import JobStatusMiddleware
 from workers.redis_connection import redis_client
@@ -74,17 +75,9 @@ class FramequeueBroker(RedisBroker):
             redis_id, message.encode(),
         ]
         self.scripts["dispatch"](args=args, keys=[self.namespace], client=pipe)
-        job_id = job_id_of(message)
+        job_id = job_id_in(message.args)
         if job_id:
             pipe.hset(f"{self.namespace}:inflight", job_id, f"{message.queue_name}\t{redis_id}")
-
-
-def job_id_of(message: dramatiq.Message) -> str:
-    """The job id a stage message carries ("" for any other message, or one too broken to say)."""
-    payload = message.args[0] if message.args else None
-    job = payload.get("job") if isinstance(payload, dict) else None
-    job_id = job.get("id") if isinstance(job, dict) else None
-    return job_id if isinstance(job_id, str) else ""
 
 
 def build_broker(settings: Settings) -> FramequeueBroker:

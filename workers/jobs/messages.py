@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import dramatiq
@@ -59,3 +60,16 @@ def enqueue_stage(broker: dramatiq.Broker, stage: str, message: StageMessage) ->
     queued = stage_message(stage, message)
     broker.declare_queue(queued.queue_name)
     broker.enqueue(queued)
+
+
+def job_named_by(args: Sequence[Any]) -> dict[str, Any] | None:
+    """The job object a stage message's arguments carry, or None when they are too broken to name one."""
+    payload = args[0] if args else None
+    job = payload.get("job") if isinstance(payload, dict) else None
+    return job if isinstance(job, dict) and isinstance(job.get("id"), str) else None
+
+
+def job_id_in(args: Sequence[Any]) -> str:
+    """The id of the job a stage message's arguments carry ("" for any other message)."""
+    job = job_named_by(args)
+    return job["id"] if job else ""

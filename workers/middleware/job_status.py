@@ -23,6 +23,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 from queue_config.jobs import JobKind
 from queue_config.stages import stage_of_actor, stage_plan
 from workers.jobs.cancellations import CancelledJobs
+from workers.jobs.messages import job_named_by
 from workers.jobs.outcome import take_over
 from workers.jobs.record import JobStatusStore
 from workers.jobs.status_writer import StatusWriter
@@ -37,9 +38,8 @@ def job_of(message: MessageProxy) -> tuple[str, int | None]:
 
     ("", None) when the payload is too broken to name a job: the stage rejects it.
     """
-    payload = message.args[0] if message.args else None
-    job = payload.get("job") if isinstance(payload, dict) else None
-    if not isinstance(job, dict) or not isinstance(job.get("id"), str):
+    job = job_named_by(message.args)
+    if job is None:
         return "", None
     try:
         return job["id"], stage_plan(JobKind(job.get("kind", "image"))).index(stage_of_actor(message.actor_name))
@@ -141,8 +141,7 @@ class JobStatusMiddleware(Middleware):
             self.writer.submit(lambda pipe: self.store.emit(job_id, "retrying", pipe, stage=stage, error=reason))
 
     def _batch_job_finished(self, message: MessageProxy) -> None:
-        payload = message.args[0] if message.args else None
-        job = payload.get("job") if isinstance(payload, dict) else None
-        batch_id = job.get("batch_id") if isinstance(job, dict) else None
+        job = job_named_by(message.args)
+        batch_id = job.get("batch_id") if job else None
         if batch_id and self.on_batch_job_finished is not None:
             self.on_batch_job_finished(batch_id)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from queue_config.stages import STAGES, stage_of_actor
+from workers.jobs.messages import job_id_in
 from workers.jobs.record import JobStatusStore
 from workers.keys.pool import redis_now_ms
 
@@ -77,11 +78,9 @@ def queue_names() -> list[str]:
 
 
 def job_id_of(body: dict[str, Any]) -> str:
-    """The job id a stage message names, or "" when its payload is too broken to name one."""
-    args = body.get("args") or [None]
-    job = args[0].get("job") if isinstance(args[0], dict) else None
-    job_id = job.get("id") if isinstance(job, dict) else None
-    return job_id if isinstance(job_id, str) else ""
+    """The job id a stage message's decoded body names, or "" when it is too broken to name one."""
+    args = body.get("args")
+    return job_id_in(args) if isinstance(args, (list, tuple)) else ""
 
 
 def workers(status: JobStatusStore, heartbeat_timeout_ms: int) -> list[WorkerInfo]:
