@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from queue_config.safety_policy import Category, SafetyPolicy, parse_categories
+
 #: Bounds of ``presigned_url_ttl_s`` and of every presigned URL's lifetime (storage/s3.py): a SigV4
 #: presigned URL lives at most 7 days.
 MIN_PRESIGNED_URL_TTL_S = 1
@@ -116,6 +118,19 @@ class Settings(BaseSettings):
     safety_threshold: float = 0.8
     #: How many frames of a video the safety check samples.
     safety_sampled_frames: int = 4
+    #: Safety categories (queue_config/safety_policy.py) that block a job, and those that only
+    #: flag it in its record; comma-separated. A category in neither is not acted on.
+    safety_block_categories: Annotated[frozenset[Category], NoDecode] = frozenset(Category)
+    safety_flag_categories: Annotated[frozenset[Category], NoDecode] = frozenset()
+
+    @field_validator("safety_block_categories", "safety_flag_categories", mode="before")
+    @classmethod
+    def _category_names(cls, value: object) -> object:
+        return parse_categories(value)
+
+    @property
+    def safety_policy(self) -> SafetyPolicy:
+        return SafetyPolicy(blocked=self.safety_block_categories, flagged=self.safety_flag_categories)
 
     @field_validator("webhook_allowed_hosts", mode="before")
     @classmethod

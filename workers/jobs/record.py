@@ -124,9 +124,14 @@ class JobStatusStore:
     def batch_key(self, batch_id: str) -> str:
         return f"{self.namespace}:batch:{batch_id}"
 
-    def create(self, spec: JobSpec, stages: tuple[str, ...], state: str = "queued", error: str = "") -> bool:
-        """Record a new job that has no message (e.g. one blocked at submission). False if its id exists."""
-        return self.accept_many([spec], lambda _: stages, lambda _: None, state=state, error=error)[0]
+    def create(
+        self, spec: JobSpec, stages: tuple[str, ...], state: str = "queued", error: str = "", **fields: str
+    ) -> bool:
+        """Record a new job that has no message (e.g. one blocked at submission). False if its id exists.
+
+        ``fields`` are extra record fields, such as a safety block's ``blocked_category``.
+        """
+        return self.accept_many([spec], lambda _: stages, lambda _: None, state=state, error=error, fields=fields)[0]
 
     def accept_many(
         self,
@@ -137,6 +142,7 @@ class JobStatusStore:
         state: str = "queued",
         error: str = "",
         emit: bool = True,
+        fields: dict[str, str] | None = None,
     ) -> list[bool]:
         """Record new jobs and enqueue their first messages in one pipelined round trip.
 
@@ -151,7 +157,7 @@ class JobStatusStore:
             record: dict[str, Any] = {
                 "id": spec.id, "state": state, "kind": spec.kind.value, "stage": "",
                 "stages": ",".join(stages_of(spec)), "created_at": now, "updated_at": now, "error": error,
-                "spec": spec.model_dump_json(exclude_defaults=True),
+                "spec": spec.model_dump_json(exclude_defaults=True), **(fields or {}),
             }
             if spec.batch_id:
                 record["batch_key"] = self.batch_key(spec.batch_id)
