@@ -244,3 +244,11 @@ def test_the_upload_is_documented_as_a_multipart_form(batch_api: BatchApi) -> No
     assert set(operation["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]) == {
         "file", "name", "strict", "format"}
     assert {"202", "401", "413", "415", "422"} <= set(operation["responses"])
+
+
+@pytest.mark.parametrize("action", ["retry-failed", "cancel"])
+def test_acting_on_a_batch_nobody_submitted_answers_404(batch_api: BatchApi, action: str) -> None:
+    response = batch_api.client.post(f"/v1/batches/no-such-batch/{action}")
+
+    assert response.status_code == 404
+    assert response.json()["detail"] == "no such batch"

@@ -171,20 +171,29 @@ def get_batch(batch_id: BatchId, request: Request) -> dict[str, Any]:
     return progress
 
 
-@router.post("/batches/{batch_id}/retry-failed", summary="Queue a batch's failed jobs again")
+def _known_batch(request: Request, batch_id: str) -> None:
+    """404 for a batch id nobody submitted, rather than "0 retried" that reads like success."""
+    status_store = context(request).status
+    if not status_store.client.exists(status_store.batch_key(batch_id)):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such batch")
+
+
+@router.post("/batches/{batch_id}/retry-failed", summary="Queue a batch's failed jobs again", responses=_NOT_FOUND)
 def retry_batch_failures(batch_id: BatchId, request: Request) -> dict[Literal["retried"], int]:
     """Every failed job of the batch is queued again; answers how many."""
     from workers.batches import retry_failed
 
+    _known_batch(request, batch_id)
     api = context(request)
     return {"retried": retry_failed(api.status, api.broker, batch_id)}
 
 
-@router.post("/batches/{batch_id}/cancel", summary="Cancel a batch's unfinished jobs")
+@router.post("/batches/{batch_id}/cancel", summary="Cancel a batch's unfinished jobs", responses=_NOT_FOUND)
 def cancel_whole_batch(batch_id: BatchId, request: Request) -> dict[Literal["cancelled"], int]:
     """Every job of the batch that has not finished is cancelled; answers how many."""
     from workers.batches import cancel_batch
 
+    _known_batch(request, batch_id)
     api = context(request)
     from storage import open_store
 
