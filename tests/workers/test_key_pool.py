@@ -19,7 +19,7 @@ from pipelines.remote import (
 from queue_config.remote import ProviderConfig
 from tests.servers import wait_for
 from workers.errors import Deferred, NoUsableKey
-from workers.keys import KeyPool, key_health
+from workers.keys import KeyPool, key_health, set_key_enabled
 from workers.keys.pool import ERROR_BACKOFF_S, MAX_ERROR_BACKOFF_S, redis_now_ms
 
 
@@ -70,6 +70,24 @@ def test_a_revoked_key_is_disabled_with_its_reason_and_the_others_serve(client, 
     assert health[key_fingerprint("key-b")].state == "disabled"
     assert "HTTP 401" in health[key_fingerprint("key-b")].disabled_reason
     assert health[key_fingerprint("key-a")].successes == 1
+
+
+def test_an_operator_disables_and_re_enables_a_key_by_its_fingerprint(client, simulator) -> None:
+    pool, namespace = pool_of(client, ["key-b"])
+    render(simulator, pool)
+    fingerprint = key_fingerprint("key-b")
+
+    assert set_key_enabled(client, namespace, fingerprint, False)
+    with pytest.raises(NoUsableKey):
+        render(simulator, pool)
+    assert next(iter(key_health(client, namespace))).state == "disabled"
+
+    assert set_key_enabled(client, namespace, fingerprint, True)
+    render(simulator, pool)
+    assert next(iter(key_health(client, namespace))).state == "ok"
+    assert simulator.stats()[fingerprint]["accepted"] == 2
+    assert not set_key_enabled(client, namespace, key_fingerprint("never-used"), True)
+    assert not set_key_enabled(client, namespace, "*", True)
 
 
 def test_keys_at_their_quota_defer_the_call_for_as_long_as_they_need(client, simulator) -> None:

@@ -9,6 +9,7 @@ stage backends call, so stage code never sees which key served it.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any, TypeVar, cast
 import redis
 
 from pipelines.remote.errors import KeyRejected, ProviderTimeout, ProviderUnavailable, RateLimited
-from pipelines.remote.keys import key_fingerprint
+from pipelines.remote.keys import FINGERPRINT_HEX_CHARS, key_fingerprint
 from queue_config.remote import ProviderConfig, RemoteConfig
 from workers.errors import Deferred, NoUsableKey
 
@@ -30,6 +31,9 @@ DEFAULT_COOLDOWN_S = 30.0
 #: Cooldown after a 5xx or a timeout, doubled for each failure in a row (up to the maximum).
 ERROR_BACKOFF_S = 1.0
 MAX_ERROR_BACKOFF_S = 60.0
+#: Why a key is disabled when an operator disabled it (the dashboard, ``framequeue keys disable``).
+OPERATOR_DISABLED_REASON = "disabled by an operator"
+_FINGERPRINT = re.compile(f"[0-9a-f]{{{FINGERPRINT_HEX_CHARS}}}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,26 @@ def key_health(client: redis.Redis, namespace: str) -> list[KeyHealth]:
             int(raw.get("rate_limited", 0)), int(raw.get("errors", 0)), disabled,
         ))
     return rows
+
+
+def set_key_enabled(
+    client: redis.Redis, namespace: str, fingerprint: str, enabled: bool, *, reason: str = OPERATOR_DISABLED_REASON
+) -> bool:
+    """Enable or disable a key that workers have used, named by its fingerprint, for every worker at once.
+
+    A disabled key is never picked (``pick_key.lua`` skips it) until it is enabled again; enabling
+    also forgets its errors in a row, so its next failure backs off from the start. Only keys with
+    a state hash in Redis are known: False when no provider has a key with this fingerprint.
+    """
+    if not _FINGERPRINT.fullmatch(fingerprint):
+        return False
+    found = list(client.scan_iter(match=f"{namespace}:keys:*:{fingerprint}", count=500))
+    for state_key in found:
+        if enabled:
+            client.hdel(state_key, "disabled_reason", "disabled_at", "errors_in_a_row")
+        else:
+            client.hset(state_key, mapping={"disabled_reason": reason, "disabled_at": time.time()})
+    return bool(found)
 
 
 class KeyPool:
