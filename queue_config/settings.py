@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from queue_config.safety_policy import Category, SafetyPolicy, parse_categories
+from queue_config.stages import STAGES
 
 #: Bounds of ``presigned_url_ttl_s`` and of every presigned URL's lifetime (storage/s3.py): a SigV4
 #: presigned URL lives at most 7 days.
@@ -67,6 +68,10 @@ class Settings(BaseSettings):
     remote_config: Path | None = None
     #: A stage message older than this fails (e.g. one that has waited this long for quota).
     stage_max_age_ms: int = 6 * 3600 * 1000
+    #: Longest run of a stage before it is interrupted and retried, in seconds, per stage, as JSON
+    #: (``{"image": 1800}``); a stage left out keeps its default (queue_config/stages.py). Keep each
+    #: above ``storage_retry_s``, or a storage outage ends as a time-limit retry.
+    stage_time_limits_s: dict[str, float] = {}
 
     #: The reconciler looks at an unfinished job once it has not moved for this long, and sends it
     #: on again if its message was lost (``framequeue reconciler``; workers/jobs/reconciler.py).
@@ -131,6 +136,21 @@ class Settings(BaseSettings):
     @property
     def safety_policy(self) -> SafetyPolicy:
         return SafetyPolicy(blocked=self.safety_block_categories, flagged=self.safety_flag_categories)
+
+    @field_validator("stage_time_limits_s")
+    @classmethod
+    def _known_stages(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(STAGES))
+        if unknown:
+            raise ValueError(f"unknown stages {unknown}; expected some of {sorted(STAGES)}")
+        if any(seconds <= 0 for seconds in value.values()):
+            raise ValueError("a stage time limit must be more than 0 seconds")
+        return value
+
+    def stage_time_limit_ms(self, stage: str) -> int:
+        """The time limit of ``stage``: its setting, else the stage's default."""
+        seconds = self.stage_time_limits_s.get(stage)
+        return round(seconds * 1000) if seconds is not None else STAGES[stage].time_limit_ms
 
     @field_validator("webhook_allowed_hosts", mode="before")
     @classmethod

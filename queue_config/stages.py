@@ -26,7 +26,9 @@ class StageOptions:
     max_retries: int = 3
     min_backoff_ms: int = 500
     max_backoff_ms: int = 30_000
-    #: A stage running longer than this is interrupted (and retried).
+    #: A stage running longer than this is interrupted (and retried). Every default is above the
+    #: storage retry deadline (``storage_retry_s``, 3 min), so a storage outage is waited out
+    #: rather than cut short; ``stage_time_limits_s`` overrides it per deployment.
     time_limit_ms: int = 10 * 60_000
 
     @property
@@ -44,11 +46,11 @@ class StageOptions:
 STAGES: dict[str, StageOptions] = {
     options.name: options
     for options in (
-        StageOptions("prompt_enhance", time_limit_ms=2 * 60_000),
+        StageOptions("prompt_enhance", time_limit_ms=5 * 60_000),
         StageOptions("image"),
         StageOptions("frames"),
         StageOptions("video", time_limit_ms=5 * 60_000),
-        StageOptions("safety_check", time_limit_ms=2 * 60_000),
+        StageOptions("safety_check", time_limit_ms=5 * 60_000),
         StageOptions("upload", max_retries=5, time_limit_ms=5 * 60_000),
     )
 }

@@ -22,4 +22,7 @@ runtime = get_runtime()
 add_remote_middleware(broker, runtime)
 add_batch_middleware(broker, runtime)
 dramatiq.set_broker(broker)
-ACTORS = declare_stage_actors(broker, STAGE_FUNCTIONS, get_runtime, max_age_ms=settings.stage_max_age_ms)
+ACTORS = declare_stage_actors(
+    broker, STAGE_FUNCTIONS, get_runtime, max_age_ms=settings.stage_max_age_ms,
+    time_limits_ms={stage: settings.stage_time_limit_ms(stage) for stage in STAGE_FUNCTIONS},
+)

@@ -47,11 +47,13 @@ def declare_stage_actors(
     runtime: Callable[[], Runtime],
     *,
     max_age_ms: int | None = None,
+    time_limits_ms: Mapping[str, int] | None = None,
 ) -> dict[str, dramatiq.Actor[..., None]]:
     """Declare two actors per stage on ``broker``, running ``functions[stage]``: ``stage`` for
     interactive jobs and ``stage_batch``, on its own queue at a lower priority, for batch jobs.
 
-    A message older than ``max_age_ms`` (e.g. one that has waited that long for quota) fails.
+    A message older than ``max_age_ms`` (e.g. one that has waited that long for quota) fails. A
+    stage runs at most ``time_limits_ms[stage]`` (default: its ``StageOptions.time_limit_ms``).
     """
     cancelled = cancellations_of(broker)
     logger = get_logger(__name__)
@@ -95,7 +97,7 @@ def declare_stage_actors(
                 max_retries=options.max_retries,
                 min_backoff=options.min_backoff_ms,
                 max_backoff=options.max_backoff_ms,
-                time_limit=options.time_limit_ms,
+                time_limit=(time_limits_ms or {}).get(stage, options.time_limit_ms),
                 throws=(InvalidJob, NoUsableKey),
                 max_age=max_age_ms,
             )(run_stage)
