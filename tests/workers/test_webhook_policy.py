@@ -212,3 +212,23 @@ def test_https_names_the_host_in_sni_and_checks_its_certificate_while_connecting
     assert genuine.server_names == ["hooks.test"] and genuine.requests[0]["Host"] == f"hooks.test:{genuine.port}"
     assert error == "webhook gave up after 1 attempts: TLS certificate not valid for the host"
     assert impostor.requests == [] and own_status.get(ok.id).webhook_error == ""  # type: ignore[union-attr]
+
+
+def test_a_dns_server_that_never_answers_costs_one_attempt_not_a_stuck_sender(
+    own_status: JobStatusStore  # noqa: F811 - the fixture
+) -> None:
+    never = threading.Event()
+
+    def silent_dns(host: str, port: int) -> list[str]:
+        never.wait(60)
+        return ["93.184.215.14"]
+
+    sender = WebhookSender(own_status, SECRET, max_attempts=1, timeout_s=0.5, policy=WebhookPolicy(resolver=silent_dns))
+    try:
+        spec, _ = hooked_job(own_status, "https://hooks.example.com/")
+        with serving(sender):
+            error = webhook_error(own_status, spec.id)
+    finally:
+        never.set()
+
+    assert error == "webhook gave up after 1 attempts: the host name did not resolve within 0.5 s"

@@ -17,6 +17,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as ResolveTimeout
 from dataclasses import dataclass
 
 from queue_config.jobs import split_webhook_url
@@ -52,6 +54,11 @@ def resolve(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to for a TCP connection, in the resolver's order."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+#: Lookups run here so that a delivery can stop waiting for a DNS server that does not answer
+#: (``getaddrinfo`` itself has no timeout); a lookup left behind ties up one of these threads.
+_LOOKUPS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="webhook-dns")
 
 
 #: The kinds of address no webhook goes to unless allowed, as ``ipaddress`` tells them, and as a reason says them.
@@ -92,8 +99,8 @@ class WebhookPolicy:
     def from_settings(cls, settings: Settings) -> WebhookPolicy:
         return cls(allow_http=settings.webhook_allow_http, allowed_hosts=settings.webhook_allowed_hosts)
 
-    def destination(self, url: str) -> Destination:
-        """Check ``url`` and resolve its host now.
+    def destination(self, url: str, *, timeout_s: float | None = None) -> Destination:
+        """Check ``url`` and resolve its host now, waiting at most ``timeout_s`` for the answer.
 
         Raises ``WebhookRefused`` (with the rule that refuses it) or ``WebhookUnresolved``.
         """
@@ -106,7 +113,9 @@ class WebhookPolicy:
         host = (parts.hostname or "").rstrip(".")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
-            addresses = self.resolver(host, port)
+            addresses = _LOOKUPS.submit(self.resolver, host, port).result(timeout=timeout_s)
+        except ResolveTimeout:  # before OSError, which it subclasses
+            raise WebhookUnresolved(f"the host name did not resolve within {timeout_s:g} s") from None
         except (OSError, UnicodeError):
             raise WebhookUnresolved("the host name did not resolve") from None
         if not addresses:
