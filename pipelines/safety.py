@@ -1,9 +1,12 @@
 """Content safety after rendering: an NSFW image classifier and frame sampling.
 
-:class:`SafetyClassifier` scores the image and a few frames sampled from a video
+:class:`SafetyClassifier` scores the key image and a few frames sampled from a video
 (:func:`sample_frames`), which catches what the prompt's words did not say (the prompt
 itself is screened at submission, in ``queue_config.prompt_screen``). The thresholds
 belong to the caller; this module only reports probabilities.
+
+It scores sexual content only. Violence, gore, hate and self-harm in images are not scored:
+no classifier for them ships weights that load offline.
 """
 
 from __future__ import annotations

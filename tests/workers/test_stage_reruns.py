@@ -96,7 +96,8 @@ def test_the_classifier_blocks_an_unsafe_image_at_the_default_threshold_and_it_u
     record = runtime.status.get(message.job.id)
     assert record is not None and record.state == "blocked" and record.safety_score is not None
     assert record.safety_score >= DEFAULT_SAFETY_THRESHOLD
-    assert record.error.startswith("blocked by safety check: NSFW score")
+    assert record.error.startswith("blocked by the image check: sexual (score")
+    assert (record.blocked_check, record.blocked_category) == ("image", "sexual")
     assert "upload" not in record.attempts and not record.result_key
 
 

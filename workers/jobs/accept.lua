@@ -2,15 +2,16 @@
 -- A job is "accepted" only once this has run, so no record is ever left without its message.
 --
 -- KEYS: [job hash, job index, active jobs, events stream, in-flight pointers,
---        queue list or "", queue message hash or ""]
+--        queue list or "", queue message hash or "", safety block counts, blocked job ids]
 -- ARGV: [events maxlen, now, job id, emit ("1" or ""), redis message id or "", message body or "",
 --        queue name or "", retention ms, field, value, ...]
 -- The message is enqueued the way dramatiq's dispatch.lua enqueues (HSET body, RPUSH id), and
 -- its place is remembered in the in-flight pointers, as FramequeueBroker.enqueue does.
 -- A job accepted already finished (blocked at submission) expires after the retention, as
--- transition.lua makes every finished job's record do.
+-- transition.lua makes every finished job's record do, and one blocked by a safety check counts
+-- the block (see count_block.lua).
 -- Returns 1 if the job was new, 0 (and nothing changes) if a job with this id exists.
-local job, index, active, events, inflight, queue, messages = unpack(KEYS)
+local job, index, active, events, inflight, queue, messages, blocks, blocked = unpack(KEYS)
 local maxlen, now, job_id, emit, redis_id, body, queue_name, retention_ms = unpack(ARGV, 1, 8)
 
 if redis.call('EXISTS', job) == 1 then return 0 end
@@ -19,6 +20,7 @@ redis.call('ZADD', index, now, job_id)
 local state = redis.call('HGET', job, 'state')
 local finished = state == 'succeeded' or state == 'failed' or state == 'blocked' or state == 'cancelled'
 if finished then redis.call('PEXPIRE', job, retention_ms) else redis.call('ZADD', active, now, job_id) end
+if state == 'blocked' then count_block(job, blocks, blocked, job_id) end
 if redis_id ~= '' then
   redis.call('HSET', messages, redis_id, body)
   redis.call('RPUSH', queue, redis_id)

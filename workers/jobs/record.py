@@ -4,7 +4,10 @@ A job's record is one hash, ``{namespace}:job:{id}``, readable by any Redis
 client: scalar fields (``state``, ``stage``, ``error``...) plus one field per
 stage timing (``timing.{stage}``, seconds), attempt count (``attempts.{stage}``)
 and artifact (``artifact.{name}``, JSON). Every state change is also appended
-to the ``{namespace}:events`` stream.
+to the ``{namespace}:events`` stream. A job blocked by a safety check (its record names
+``blocked_check`` and ``blocked_category``) is counted in ``{namespace}:safety:blocks``
+(``check:category`` fields) and listed in ``{namespace}:safety:blocked`` by the same script
+that blocks it, so each block counts once, however it was recorded.
 
 Terminal states are final: once a job has succeeded, failed, been blocked or
 cancelled, a late duplicate message cannot move it again. A finished job's
@@ -34,8 +37,9 @@ TERMINAL_STATES = ("succeeded", "failed", "blocked", "cancelled")
 EVENTS_MAXLEN = 100_000
 #: How long a finished job's record is kept (the ``retention_s`` setting's default: 7 days).
 RETENTION_S = 7 * 24 * 3600.0
-_TRANSITION_LUA = (Path(__file__).parent / "transition.lua").read_text()
-_ACCEPT_LUA = (Path(__file__).parent / "accept.lua").read_text()
+_COUNT_BLOCK_LUA = (Path(__file__).parent / "count_block.lua").read_text()
+_TRANSITION_LUA = _COUNT_BLOCK_LUA + (Path(__file__).parent / "transition.lua").read_text()
+_ACCEPT_LUA = _COUNT_BLOCK_LUA + (Path(__file__).parent / "accept.lua").read_text()
 
 Client = redis.Redis | redis.client.Pipeline
 
@@ -67,7 +71,16 @@ class JobRecord:
     result_url: str = ""
     result_key: str = ""
     manifest_key: str = ""
+    #: The highest safety score of any check that ran (``safety_score.{check}`` fields).
     safety_score: float | None = None
+    #: Each check's score: ``image``, ``frames``.
+    safety_scores: dict[str, float] = field(default_factory=dict)
+    #: Findings that only flagged the job: ``check:category:score`` items, comma-separated.
+    safety_flags: str = ""
+    #: What blocked the job, when a safety check did: the check, the category and its score.
+    blocked_check: str = ""
+    blocked_category: str = ""
+    blocked_score: float | None = None
     wait_reason: str = ""
     webhook_error: str = ""
     #: Where a stage that was running when the job was cancelled stopped ("image: step 3 of 50").
@@ -105,6 +118,10 @@ class JobStatusStore:
         self.active_key = f"{namespace}:active"
         #: Job id -> "queue\tredis message id" of the job's newest message (see FramequeueBroker).
         self.inflight_key = f"{namespace}:inflight"
+        #: ``check:category`` -> how many jobs a safety check blocked (all time).
+        self.safety_blocks_key = f"{namespace}:safety:blocks"
+        #: The newest blocked job ids that name their check, scored by when they were blocked.
+        self.safety_blocked_key = f"{namespace}:safety:blocked"
         self._transition = client.register_script(_TRANSITION_LUA)
         self._accept = client.register_script(_ACCEPT_LUA)
 
@@ -164,7 +181,7 @@ class JobStatusStore:
             message = first_message_of(spec)
             queue = f"{self.namespace}:{message.queue_name}" if message else ""
             keys = [self.job_key(spec.id), self.index_key, self.active_key, self.events_key, self.inflight_key,
-                    queue, f"{queue}.msgs" if message else ""]
+                    queue, f"{queue}.msgs" if message else "", self.safety_blocks_key, self.safety_blocked_key]
             args = [EVENTS_MAXLEN, now, spec.id, "1" if emit else "",
                     *((message.redis_id, message.body, message.queue_name) if message else ("", "", "")),
                     self._retention_ms, *(item for pair in record.items() for item in pair)]
@@ -271,7 +288,8 @@ class JobStatusStore:
         index = "" if stage_index is None else stage_index
         args = [EVENTS_MAXLEN, f"{time.time():.3f}", job_id, state, stage, error, attempt_field, index,
                 self._retention_ms, *flat]
-        keys = [self.job_key(job_id), self.events_key, self.active_key, self.inflight_key]
+        keys = [self.job_key(job_id), self.events_key, self.active_key, self.inflight_key,
+                self.safety_blocks_key, self.safety_blocked_key]
         return self._transition(keys=keys, args=args, client=client)
 
     def state_of(self, job_id: str) -> str | None:
@@ -290,7 +308,11 @@ class JobStatusStore:
             artifacts={k[9:]: json.loads(v) for k, v in raw.items() if k.startswith("artifact.")},
             error=raw.get("error", ""), result_url=raw.get("result_url", ""),
             result_key=raw.get("result_key", ""), manifest_key=raw.get("manifest_key", ""),
-            safety_score=float(raw["safety_score"]) if "safety_score" in raw else None,
+            safety_score=max(scores.values()) if (scores := safety_scores_of(raw)) else None,
+            safety_scores={k[13:]: float(v) for k, v in raw.items() if k.startswith("safety_score.")},
+            safety_flags=raw.get("safety_flags", ""), blocked_check=raw.get("blocked_check", ""),
+            blocked_category=raw.get("blocked_category", ""),
+            blocked_score=float(raw["blocked_score"]) if raw.get("blocked_score") else None,
             wait_reason=raw.get("wait_reason", ""), webhook_error=raw.get("webhook_error", ""),
             stopped_at=raw.get("stopped_at", ""),
             spec=JobSpec.model_validate_json(raw["spec"]).model_dump(mode="json") if raw.get("spec") else {},
@@ -310,3 +332,8 @@ class JobStatusStore:
     def dead_letter_reason(self, message_id: str) -> dict[str, Any] | None:
         raw = self.client.hget(self.dead_letters_key, message_id)
         return json.loads(raw) if raw else None
+
+
+def safety_scores_of(raw: dict[str, str]) -> dict[str, float]:
+    """Every safety score in a raw record: ``safety_score.{check}`` fields, and a plain ``safety_score``."""
+    return {k: float(v) for k, v in raw.items() if k == "safety_score" or k.startswith("safety_score.")}

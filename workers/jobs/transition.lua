@@ -1,7 +1,8 @@
 -- Moves a job to a new state, unless it has already finished, and appends the change to the
 -- event stream: one round trip for the record and its event.
 --
--- KEYS: [job hash, event stream, active jobs, in-flight pointers]
+-- KEYS: [job hash, event stream, active jobs, in-flight pointers, safety block counts,
+--        blocked job ids]
 -- ARGV: [events maxlen, now, job id, new state, stage, error, attempt field or "",
 --        stage index or "", retention ms, field, value, ...]
 -- A stage index keeps progress monotonic: a late write about an earlier stage (from another
@@ -10,6 +11,8 @@
 -- when it next moves).
 -- Returns 1 if the job moved, 0 if it had finished or moved past that stage, -1 if there is no
 -- such job.
+-- A job moved to blocked with its blocked_check and blocked_category fields counts the block
+-- (see count_block.lua).
 local job, events, active, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local maxlen, now, job_id, state, stage, error_text, attempt_field, stage_index, retention_ms =
     ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
@@ -36,6 +39,7 @@ if state == 'succeeded' or state == 'failed' or state == 'blocked' or state == '
   redis.call('ZREM', active, job_id)
   redis.call('HDEL', inflight, job_id)
   redis.call('PEXPIRE', job, retention_ms)
+  if state == 'blocked' then count_block(job, KEYS[5], KEYS[6], job_id) end
   local batch = redis.call('HGET', job, 'batch_key')
   if batch then
     redis.call('HINCRBY', batch, 'finished', 1)

@@ -21,13 +21,17 @@ from workers.ops.queues import (
     ready_messages,
     workers,
 )
+from workers.ops.safety_blocks import RECENT_BLOCKS, BlockCount, block_counts, recent_blocks
 
 __all__ = [
     "DEAD_LETTERS_LIMIT",
+    "RECENT_BLOCKS",
+    "BlockCount",
     "DeadLetter",
     "MinuteCounts",
     "QueueStats",
     "WorkerInfo",
+    "block_counts",
     "dead_letters",
     "delete_dead_letter",
     "empty_queue",
@@ -37,6 +41,7 @@ __all__ = [
     "queue_names",
     "queue_stats",
     "ready_messages",
+    "recent_blocks",
     "requeue_dead_letter",
     "throughput",
     "workers",

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 from pipelines import ImageOutput, TextToImage, encode_h264
+from queue_config.safety_policy import Check
 from workers.jobs.cancellations import job_cancelled
 from workers.jobs.messages import StageMessage
 from workers.jobs.outcome import StageOutcome
 from workers.runtime import Runtime
 from workers.stages.codecs import frames_bytes, frames_from_bytes, image_from_bytes, png_bytes, read_ref
+from workers.stages.screening import screen
 
 
 def prompt_enhance(runtime: Runtime, message: StageMessage) -> StageOutcome:
@@ -30,7 +33,11 @@ def prompt_enhance(runtime: Runtime, message: StageMessage) -> StageOutcome:
 
 
 def image(runtime: Runtime, message: StageMessage) -> StageOutcome:
-    """The key image, from the enhanced prompt, seeded."""
+    """The key image, from the enhanced prompt, seeded, checked before it is stored.
+
+    The image check runs here rather than in ``safety_check`` so that a blocked key image
+    costs no frames or video; a finding that only flags is recorded and the job goes on.
+    """
     job = message.job
     prompt = read_ref(runtime.store, message, "prompt").decode()
     model = runtime.text_to_image()
@@ -41,8 +48,11 @@ def image(runtime: Runtime, message: StageMessage) -> StageOutcome:
         [prompt], seeds=[job.seed], width=job.width, height=job.height, steps=job.steps,
         negative_prompt=job.negative_prompt or None,
     )
+    verdict = screen(runtime, message, output.images[:1], Check.image)
+    if verdict.block is not None:  # nothing is stored, so no frames, video or upload can follow
+        return verdict.blocked()
     stored = runtime.store.put_content(f"jobs/{job.id}/image", png_bytes(output.images[0]), "png", "image/png")
-    return StageOutcome.stored("image", stored)
+    return replace(StageOutcome.stored("image", stored), record=verdict.record)
 
 
 def frames(runtime: Runtime, message: StageMessage) -> StageOutcome:

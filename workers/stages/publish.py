@@ -4,33 +4,38 @@ from __future__ import annotations
 
 import json
 
-from PIL import Image
-
 from pipelines import sample_frames
 from queue_config.jobs import JobKind
+from queue_config.safety_policy import Check
 from workers.jobs.messages import StageMessage
 from workers.jobs.outcome import StageOutcome
 from workers.runtime import Runtime
 from workers.stages.codecs import frames_from_video, image_from_bytes, read_ref
+from workers.stages.screening import screen
 
 #: The artifact a job of each kind publishes, with its extension and content type.
 _RESULTS = {JobKind.image: ("image", "png", "image/png"), JobKind.video: ("video", "mp4", "video/mp4")}
 
 
 def safety_check(runtime: Runtime, message: StageMessage) -> StageOutcome:
-    """Score the key image (and sampled frames of the encoded video); block the job at the threshold."""
-    job = message.job
-    images: list[Image.Image] = [image_from_bytes(read_ref(runtime.store, message, "image"))]
-    if job.kind is JobKind.video:
-        decoded = frames_from_video(read_ref(runtime.store, message, "video"))
-        images += sample_frames(decoded, runtime.settings.safety_sampled_frames)
-    worst = max(runtime.safety_classifier()(images))
-    record = {"safety_score": f"{worst:.4f}"}
-    threshold = runtime.settings.safety_threshold
-    if worst >= threshold:
-        reason = f"blocked by safety check: NSFW score {worst:.3f} >= threshold {threshold:.3f}"
-        return StageOutcome(record={**record, "error": reason}, final_state="blocked")
-    return StageOutcome(record=record)
+    """Check what the job will publish, last thing before upload: a video's sampled frames, an image job's image.
+
+    A video job's key image was checked in the ``image`` stage; here its encoded video is decoded
+    and ``safety_sampled_frames`` frames are scored (the ``frames`` check). An image job publishes
+    its key image, which the ``image`` stage checked too; it is scored again here (the same
+    ``image`` check, one classifier pass) rather than passed on trust, so nothing is published
+    that this host's threshold and policy have not passed: a job whose image stage ran on an
+    older worker, or on a host configured differently, is still checked. On the same bytes and
+    settings the second score equals the first, so the record reads the same.
+    """
+    store = runtime.store
+    if message.job.kind is JobKind.video:
+        decoded = frames_from_video(read_ref(store, message, "video"))
+        images, check = sample_frames(decoded, runtime.settings.safety_sampled_frames), Check.frames
+    else:
+        images, check = [image_from_bytes(read_ref(store, message, "image"))], Check.image
+    verdict = screen(runtime, message, images, check)
+    return verdict.blocked() if verdict.block is not None else StageOutcome(record=verdict.record)
 
 
 def upload(runtime: Runtime, message: StageMessage) -> StageOutcome:
