@@ -163,6 +163,14 @@ def failed(request: Request, queue: str = "") -> HTMLResponse:
     return render(request, "failed.html", letters=letters, queue=queue, queues=ops.queue_names())
 
 
+@guarded.get("/blocked")
+def blocked(request: Request) -> HTMLResponse:
+    """What the safety checks blocked: counts by check and category, and the newest blocked jobs."""
+    status_store = context(request).status
+    return render(request, "blocked.html", counts=ops.block_counts(status_store),
+                  jobs=ops.recent_blocks(status_store), limit=ops.RECENT_BLOCKS)
+
+
 @guarded.get("/batches/{batch_id}")
 def batch(request: Request, batch_id: str) -> HTMLResponse:
     progress, status_store = known_batch(request, batch_id), context(request).status

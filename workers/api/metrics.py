@@ -66,6 +66,7 @@ class RedisCollector(Collector):
         yield from self._event_counters()
         yield self._keys()
         yield from self._repairs()
+        yield self._safety_blocks()
 
     def _queues(self) -> Metric:
         family = GaugeMetricFamily("framequeue_queue_messages", "Messages on a stage queue, by kind: ready "
@@ -161,6 +162,15 @@ class RedisCollector(Collector):
                                   "sent on again by the reconciler.", value=stats.repaired)
         yield CounterMetricFamily("framequeue_reconciler_gave_up", "Jobs the reconciler failed after losing "
                                   "their message too often.", value=stats.gave_up)
+
+
+    def _safety_blocks(self) -> Metric:
+        family = CounterMetricFamily("framequeue_safety_blocks", "Jobs blocked by a safety check, by the check "
+                                     "that fired (prompt, image, frames...) and the category it found.",
+                                     labels=["check", "category"])
+        for found in ops.block_counts(self.status):
+            family.add_metric([found.check, found.category], found.count)
+        return family
 
 
 def registry_of(request: Request) -> CollectorRegistry:
