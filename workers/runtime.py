@@ -7,6 +7,7 @@ stays resident however many threads and stages use it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cached_property, lru_cache
 
 from pipelines import (
@@ -62,6 +63,13 @@ class Runtime:
     @cached_property
     def key_pools(self) -> KeyPools:
         return KeyPools.for_config(self.status.client, self.settings.namespace, self.remote_config)
+
+    def served_models(self, stages: Sequence[str]) -> dict[str, str]:
+        """What this process runs ``stages`` with, for the worker registry: profile, device, remote routes."""
+        models = {"profile": self.settings.model_profile, "device": self.models.device,
+                  "frames_backend": self.settings.frames_backend}
+        routes = self.remote_config.stages.items()
+        return models | {stage: f"{route.provider}:{route.model}" for stage, route in routes if stage in stages}
 
     def prompt_enhancer(self) -> PromptEnhancer | RemotePromptEnhancer:
         """The stage's text model: a remote provider's if configured, else the local one."""
