@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
+import dramatiq
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -14,6 +16,7 @@ from queue_config.stages import stage_plan
 from tests.api.test_jobs_api import api_server
 from tests.api.test_ops import Namespace, namespace_for
 from workers.jobs.outcome import StageOutcome
+from workers.jobs.stage_stats import record_outcome, record_run
 
 TOKEN = "metrics-token"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -96,7 +99,7 @@ def test_failures_are_counted_by_stage_and_reason_class(scraped: tuple[Namespace
     assert value(samples, "framequeue_failures", stage="safety_check", reason="TimeLimitExceeded") == 1
 
 
-def test_jobs_by_state_and_stage_durations_come_from_the_job_records(scraped: tuple[Namespace, httpx.Client]) -> None:
+def test_jobs_are_counted_by_state(scraped: tuple[Namespace, httpx.Client]) -> None:
     ns, client = scraped
     before = scrape(client)
     for seconds in (0.5, 1.5, 4.0):
@@ -108,10 +111,52 @@ def test_jobs_by_state_and_stage_durations_come_from_the_job_records(scraped: tu
 
     grew = value(samples, "framequeue_jobs", state="succeeded") - value(before, "framequeue_jobs", state="succeeded")
     assert grew == 3
-    assert value(samples, "framequeue_stage_duration_seconds_count", stage="upload") == 3
-    assert value(samples, "framequeue_stage_duration_seconds_sum", stage="upload") == pytest.approx(6.0)
-    assert value(samples, "framequeue_stage_duration_seconds", stage="upload", quantile="0.5") == 1.5
-    assert value(samples, "framequeue_stage_duration_seconds", stage="upload", quantile="0.99") == 4.0
+
+
+def test_stage_durations_are_a_histogram_that_only_grows_across_scrapes(
+    scraped: tuple[Namespace, httpx.Client]
+) -> None:
+    ns, client = scraped
+    namespace = ns.settings.namespace
+
+    def record(*durations_s: float, outcome: str = "") -> None:
+        pipe = ns.status.client.pipeline(transaction=False)
+        for duration_s in durations_s:
+            record_run(pipe, namespace, "upload_batch", duration_s)
+        if outcome:
+            record_outcome(pipe, namespace, "upload_batch", outcome)
+        pipe.execute()
+
+    record(0.5, 1.5, outcome="retried")
+    first = scrape(client)
+    record(4.0, outcome="failed")
+    second = scrape(client)
+
+    labels = {"stage": "upload", "queue": "upload_batch"}
+    assert value(first, "framequeue_stage_duration_seconds_count", **labels) == 2
+    assert value(second, "framequeue_stage_duration_seconds_count", **labels) == 3
+    assert value(second, "framequeue_stage_duration_seconds_sum", **labels) == pytest.approx(6.0)
+    assert value(second, "framequeue_stage_duration_seconds_bucket", le="1.0", **labels) == 1
+    assert value(second, "framequeue_stage_duration_seconds_bucket", le="5.0", **labels) == 3
+    assert value(second, "framequeue_stage_duration_seconds_bucket", le="+Inf", **labels) == 3
+    runs = {outcome: value(second, "framequeue_stage_runs_total", outcome=outcome, **labels)
+            for outcome in ("succeeded", "retried", "failed")}
+    assert runs == {"succeeded": 3, "retried": 1, "failed": 1}
+    assert value(second, "framequeue_stage_duration_seconds_count", stage="upload", queue="upload") == 0
+
+
+def test_the_oldest_ready_message_age_is_reported_per_queue(scraped: tuple[Namespace, httpx.Client]) -> None:
+    ns, client = scraped
+    two_minutes_ago_ms = int(time.time() * 1000) - 120_000
+    ns.broker.enqueue(dramatiq.Message(queue_name="upload", actor_name="upload", args=({"job": {}},), kwargs={},
+                                       options={}, message_timestamp=two_minutes_ago_ms))
+    ns.enqueue("upload", {"job": {}})
+
+    samples = scrape(client)
+
+    assert 120 <= value(samples, "framequeue_queue_oldest_message_age_seconds", queue="upload") < 600
+    assert value(samples, "framequeue_queue_oldest_message_age_seconds", queue="upload_batch") == 0
+    assert ("framequeue_queue_oldest_message_age_seconds", frozenset({("queue", "image_batch")})) in samples
 
 
 def test_rate_limit_waits_are_counted_once_each_across_scrapes(scraped: tuple[Namespace, httpx.Client]) -> None:
@@ -135,10 +180,14 @@ def test_key_pools_are_counted_by_state_without_naming_keys(scraped: tuple[Names
     prefix = f"{ns.settings.namespace}:keys:replicate"
     ns.status.client.hset(f"{prefix}:0a1b2c3d4e5f", mapping={"requests": 3, "successes": 3})
     ns.status.client.hset(f"{prefix}:9f8e7d6c5b4a", mapping={"requests": 1, "disabled_reason": "HTTP 401"})
+    ns.status.client.hset(f"{ns.settings.namespace}:keys:openai:5e6f7a8b9c0d", "disabled_reason", "HTTP 401")
 
     response = client.get("/metrics")
     samples = scrape(client)
 
     assert value(samples, "framequeue_api_keys", provider="replicate", state="ok") == 1
     assert value(samples, "framequeue_api_keys", provider="replicate", state="disabled") == 1
+    assert value(samples, "framequeue_usable_keys", provider="replicate") == 1
+    assert ("framequeue_usable_keys", frozenset({("provider", "openai")})) in samples
+    assert value(samples, "framequeue_usable_keys", provider="openai") == 0
     assert "0a1b2c3d4e5f" not in response.text

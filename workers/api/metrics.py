@@ -19,31 +19,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
-    SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
 
 from workers import ops
 from workers.api.bounds import within_request_rate
 from workers.api.context import context, require_token
+from workers.jobs import stage_stats
 from workers.jobs.reconciler import repair_stats
 from workers.jobs.record import JobStatusStore
 from workers.keys.pool import key_health
-
-#: Stage durations are summarised over this many of the newest jobs.
-RECENT_JOBS = 500
-#: Quantiles reported for stage durations.
-QUANTILES = (0.5, 0.9, 0.99)
+from workers.ops.queue_ages import oldest_ready_ages_s
 
 router = APIRouter()
 _registry_lock = threading.Lock()
-
-
-def quantile(sorted_values: list[float], q: float) -> float:
-    """The nearest-rank ``q`` quantile of a sorted, non-empty list."""
-    return sorted_values[min(len(sorted_values) - 1, max(0, round(q * len(sorted_values)) - 1))]
 
 
 class RedisCollector(Collector):
@@ -59,12 +50,13 @@ class RedisCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield self._queues()
+        yield self._oldest_ages()
         yield self._workers()
         yield self._jobs()
-        yield self._stage_durations()
+        yield from self._stage_histograms()
         yield self._failures()
         yield from self._event_counters()
-        yield self._keys()
+        yield from self._keys()
         yield from self._repairs()
         yield self._safety_blocks()
 
@@ -89,26 +81,30 @@ class RedisCollector(Collector):
             family.add_metric([state], count)
         return family
 
-    def _stage_durations(self) -> Metric:
-        name = "framequeue_stage_duration_seconds"
-        family = SummaryMetricFamily(name, f"Stage run time (timing.* of the newest {RECENT_JOBS} jobs' records).",
-                                     labels=["stage"])
-        client = self.status.client
-        ids = cast("list[str]", client.zrevrange(self.status.index_key, 0, RECENT_JOBS - 1))
-        pipe = client.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hgetall(self.status.job_key(job_id))
-        durations: dict[str, list[float]] = {}
-        for record in pipe.execute() if ids else []:
-            for field, value in record.items():
-                if field.startswith("timing."):
-                    durations.setdefault(field.removeprefix("timing."), []).append(float(value))
-        for stage, values in sorted(durations.items()):
-            values.sort()
-            family.add_metric([stage], count_value=len(values), sum_value=sum(values))
-            family.samples.extend(Sample(name, {"stage": stage, "quantile": str(q)}, quantile(values, q))
-                                  for q in QUANTILES)
+    def _oldest_ages(self) -> Metric:
+        family = GaugeMetricFamily("framequeue_queue_oldest_message_age_seconds", "How long the oldest ready "
+                                   "message of a stage queue has waited for a worker (since it was enqueued or "
+                                   "its delay ended); 0 when the queue is empty.", labels=["queue"])
+        for queue, age_s in oldest_ready_ages_s(self.status).items():
+            family.add_metric([queue], age_s)
         return family
+
+    def _stage_histograms(self) -> Iterator[Metric]:
+        durations = HistogramMetricFamily("framequeue_stage_duration_seconds", "Run time of stage runs that "
+                                          "returned, counted by every worker since Redis last lost its data. "
+                                          "queue is the stage's actor: image, or image_batch for batch work.",
+                                          labels=["stage", "queue"])
+        runs = CounterMetricFamily("framequeue_stage_runs", "Stage runs by how they ended: succeeded, retried "
+                                   "(raised, will run again) or failed (dead-lettered).",
+                                   labels=["stage", "queue", "outcome"])
+        for histogram in stage_stats.cumulative(self.status.client, self.status.namespace):
+            labels = [histogram.stage, histogram.queue]
+            buckets = [(stage_stats.bucket_label(bound_s), count) for bound_s, count in histogram.buckets]
+            durations.add_metric(labels, buckets, histogram.sum_s)
+            for outcome in stage_stats.OUTCOMES:
+                runs.add_metric([*labels, outcome], getattr(histogram, outcome))
+        yield durations
+        yield runs
 
     def _failures(self) -> Metric:
         family = GaugeMetricFamily("framequeue_failures", "Dead-lettered messages with a recorded reason, by "
@@ -144,16 +140,25 @@ class RedisCollector(Collector):
             family.add_metric([event], count)
         yield family
 
-    def _keys(self) -> Metric:
+    def _keys(self) -> Iterator[Metric]:
         family = GaugeMetricFamily("framequeue_api_keys", "Pooled provider API keys by state (ok, cooling_down, "
                                    "disabled).", labels=["provider", "state"])
         counts: dict[tuple[str, str], int] = {}
+        usable: dict[str, int] = {}
         for key in key_health(self.status.client, self.status.namespace):
             state = "cooling_down" if key.state.startswith("cooling") else key.state
             counts[(key.provider, state)] = counts.get((key.provider, state), 0) + 1
+            usable[key.provider] = usable.get(key.provider, 0) + (state != "disabled")
         for (provider, state), count in sorted(counts.items()):
             family.add_metric([provider, state], count)
-        return family
+        yield family
+        family = GaugeMetricFamily("framequeue_usable_keys", "Pooled keys of a provider that are not disabled "
+                                   "(a cooling-down key is usable again soon); 0 means that provider's stages "
+                                   "cannot run. Only providers whose keys a worker has used are listed.",
+                                   labels=["provider"])
+        for provider, count in sorted(usable.items()):
+            family.add_metric([provider], count)
+        yield family
 
 
     def _repairs(self) -> Iterator[Metric]:
