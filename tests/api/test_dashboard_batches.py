@@ -68,7 +68,7 @@ def test_a_submitted_batch_is_counted_on_its_first_stage_batch_queue_only(ns: Na
 
     assert stats_of(ns, "prompt_enhance_batch") == ops.QueueStats("prompt_enhance_batch", 2, 1, 1, 0)
     assert stats_of(ns, "prompt_enhance") == ops.QueueStats("prompt_enhance", 0, 0, 0, 0)
-    held = {worker.id: worker.in_flight for worker in ops.workers(ns.status, heartbeat_timeout_ms=60_000)}
+    held = {worker.id: worker.in_flight for worker in ops.broker_heartbeats(ns.status, heartbeat_timeout_ms=60_000)}
     assert held[ns.broker.broker_id] == {"prompt_enhance_batch": 1}
 
 

@@ -112,7 +112,7 @@ def test_workers_are_listed_with_their_heartbeat_age_and_what_they_hold(ns: Name
     silent_since_ms = (time.time() - 600) * 1000
     ns.status.client.zadd(f"{ns.settings.namespace}:__heartbeats__", {"a-silent-worker": silent_since_ms})
 
-    found = {worker.id: worker for worker in ops.workers(ns.status, heartbeat_timeout_ms=60_000)}
+    found = {worker.id: worker for worker in ops.broker_heartbeats(ns.status, heartbeat_timeout_ms=60_000)}
 
     assert found[ns.broker.broker_id].alive and found[ns.broker.broker_id].in_flight == {"frames": 1}
     assert found[ns.broker.broker_id].heartbeat_age_s < 5

@@ -95,7 +95,7 @@ def overview(request: Request) -> HTMLResponse:
     minutes = ops.throughput(ctx.status)
     return render(
         request, "overview.html", queues=ops.queue_stats(ctx.status), counts=ops.job_counts(ctx.status),
-        workers=ops.workers(ctx.status, ctx.settings.heartbeat_timeout_ms), minutes=minutes,
+        workers=ops.broker_heartbeats(ctx.status, ctx.settings.heartbeat_timeout_ms), minutes=minutes,
         peak=max([1, *(m.succeeded + m.failed for m in minutes)]), keys=key_health(ctx.redis, ctx.settings.namespace),
         jobs=ctx.status.list_jobs(limit=10), repairs=repair_stats(ctx.status),
         batches=[with_manifest_url(request, b) for b in batches.list_batches(ctx.status, OVERVIEW_BATCHES)],

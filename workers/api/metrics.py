@@ -71,7 +71,7 @@ class RedisCollector(Collector):
         return family
 
     def _workers(self) -> Metric:
-        alive = sum(worker.alive for worker in ops.workers(self.status, self.heartbeat_timeout_ms))
+        alive = sum(worker.alive for worker in ops.broker_heartbeats(self.status, self.heartbeat_timeout_ms))
         return GaugeMetricFamily("framequeue_workers_alive", "Brokers whose heartbeat is within the timeout "
                                  "(worker processes, and producers that enqueued recently).", value=alive)
 

@@ -14,12 +14,12 @@ from workers.ops.history import MinuteCounts, events_since, job_counts, throughp
 from workers.ops.queues import (
     QueueStats,
     WorkerInfo,
+    broker_heartbeats,
     empty_queue,
     job_id_of,
     queue_names,
     queue_stats,
     ready_messages,
-    workers,
 )
 from workers.ops.safety_blocks import RECENT_BLOCKS, BlockCount, block_counts, recent_blocks
 
@@ -32,6 +32,7 @@ __all__ = [
     "QueueStats",
     "WorkerInfo",
     "block_counts",
+    "broker_heartbeats",
     "dead_letters",
     "delete_dead_letter",
     "empty_queue",
@@ -44,5 +45,4 @@ __all__ = [
     "recent_blocks",
     "requeue_dead_letter",
     "throughput",
-    "workers",
 ]
