@@ -15,6 +15,7 @@ from workers.consumer import FramequeueConsumer
 from workers.embedded_redis import resolve_redis_url
 from workers.jobs.messages import job_id_in
 from workers.jobs.record import JobStatusStore, QueuedMessage
+from workers.jobs.scrub import Scrubber, secrets_of
 from workers.middleware import JobStatusMiddleware
 from workers.redis_connection import redis_client
 
@@ -61,8 +62,13 @@ class FramequeueBroker(RedisBroker):
         return QueuedMessage(queued.queue_name, queued.options["redis_message_id"], queued.encode())
 
     def _with_redis_id(self, message: dramatiq.Message, delay: int | None) -> dramatiq.Message:
-        """A copy with its own broker-side id (and, when delayed, the delay queue and an eta), as dramatiq makes it."""
+        """A copy with its own broker-side id (and, when delayed, the delay queue and an eta), as dramatiq makes it.
+
+        The ``traceback`` option dramatiq's ``Retries`` sets is dropped: it may hold a secret (the job's
+        record keeps the traceback scrubbed, see ``JobStatusMiddleware``).
+        """
         queued = message.copy(options={"redis_message_id": str(uuid4())})
+        queued.options.pop("traceback", None)  # the copy's own options
         if delay is None:
             return queued
         return queued.copy(queue_name=dq_name(queued.queue_name), options={"eta": current_millis() + delay})
@@ -93,5 +99,5 @@ def build_broker(settings: Settings) -> FramequeueBroker:
     # Before Retries in the list, so that its after-hooks (run in reverse) see the final verdict.
     status = JobStatusStore(redis_client(url, decode_responses=True), settings.namespace,
                             retention_s=settings.retention_s)
-    broker.add_middleware(JobStatusMiddleware(status), before=Retries)
+    broker.add_middleware(JobStatusMiddleware(status, scrub=Scrubber(secrets_of(settings))), before=Retries)
     return broker

@@ -1,10 +1,10 @@
-"""The dashboard's actions: POSTs that change queues, dead letters, jobs and batches, asking first."""
+"""The dashboard's actions: POSTs that change queues, dead letters, jobs, batches and keys, asking first."""
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
-from fastapi import Request, Response
+from fastapi import HTTPException, Request, Response, status
 
 from queue_config.stages import stage_of_actor
 from workers import batches, ops
@@ -18,6 +18,7 @@ from workers.api.dashboard_kit import (
     known_queue,
     store_of,
 )
+from workers.keys.pool import set_key_enabled
 
 # Actions --------------------------------------------------------------------------------------
 
@@ -66,6 +67,26 @@ def cancel(request: Request, job_id: str, fields: Form) -> Response:
         return page
     done = context(request).status.cancel(job_id)
     return back_to(request, fields, f"/jobs/{quote(job_id)}", "cancelled" if done else "gone")
+
+
+@actions.post("/jobs/{job_id}/retry")
+def retry(request: Request, job_id: str, fields: Form) -> Response:
+    """A failed job runs again: its dead letter requeued, or from its first stage (see ``ops.retry_job``)."""
+    ctx = context(request)
+    done = ops.retry_job(ctx.broker, ctx.status, job_id)
+    return back_to(request, fields, f"/jobs/{quote(job_id)}", "job_retried" if done else "gone")
+
+
+@actions.post("/keys/{fingerprint}/{verb}")
+def key_enabled(request: Request, fingerprint: str, verb: str, fields: Form) -> Response:
+    """Enable a disabled key again, or disable one, for every worker at once."""
+    if verb not in {"enable", "disable"}:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no key action {verb!r}")
+    if verb == "disable" and (page := ask_first(request, fields, f"Disable key {fingerprint} for every worker?")):
+        return page
+    ctx = context(request)
+    done = set_key_enabled(ctx.redis, ctx.settings.namespace, fingerprint, verb == "enable")
+    return back_to(request, fields, "", f"key_{verb}d" if done else "gone")
 
 
 @actions.post("/batches/{batch_id}/retry-failed")

@@ -33,6 +33,8 @@ DONE = {
     "cancelled": "Job cancelled.", "gone": "Nothing to do: it was already gone or finished.",
     "retried": "The batch's failed jobs are queued again, from their first stage.",
     "batch_cancelled": "Batch cancelled: its unfinished jobs stop at their next message.",
+    "job_retried": "The job is queued again.",
+    "key_enabled": "Key enabled: workers may pick it again.", "key_disabled": "Key disabled for every worker.",
 }
 #: Pages show live state: never cached. (CSP, framing and the rest: workers/api/security_headers.py.)
 _HEADERS = {"Cache-Control": "no-store"}
@@ -54,6 +56,12 @@ def _ago(epoch_s: float) -> str:
     return f"{seconds:.0f} s ago"
 
 
+def _due(epoch_s: float) -> str:
+    """When something is due, for people: ``in 5 min``, or ``due now`` once its time has come."""
+    seconds = epoch_s - time.time()
+    return "due now" if seconds <= 0 else f"in {_span(seconds)}"
+
+
 def _span(seconds: float | None) -> str:
     """A duration for people (``2 h 5 min``), or "—" when there is none."""
     if seconds is None:
@@ -64,7 +72,8 @@ def _span(seconds: float | None) -> str:
 
 TEMPLATES = Jinja2Templates(env=jinja2.Environment(loader=jinja2.FileSystemLoader(DASHBOARD_DIR / "templates"),
                                                    autoescape=True, undefined=jinja2.StrictUndefined))
-TEMPLATES.env.filters.update(ago=_ago, span=_span, clock=lambda s: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s)))
+TEMPLATES.env.filters.update(ago=_ago, due=_due, span=_span,
+                             clock=lambda s: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s)))
 
 
 async def signed_in(

@@ -86,6 +86,10 @@ class JobRecord:
     #: Where a stage that was running when the job was cancelled stopped ("image: step 3 of 50").
     stopped_at: str = ""
     spec: dict[str, Any] = field(default_factory=dict)
+    #: A failed job's last traceback, secrets scrubbed (see workers/jobs/scrub.py).
+    traceback: str = ""
+    #: Where a failed job's message lies dead: ``"{queue}\t{broker message id}"``.
+    dead_letter: str = ""
 
     @property
     def finished(self) -> bool:
@@ -252,16 +256,19 @@ class JobStatusStore:
 
         self._in_one_round_trip(queue_on, client)
 
-    def stage_failed(self, job_id: str, stage: str, error: str, message_id: str, client: Client | None = None) -> None:
+    def stage_failed(
+        self, job_id: str, stage: str, error: str, message_id: str, client: Client | None = None, **fields: str
+    ) -> None:
         """Fail the job and say why its message was dead-lettered, in one round trip.
 
-        With a pipeline as ``client``, the commands are only queued on it.
+        ``fields`` are recorded with the failure (its ``traceback``, its ``dead_letter``). With a
+        pipeline as ``client``, the commands are only queued on it.
         """
 
         def queue_on(pipe: Client) -> None:
             self._dead_letter(pipe, message_id, stage, error, job_id)
             if job_id:
-                self._call_transition(pipe, job_id, "failed", stage, error, {})
+                self._call_transition(pipe, job_id, "failed", stage, error, fields)
 
         self._in_one_round_trip(queue_on, client)
 
@@ -316,6 +323,7 @@ class JobStatusStore:
             wait_reason=raw.get("wait_reason", ""), webhook_error=raw.get("webhook_error", ""),
             stopped_at=raw.get("stopped_at", ""),
             spec=JobSpec.model_validate_json(raw["spec"]).model_dump(mode="json") if raw.get("spec") else {},
+            traceback=raw.get("traceback", ""), dead_letter=raw.get("dead_letter", ""),
         )
 
     def emit(self, job_id: str, event: str, client: Client | None = None, **data: str) -> None:

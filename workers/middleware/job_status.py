@@ -17,6 +17,7 @@ from typing import Any
 
 import dramatiq
 from dramatiq.broker import MessageProxy
+from dramatiq.common import q_name
 from dramatiq.errors import ActorNotFound, DecodeError
 from dramatiq.middleware import Middleware, SkipMessage
 
@@ -26,7 +27,7 @@ from workers.jobs.cancellations import CancelledJobs
 from workers.jobs.messages import job_named_by
 from workers.jobs.outcome import take_over
 from workers.jobs.record import JobStatusStore
-from workers.jobs.stage_stats import record_outcome, record_run
+from workers.jobs.scrub import Scrubber, traceback_text
 from workers.jobs.status_writer import StatusWriter
 from workers.middleware.put_back import take_skip_reason
 
@@ -49,7 +50,11 @@ def job_of(message: MessageProxy) -> tuple[str, int | None]:
 
 
 class JobStatusMiddleware(Middleware):
-    """Records stage starts, outcomes and final failures in the job's record."""
+    """Records stage starts, outcomes and final failures in the job's record.
+
+    ``scrub`` takes secrets out of every failure text recorded: reasons, and the traceback kept
+    for a failed job (the broker drops dramatiq's own, unscrubbed, from the messages it enqueues).
+    """
 
     def __init__(
         self,
@@ -57,8 +62,10 @@ class JobStatusMiddleware(Middleware):
         *,
         writer: StatusWriter | None = None,
         on_batch_job_finished: Callable[[str], object] | None = None,
+        scrub: Scrubber | None = None,
     ) -> None:
         self.store = store
+        self.scrub = scrub or Scrubber()
         self.writer = writer or StatusWriter(store.client)
         #: Called with the batch id after a batch job's final state is recorded.
         self.on_batch_job_finished = on_batch_job_finished
@@ -95,17 +102,15 @@ class JobStatusMiddleware(Middleware):
             if not job_id:
                 return
             duration_s = time.monotonic() - self._started.at
-
-            def finished(pipe: Any) -> None:
-                self.store.stage_finished(job_id, stage, duration_s, outcome, pipe)
-                record_run(pipe, self.store.namespace, message.actor_name, duration_s)
-
-            self.writer.submit(finished, wait=bool(outcome.final_state))
+            self.writer.submit(
+                lambda pipe: self.store.stage_finished(job_id, stage, duration_s, outcome, pipe),
+                wait=bool(outcome.final_state),
+            )
             if outcome.final_state:
                 self._batch_job_finished(message)
             return
-        reason = f"{type(exception).__name__}: {exception}"[:MAX_ERROR_CHARS]
-        self._record_failure(message, stage, reason)
+        reason = self.scrub(f"{type(exception).__name__}: {exception}")[:MAX_ERROR_CHARS]
+        self._record_failure(message, stage, reason, traceback=traceback_text(exception, self.scrub))
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         """A message put back to wait, or failed before it ran (age limit, no usable key)."""
@@ -133,23 +138,17 @@ class JobStatusMiddleware(Middleware):
             return
         self._record_failure(message, stage_of_actor(message.actor_name), reason)
 
-    def _record_failure(self, message: MessageProxy, stage: str, reason: str) -> None:
+    def _record_failure(self, message: MessageProxy, stage: str, reason: str, **fields: str) -> None:
         job_id, _ = job_of(message)
+        fields["dead_letter"] = f"{q_name(message.queue_name)}\t{message.options.get('redis_message_id', '')}"
         if message.failed:
-
-            def failed(pipe: Any) -> None:
-                self.store.stage_failed(job_id, stage, reason, message.message_id, pipe)
-                record_outcome(pipe, self.store.namespace, message.actor_name, "failed")
-
-            self.writer.submit(failed, wait=True)
+            self.writer.submit(
+                lambda pipe: self.store.stage_failed(job_id, stage, reason, message.message_id, pipe, **fields),
+                wait=True,
+            )
             self._batch_job_finished(message)
         elif job_id:
-
-            def retrying(pipe: Any) -> None:
-                self.store.emit(job_id, "retrying", pipe, stage=stage, error=reason)
-                record_outcome(pipe, self.store.namespace, message.actor_name, "retried")
-
-            self.writer.submit(retrying)
+            self.writer.submit(lambda pipe: self.store.emit(job_id, "retrying", pipe, stage=stage, error=reason))
 
     def _batch_job_finished(self, message: MessageProxy) -> None:
         job = job_named_by(message.args)

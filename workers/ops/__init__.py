@@ -12,15 +12,18 @@ from workers.ops.dead_letters import (
 )
 from workers.ops.history import MinuteCounts, events_since, job_counts, throughput
 from workers.ops.queues import (
+    DelayedMessage,
     QueueStats,
     WorkerInfo,
-    broker_heartbeats,
+    delayed_messages,
     empty_queue,
     job_id_of,
     queue_names,
     queue_stats,
     ready_messages,
+    workers,
 )
+from workers.ops.retry import retry_job
 from workers.ops.safety_blocks import RECENT_BLOCKS, BlockCount, block_counts, recent_blocks
 
 __all__ = [
@@ -28,12 +31,13 @@ __all__ = [
     "RECENT_BLOCKS",
     "BlockCount",
     "DeadLetter",
+    "DelayedMessage",
     "MinuteCounts",
     "QueueStats",
     "WorkerInfo",
     "block_counts",
-    "broker_heartbeats",
     "dead_letters",
+    "delayed_messages",
     "delete_dead_letter",
     "empty_queue",
     "events_since",
@@ -44,5 +48,7 @@ __all__ = [
     "ready_messages",
     "recent_blocks",
     "requeue_dead_letter",
+    "retry_job",
     "throughput",
+    "workers",
 ]

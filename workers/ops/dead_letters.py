@@ -20,6 +20,7 @@ from redis.client import NEVER_DECODE
 
 from queue_config.stages import stage_of_actor
 from workers.jobs.record import JobStatusStore
+from workers.jobs.reopen import reopen_failed_job
 from workers.middleware.rate_limit import BOOKED_SLOT_OPTION
 from workers.ops.queues import job_id_of
 
@@ -89,9 +90,9 @@ def _text(fields: dict[str, Any], name: str) -> str:
 def requeue_dead_letter(broker: dramatiq.Broker, status: JobStatusStore, queue: str, redis_id: str) -> bool:
     """Put a dead letter back on its queue, through the broker, with its retries reset.
 
-    A failed job it names is set back to ``queued`` (a plain HSET: the store's transitions never
-    leave a final state) so that its stages may run again. False if the letter is gone already, or
-    is not a message (bytes a worker could not decode stay where they are, to be deleted).
+    A failed job it names is reopened (see ``reopen_failed_job``) so that its stages may run again,
+    from the stage of the letter. False if the letter is gone already, or is not a message (bytes a
+    worker could not decode stay where they are, to be deleted).
     """
     ns, client = status.namespace, status.client
     data = client.execute_command("HGET", f"{ns}:{queue}.XQ.msgs", redis_id, **{NEVER_DECODE: True})
@@ -109,12 +110,8 @@ def requeue_dead_letter(broker: dramatiq.Broker, status: JobStatusStore, queue: 
     fresh = replace(message, queue_name=q_name(message.queue_name), options=options,
                     message_timestamp=int(time.time() * 1000))
     client.hdel(status.dead_letters_key, *{_text(message.asdict(), "message_id") or redis_id, redis_id})
-    job_id = job_id_of(message.asdict())
-    if job_id and status.state_of(job_id) == "failed":
-        client.hset(status.job_key(job_id), mapping={"state": "queued", "error": "", "updated_at": time.time()})
-        client.zadd(status.active_key, {job_id: time.time()})
-        client.persist(status.job_key(job_id))  # unfinished again: no longer expires
-        status.emit(job_id, "requeued", stage=stage_of_actor(message.actor_name))
+    if job_id := job_id_of(message.asdict()):
+        reopen_failed_job(status, job_id, from_start=False, stage=stage_of_actor(message.actor_name))
     try:
         broker.enqueue(fresh)
     except Exception:

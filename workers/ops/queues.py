@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, cast
 
 from queue_config.stages import STAGES, stage_of_actor
@@ -35,7 +36,8 @@ for i = 1, #ids, 1000 do
 end
 return bodies
 """
-
+#: Delayed messages read for one listing, at most: the soonest due are picked among these.
+DELAYED_READ_MAX = 1000
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,17 @@ class WorkerInfo:
     in_flight: dict[str, int]
 
 
+@dataclass(frozen=True)
+class DelayedMessage:
+    """A message waiting for its time: a retry's backoff, or a put-back's wait (quota, key, slot)."""
+
+    message_id: str
+    job_id: str
+    #: When it may run (epoch s): dramatiq's ``eta`` option.
+    due_at: float
+    retries: int
+
+
 def queue_names() -> list[str]:
     """Every stage queue in stage order, each stage's interactive queue before its batch queue."""
     return [queue for options in STAGES.values() for queue in options.queue_names()]
@@ -83,7 +96,7 @@ def job_id_of(body: dict[str, Any]) -> str:
     return job_id_in(args) if isinstance(args, (list, tuple)) else ""
 
 
-def broker_heartbeats(status: JobStatusStore, heartbeat_timeout_ms: int) -> list[WorkerInfo]:
+def workers(status: JobStatusStore, heartbeat_timeout_ms: int) -> list[WorkerInfo]:
     """Every broker that sent a heartbeat, most recent first. Idle workers poll, so theirs stay fresh."""
     ns, client = status.namespace, status.client
     beats = cast("list[tuple[str, float]]", client.zrevrange(f"{ns}:__heartbeats__", 0, -1, withscores=True))
@@ -127,6 +140,24 @@ def ready_messages(status: JobStatusStore, queue: str, limit: int = 50) -> list[
     ids = cast("list[str]", client.lrange(f"{ns}:{queue}", 0, limit - 1))
     bodies = cast("list[str | None]", client.hmget(f"{ns}:{queue}.msgs", ids)) if ids else []
     return [json.loads(body) for body in bodies if body]
+
+
+def delayed_messages(status: JobStatusStore, queue: str, limit: int = 50) -> tuple[list[DelayedMessage], int]:
+    """The soonest due of ``queue``'s delayed messages, and how many were looked at.
+
+    dramatiq keeps them on the ``{queue}.DQ`` queue (bodies in its ``.msgs`` hash, also while a
+    worker holds one until its eta). At most ``DELAYED_READ_MAX`` are read, so on a longer delay
+    queue these are the soonest of those read, not of all.
+    """
+    entries = islice(status.client.hscan_iter(f"{status.namespace}:{queue}.DQ.msgs", count=500), DELAYED_READ_MAX)
+    found, read = [], 0
+    for _, body in entries:
+        read += 1
+        fields = json.loads(body)
+        options = fields.get("options", {})
+        found.append(DelayedMessage(fields.get("message_id", ""), job_id_of(fields), options.get("eta", 0) / 1000,
+                                    options.get("retries", 0)))
+    return sorted(found, key=lambda message: message.due_at)[:limit], read
 
 
 def empty_queue(status: JobStatusStore, queue: str) -> int:
