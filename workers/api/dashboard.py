@@ -95,7 +95,7 @@ def overview(request: Request) -> HTMLResponse:
     minutes = ops.throughput(ctx.status)
     return render(
         request, "overview.html", queues=ops.queue_stats(ctx.status), counts=ops.job_counts(ctx.status),
-        workers=ops.workers(ctx.status, ctx.settings.heartbeat_timeout_ms), minutes=minutes,
+        workers=ops.broker_heartbeats(ctx.status, ctx.settings.heartbeat_timeout_ms), minutes=minutes,
         peak=max([1, *(m.succeeded + m.failed for m in minutes)]), keys=key_health(ctx.redis, ctx.settings.namespace),
         jobs=ctx.status.list_jobs(limit=10), repairs=repair_stats(ctx.status),
         batches=[with_manifest_url(request, b) for b in batches.list_batches(ctx.status, OVERVIEW_BATCHES)],
@@ -163,6 +163,14 @@ def failed(request: Request, queue: str = "") -> HTMLResponse:
     letters = sorted((letter for name in names for letter in ops.dead_letters(status_store, name)),
                      key=lambda letter: -letter.dead_at)
     return render(request, "failed.html", letters=letters, queue=queue, queues=ops.queue_names())
+
+
+@guarded.get("/blocked")
+def blocked(request: Request) -> HTMLResponse:
+    """What the safety checks blocked: counts by check and category, and the newest blocked jobs."""
+    status_store = context(request).status
+    return render(request, "blocked.html", counts=ops.block_counts(status_store),
+                  jobs=ops.recent_blocks(status_store), limit=ops.RECENT_BLOCKS)
 
 
 @guarded.get("/batches/{batch_id}")

@@ -28,6 +28,7 @@ from workers.jobs.messages import job_named_by
 from workers.jobs.outcome import take_over
 from workers.jobs.record import JobStatusStore
 from workers.jobs.scrub import Scrubber, traceback_text
+from workers.jobs.stage_stats import record_outcome, record_run
 from workers.jobs.status_writer import StatusWriter
 from workers.middleware.put_back import take_skip_reason
 
@@ -102,10 +103,12 @@ class JobStatusMiddleware(Middleware):
             if not job_id:
                 return
             duration_s = time.monotonic() - self._started.at
-            self.writer.submit(
-                lambda pipe: self.store.stage_finished(job_id, stage, duration_s, outcome, pipe),
-                wait=bool(outcome.final_state),
-            )
+
+            def finished(pipe: Any) -> None:
+                self.store.stage_finished(job_id, stage, duration_s, outcome, pipe)
+                record_run(pipe, self.store.namespace, message.actor_name, duration_s)
+
+            self.writer.submit(finished, wait=bool(outcome.final_state))
             if outcome.final_state:
                 self._batch_job_finished(message)
             return
@@ -142,13 +145,20 @@ class JobStatusMiddleware(Middleware):
         job_id, _ = job_of(message)
         fields["dead_letter"] = f"{q_name(message.queue_name)}\t{message.options.get('redis_message_id', '')}"
         if message.failed:
-            self.writer.submit(
-                lambda pipe: self.store.stage_failed(job_id, stage, reason, message.message_id, pipe, **fields),
-                wait=True,
-            )
+
+            def failed(pipe: Any) -> None:
+                self.store.stage_failed(job_id, stage, reason, message.message_id, pipe, **fields)
+                record_outcome(pipe, self.store.namespace, message.actor_name, "failed")
+
+            self.writer.submit(failed, wait=True)
             self._batch_job_finished(message)
         elif job_id:
-            self.writer.submit(lambda pipe: self.store.emit(job_id, "retrying", pipe, stage=stage, error=reason))
+
+            def retrying(pipe: Any) -> None:
+                self.store.emit(job_id, "retrying", pipe, stage=stage, error=reason)
+                record_outcome(pipe, self.store.namespace, message.actor_name, "retried")
+
+            self.writer.submit(retrying)
 
     def _batch_job_finished(self, message: MessageProxy) -> None:
         job = job_named_by(message.args)

@@ -15,13 +15,13 @@ from workers.ops.queues import (
     DelayedMessage,
     QueueStats,
     WorkerInfo,
+    broker_heartbeats,
     delayed_messages,
     empty_queue,
     job_id_of,
     queue_names,
     queue_stats,
     ready_messages,
-    workers,
 )
 from workers.ops.retry import retry_job
 from workers.ops.safety_blocks import RECENT_BLOCKS, BlockCount, block_counts, recent_blocks
@@ -36,6 +36,7 @@ __all__ = [
     "QueueStats",
     "WorkerInfo",
     "block_counts",
+    "broker_heartbeats",
     "dead_letters",
     "delayed_messages",
     "delete_dead_letter",
@@ -50,5 +51,4 @@ __all__ = [
     "requeue_dead_letter",
     "retry_job",
     "throughput",
-    "workers",
 ]

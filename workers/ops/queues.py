@@ -96,7 +96,7 @@ def job_id_of(body: dict[str, Any]) -> str:
     return job_id_in(args) if isinstance(args, (list, tuple)) else ""
 
 
-def workers(status: JobStatusStore, heartbeat_timeout_ms: int) -> list[WorkerInfo]:
+def broker_heartbeats(status: JobStatusStore, heartbeat_timeout_ms: int) -> list[WorkerInfo]:
     """Every broker that sent a heartbeat, most recent first. Idle workers poll, so theirs stay fresh."""
     ns, client = status.namespace, status.client
     beats = cast("list[tuple[str, float]]", client.zrevrange(f"{ns}:__heartbeats__", 0, -1, withscores=True))
