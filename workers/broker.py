@@ -11,7 +11,7 @@ from dramatiq.common import current_millis, dq_name
 from dramatiq.middleware import CurrentMessage, Retries
 
 from queue_config.settings import Settings
-from workers.consumer import FramequeueConsumer
+from workers.consumer import FramequeueConsumer, push_wake_token
 from workers.embedded_redis import resolve_redis_url
 from workers.jobs.messages import job_id_in
 from workers.jobs.record import JobStatusStore, QueuedMessage
@@ -81,6 +81,7 @@ class FramequeueBroker(RedisBroker):
             redis_id, message.encode(),
         ]
         self.scripts["dispatch"](args=args, keys=[self.namespace], client=pipe)
+        push_wake_token(pipe, self.namespace, message.queue_name)
         job_id = job_id_in(message.args)
         if job_id:
             pipe.hset(f"{self.namespace}:inflight", job_id, f"{message.queue_name}\t{redis_id}")

@@ -1,4 +1,4 @@
-"""The Redis consumer of framequeue's broker: it dead-letters poison instead of dying on it."""
+"""The Redis consumer of framequeue's broker: woken by enqueues, and it dead-letters poison instead of dying on it."""
 
 from __future__ import annotations
 
@@ -19,6 +19,23 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "queue_name": str, "actor_name": str, "args": (list, tuple), "kwargs": dict, "options": dict,
     "message_id": str, "message_timestamp": int,
 }
+#: Wake-up tokens kept per queue at most: enough to wake every idle consumer of a burst, and
+#: bounded when nobody is idle to take them.
+WAKE_TOKENS_KEPT = 64
+
+
+def wake_key(namespace: str, queue_name: str) -> str:
+    """The list an enqueue onto ``queue_name`` pushes a token to, and its idle consumers block on."""
+    return f"{namespace}:__wake__.{queue_name}"
+
+
+def push_wake_token(pipe: redis.client.Pipeline, namespace: str, queue_name: str) -> None:
+    """Queue on ``pipe`` the token that wakes one idle consumer of ``queue_name``."""
+    key = wake_key(namespace, queue_name)
+    pipe.lpush(key, 1)
+    pipe.ltrim(key, 0, WAKE_TOKENS_KEPT - 1)
+
+
 #: The id of a message in this worker's ack set for a queue whose body is ARGV[1] (any id whose body is gone,
 #: when ARGV[2] is "gone"), or false. KEYS: [the ack set, the queue's message hash].
 _FIND_FETCHED_LUA = """
@@ -63,7 +80,16 @@ def _is(value: object, kind: type | tuple[type, ...]) -> bool:
 
 
 class FramequeueConsumer(_RedisConsumer):
-    """dramatiq's Redis consumer, which dead-letters what it fetched and cannot hand to a worker thread.
+    """dramatiq's Redis consumer, woken by enqueues, which dead-letters what it fetched and cannot hand on.
+
+    dramatiq's consumer finds an idle queue empty and sleeps before it looks again, so a message
+    enqueued meanwhile waits up to the worker timeout (framequeue's ``queue_poll_max_ms``) at every
+    stage hop. Here an idle consumer blocks on its queue's wake list instead (``BLPOP`` with that
+    timeout), and every enqueue pushes a token onto it: the next fetch follows at once. A token
+    pushed while no one waited is found by the next wait, so none is missed; a spare one costs one
+    empty fetch. The timeout still bounds each wait, as the sleep did, for what arrives without a
+    token (dramatiq's requeue of a dead worker's messages) and for this thread's other duties
+    (acknowledgements, due delayed messages).
 
     dramatiq decodes each fetched body in ``__next__``; one that is not a message raises out of it,
     and the consumer thread restarts: the rest of its prefetch is dropped from memory while the ids
@@ -80,6 +106,7 @@ class FramequeueConsumer(_RedisConsumer):
         self._find_fetched = broker.client.register_script(_FIND_FETCHED_LUA)
         self._keys = [f"{broker.namespace}:__acks__.{broker.broker_id}.{queue_name}",
                       f"{broker.namespace}:{queue_name}.msgs"]
+        self._wake_key = wake_key(broker.namespace, queue_name)
 
     def __next__(self) -> MessageProxy | None:
         # dramatiq's own loop (brokers/redis.py), but for what it does with each body it fetched.
@@ -95,8 +122,11 @@ class FramequeueConsumer(_RedisConsumer):
                     wanted = self.prefetch - self.outstanding_message_count
                     self.message_cache = self.broker.do_fetch(self.queue_name, wanted)
                 if not self.message_cache:
-                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-                    time.sleep(backoff_ms / 1000)
+                    if self.outstanding_message_count < self.prefetch:
+                        self.broker.client.blpop([self._wake_key], timeout=self.timeout / 1000)
+                    else:  # full: only acknowledgements free a place, and this thread sends them
+                        self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                        time.sleep(backoff_ms / 1000)
                     return None
         except redis.ConnectionError as error:
             raise ConnectionClosed(error) from None

@@ -2,16 +2,18 @@
 -- A job is "accepted" only once this has run, so no record is ever left without its message.
 --
 -- KEYS: [job hash, job index, active jobs, events stream, in-flight pointers,
---        queue list or "", queue message hash or "", safety block counts, blocked job ids]
+--        queue list or "", queue message hash or "", safety block counts, blocked job ids,
+--        queue wake list or ""]
 -- ARGV: [events maxlen, now, job id, emit ("1" or ""), redis message id or "", message body or "",
 --        queue name or "", retention ms, field, value, ...]
 -- The message is enqueued the way dramatiq's dispatch.lua enqueues (HSET body, RPUSH id), and
--- its place is remembered in the in-flight pointers, as FramequeueBroker.enqueue does.
+-- its place is remembered in the in-flight pointers and a token wakes an idle consumer of the
+-- queue (workers/consumer.py), as FramequeueBroker.enqueue does.
 -- A job accepted already finished (blocked at submission) expires after the retention, as
 -- transition.lua makes every finished job's record do, and one blocked by a safety check counts
 -- the block (see count_block.lua).
 -- Returns 1 if the job was new, 0 (and nothing changes) if a job with this id exists.
-local job, index, active, events, inflight, queue, messages, blocks, blocked = unpack(KEYS)
+local job, index, active, events, inflight, queue, messages, blocks, blocked, wake = unpack(KEYS)
 local maxlen, now, job_id, emit, redis_id, body, queue_name, retention_ms = unpack(ARGV, 1, 8)
 
 if redis.call('EXISTS', job) == 1 then return 0 end
@@ -25,6 +27,8 @@ if redis_id ~= '' then
   redis.call('HSET', messages, redis_id, body)
   redis.call('RPUSH', queue, redis_id)
   redis.call('HSET', inflight, job_id, queue_name .. '\t' .. redis_id)
+  redis.call('LPUSH', wake, '1')
+  redis.call('LTRIM', wake, 0, 63)  -- keeps WAKE_TOKENS_KEPT (workers/consumer.py)
 end
 if emit ~= '' then
   local event = {'job_id', job_id, 'event', state, 'at', now}

@@ -28,6 +28,7 @@ import redis
 
 from queue_config.jobs import JobSpec
 from queue_config.settings import Settings
+from workers.consumer import wake_key
 from workers.embedded_redis import resolve_redis_url
 from workers.jobs.outcome import StageOutcome
 from workers.redis_connection import redis_client
@@ -185,7 +186,8 @@ class JobStatusStore:
             message = first_message_of(spec)
             queue = f"{self.namespace}:{message.queue_name}" if message else ""
             keys = [self.job_key(spec.id), self.index_key, self.active_key, self.events_key, self.inflight_key,
-                    queue, f"{queue}.msgs" if message else "", self.safety_blocks_key, self.safety_blocked_key]
+                    queue, f"{queue}.msgs" if message else "", self.safety_blocks_key, self.safety_blocked_key,
+                    wake_key(self.namespace, message.queue_name) if message else ""]
             args = [EVENTS_MAXLEN, now, spec.id, "1" if emit else "",
                     *((message.redis_id, message.body, message.queue_name) if message else ("", "", "")),
                     self._retention_ms, *(item for pair in record.items() for item in pair)]

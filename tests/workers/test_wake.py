@@ -1,0 +1,102 @@
+"""An idle consumer is woken by the enqueue: a stage hop does not wait for the next poll.
+
+Each test stands one consumer on an empty queue the way a long-idle worker stands there (its
+backoff at the poll timeout, here 60 s), then enqueues. The consumer must hand the message over
+well within one poll: a consumer that only polled would sleep the whole minute.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future
+
+import dramatiq
+import pytest
+from dramatiq.broker import MessageProxy
+
+from queue_config.jobs import JobSpec
+from queue_config.settings import Settings
+from tests.servers import wait_for
+from workers.broker import FramequeueBroker, build_broker
+from workers.consumer import WAKE_TOKENS_KEPT, FramequeueConsumer, wake_key
+from workers.jobs.messages import StageMessage, stage_message
+from workers.jobs.record import JobStatusStore
+from workers.jobs.submit import submit_job
+
+#: The consumer's poll timeout: a consumer woken only by polling would wait this long.
+POLL_MS = 60_000
+#: How long the test waits for the hand-over: well within one poll.
+WOKEN_WITHIN_S = 20
+
+
+@pytest.fixture
+def own_broker(settings: Settings) -> Iterator[FramequeueBroker]:
+    broker = build_broker(settings.model_copy(update={"namespace": f"wake-{uuid.uuid4().hex[:8]}"}))
+    yield broker
+    broker.close()
+
+
+def idle_consumer(broker: FramequeueBroker, queue: str) -> FramequeueConsumer:
+    """A consumer of ``queue`` as a long-idle worker has it: backed off to its full poll timeout."""
+    broker.declare_queue(queue)
+    consumer = broker.consume(queue, prefetch=2, timeout=POLL_MS)
+    assert isinstance(consumer, FramequeueConsumer)
+    consumer.misses = 64
+    return consumer
+
+
+def next_message_in_background(consumer: FramequeueConsumer) -> Future[MessageProxy]:
+    """Iterate ``consumer`` on a thread, as dramatiq's consumer thread does, until it yields a message."""
+    found: Future[MessageProxy] = Future()
+
+    def run() -> None:
+        for message in consumer:
+            if message is not None:
+                found.set_result(message)
+                return
+
+    threading.Thread(target=run, daemon=True).start()
+    return found
+
+
+def waiting_on_wake_list(broker: FramequeueBroker, queue: str) -> bool:
+    """Whether some client is blocked in BLPOP on ``queue``'s wake list (the consumer has gone idle)."""
+    clients = broker.client.client_list()
+    return any(entry.get("cmd") == "blpop" for entry in clients) and broker.client.llen(
+        wake_key(broker.namespace, queue)) == 0
+
+
+def test_an_enqueue_wakes_the_idle_consumer_at_once(own_broker: FramequeueBroker) -> None:
+    consumer = idle_consumer(own_broker, "image")
+    found = next_message_in_background(consumer)
+    wait_for(lambda: waiting_on_wake_list(own_broker, "image"), 20, "the consumer to go idle")
+
+    sent = own_broker.enqueue(dramatiq.Message(queue_name="image", actor_name="image", args=("x",), kwargs={},
+                                               options={}))
+
+    message = found.result(timeout=WOKEN_WITHIN_S)
+    assert message.message_id == sent.message_id
+
+
+def test_accepting_a_job_wakes_the_consumer_of_its_first_stage(own_broker: FramequeueBroker) -> None:
+    status = JobStatusStore(own_broker.client, own_broker.namespace)
+    spec = JobSpec(prompt="a lighthouse at dusk", enhance_prompt=False)
+    first = stage_message("prompt_enhance", StageMessage(job=spec))
+    consumer = idle_consumer(own_broker, first.queue_name)
+    found = next_message_in_background(consumer)
+    wait_for(lambda: waiting_on_wake_list(own_broker, first.queue_name), 20, "the consumer to go idle")
+
+    submit_job(own_broker, status, spec)
+
+    message = found.result(timeout=WOKEN_WITHIN_S)
+    assert StageMessage.parse(message.args[0]).job.id == spec.id
+
+
+def test_tokens_nobody_waits_for_stay_bounded(own_broker: FramequeueBroker) -> None:
+    own_broker.declare_queue("video")
+    own_broker.enqueue_many([dramatiq.Message(queue_name="video", actor_name="video", args=(str(n),), kwargs={},
+                                              options={}) for n in range(WAKE_TOKENS_KEPT * 3)])
+
+    assert own_broker.client.llen(wake_key(own_broker.namespace, "video")) == WAKE_TOKENS_KEPT
