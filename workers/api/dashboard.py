@@ -15,7 +15,7 @@ from typing import cast
 from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request, Response, status
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.responses import FileResponse, RedirectResponse
 
 from queue_config.stages import STAGES
 from workers import batches, ops
@@ -53,7 +53,7 @@ ARTIFACT_HEADERS = {"Content-Security-Policy": ARTIFACT_CONTENT_SECURITY_POLICY}
 # Sign-in --------------------------------------------------------------------------------------
 
 @router.get("/login")
-def login_form(request: Request) -> HTMLResponse:
+def login_form(request: Request) -> Response:
     return render(request, "login.html", error="", next=request.query_params.get("next", ""))
 
 
@@ -90,7 +90,7 @@ def static(name: str) -> FileResponse:
 # Pages ----------------------------------------------------------------------------------------
 
 @router.get("", dependencies=[Depends(signed_in)])
-def overview(request: Request) -> HTMLResponse:
+def overview(request: Request) -> Response:
     ctx = context(request)
     minutes = ops.throughput(ctx.status)
     return render(
@@ -103,7 +103,7 @@ def overview(request: Request) -> HTMLResponse:
 
 
 @guarded.get("/jobs")
-def jobs(request: Request, state: str = "", kind: str = "", stage: str = "", limit: int = 100) -> HTMLResponse:
+def jobs(request: Request, state: str = "", kind: str = "", stage: str = "", limit: int = 100) -> Response:
     limit = max(1, min(limit, 1000))
     found = context(request).status.list_jobs(state=state or None, kind=kind or None,
                                               limit=limit if not stage else 10 * limit)
@@ -114,7 +114,7 @@ def jobs(request: Request, state: str = "", kind: str = "", stage: str = "", lim
 
 
 @guarded.get("/jobs/{job_id}")
-def job(request: Request, job_id: str) -> HTMLResponse:
+def job(request: Request, job_id: str) -> Response:
     record = context(request).status.get(job_id)
     if record is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
@@ -145,7 +145,7 @@ def artifact(request: Request, job_id: str, name: str) -> Response:
 
 
 @guarded.get("/queues/{queue}")
-def queue(request: Request, queue: str) -> HTMLResponse:
+def queue(request: Request, queue: str) -> Response:
     ctx = context(request)
     stats = next(s for s in ops.queue_stats(ctx.status) if s.name == known_queue(queue))
     messages = [{"message_id": m.get("message_id", ""), "job_id": ops.job_id_of(m),
@@ -157,7 +157,7 @@ def queue(request: Request, queue: str) -> HTMLResponse:
 
 
 @guarded.get("/failed")
-def failed(request: Request, queue: str = "") -> HTMLResponse:
+def failed(request: Request, queue: str = "") -> Response:
     status_store = context(request).status
     names = [known_queue(queue)] if queue else ops.queue_names()
     letters = sorted((letter for name in names for letter in ops.dead_letters(status_store, name)),
@@ -166,7 +166,7 @@ def failed(request: Request, queue: str = "") -> HTMLResponse:
 
 
 @guarded.get("/blocked")
-def blocked(request: Request) -> HTMLResponse:
+def blocked(request: Request) -> Response:
     """What the safety checks blocked: counts by check and category, and the newest blocked jobs."""
     status_store = context(request).status
     return render(request, "blocked.html", counts=ops.block_counts(status_store),
@@ -174,7 +174,7 @@ def blocked(request: Request) -> HTMLResponse:
 
 
 @guarded.get("/batches/{batch_id}")
-def batch(request: Request, batch_id: str) -> HTMLResponse:
+def batch(request: Request, batch_id: str) -> Response:
     progress, status_store = known_batch(request, batch_id), context(request).status
     lines = cast("list[tuple[str, float]]", status_store.client.zrange(
         batches.items_key(status_store, batch_id), 0, BATCH_PAGE_JOBS - 1, withscores=True))

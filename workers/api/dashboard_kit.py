@@ -8,8 +8,9 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import jinja2
-from fastapi import APIRouter, Depends, HTTPException, Request, status
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.templating import Jinja2Templates
 
@@ -118,7 +119,10 @@ guarded = APIRouter(dependencies=[Depends(signed_in)])
 actions = APIRouter(dependencies=[Depends(signed_in)])
 
 
-def render(request: Request, template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
+def render(request: Request, template: str, status_code: int = 200, **values: Any) -> Response:
+    """The page, or with ``?format=json`` what it shows as JSON: the values the template is given, for scripts."""
+    if request.query_params.get("format") == "json":
+        return JSONResponse(jsonable_encoder(values), status_code, headers=_HEADERS)
     done = DONE.get(request.query_params.get("done", ""), "")
     session = getattr(request.state, "session", None)
     values = {"root": root_of(request), "done": done, "here": here(request),
@@ -148,7 +152,7 @@ def back_to(request: Request, fields: dict[str, str], fallback: str, done: str =
     return RedirectResponse(back.path + (f"?{urlencode(query)}" if query else ""), status.HTTP_303_SEE_OTHER)
 
 
-def ask_first(request: Request, fields: dict[str, str], question: str) -> HTMLResponse | None:
+def ask_first(request: Request, fields: dict[str, str], question: str) -> Response | None:
     """The confirmation page, unless the form says the operator has confirmed already."""
     if fields.get("confirmed") == "yes":
         return None
