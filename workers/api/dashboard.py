@@ -46,6 +46,7 @@ from workers.api.sessions import clear_session_cookie, current_session, sessions
 from workers.jobs.reconciler import repair_stats
 from workers.jobs.record import TERMINAL_STATES
 from workers.keys.pool import key_health
+from workers.ops.workers import list_workers
 
 #: Stored bytes served here are never a page (the other security headers come from the middleware).
 ARTIFACT_HEADERS = {"Content-Security-Policy": ARTIFACT_CONTENT_SECURITY_POLICY}
@@ -189,6 +190,13 @@ def manifest(request: Request, batch_id: str) -> Response:
     if not key:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "the batch has no manifest yet")
     return Response(store_of(request).get_bytes(key), media_type="application/x-ndjson", headers=ARTIFACT_HEADERS)
+
+
+@guarded.get("/workers")
+def worker_list(request: Request) -> Response:
+    """Every registered worker process (host, pid, stages, models, running jobs), stale ones marked."""
+    ctx = context(request)
+    return render(request, "workers.html", workers=list_workers(ctx.redis, ctx.settings.namespace))
 
 
 
