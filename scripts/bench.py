@@ -247,6 +247,9 @@ def main() -> None:
         data_dir = Path(tmp) / "data"
         print(f"redis-server {url} (private, started by the benchmark)")
         bench_throughput(url, args.jobs, args.threads, args.rounds, data_dir)
+        from scripts.bench_hops import bench_hops
+
+        bench_hops(url, data_dir)
         bench_latency(url, data_dir)
         from scripts.bench_remote import bench_remote
 
