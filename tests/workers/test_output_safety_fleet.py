@@ -43,7 +43,7 @@ class UnsafeImageAPI(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: UnsafeImageAPI
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.server.requests += 1
         body = json.dumps({"data": [{"b64_json": base64.b64encode(self.server.png).decode()}]}).encode()
