@@ -17,12 +17,14 @@ from PIL import Image
 
 from pipelines import FramesOutput, ImageOutput
 from queue_config.jobs import JobKind, JobSpec
+from queue_config.safety_policy import Check
 from queue_config.settings import Settings
 from queue_config.stages import stage_plan
 from tests.pipelines.conftest import DEFAULT_SAFETY_THRESHOLD, build_unsafe_image, draw_landscape
 from tests.workers.test_stage_reruns import run_on_stub_broker
 from workers.jobs.messages import StageMessage
 from workers.runtime import Runtime
+from workers.stages.screening import merged_flags
 
 #: The unsafe image's own size, so that nothing resizes it on the way to the classifier.
 SIDE_PX = 224
@@ -153,3 +155,15 @@ def test_a_policy_that_neither_blocks_nor_flags_the_category_lets_the_job_publis
     record = runtime.status.get(job_id)
     assert record is not None and record.state == "succeeded" and record.result_key
     assert not record.safety_flags and record.safety_scores["image"] >= DEFAULT_SAFETY_THRESHOLD
+
+
+def test_a_check_s_flags_replace_its_own_earlier_ones_and_keep_the_other_checks() -> None:
+    recorded = "prompt:hate:0.500,enhanced_prompt:violence:0.700,image:sexual:0.850"
+
+    assert merged_flags(recorded, Check.image, "image:sexual:0.900") == (
+        "prompt:hate:0.500,enhanced_prompt:violence:0.700,image:sexual:0.900"
+    )
+    assert merged_flags(recorded, Check.prompt, "prompt:hate:0.600") == (
+        "enhanced_prompt:violence:0.700,image:sexual:0.850,prompt:hate:0.600"
+    )
+    assert merged_flags("", Check.frames, "frames:sexual:0.810") == "frames:sexual:0.810"
