@@ -12,9 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
-from queue_config.stages import stage_plan
+from queue_config.stages import STAGES, stage_plan
 from tests.api.test_jobs_api import api_server
 from tests.api.test_ops import Namespace, namespace_for
+from tests.servers import wait_for
 from workers.jobs.outcome import StageOutcome
 from workers.jobs.stage_stats import record_outcome, record_run
 
@@ -65,6 +66,26 @@ def test_queue_depths_are_by_stage_and_kind(scraped: tuple[Namespace, httpx.Clie
             value(before, "framequeue_queue_messages", stage="video", kind=kind)
         assert grew == added, kind
     assert value(samples, "framequeue_workers_alive") >= 1
+
+
+def test_live_workers_are_counted_per_stage_from_the_worker_registry(
+    scraped: tuple[Namespace, httpx.Client], settings: Settings, workers: object
+) -> None:
+    _, client = scraped
+    with api_server(settings.model_copy(update={"api_token": TOKEN})) as url, \
+            httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as served:
+
+        def with_a_live_worker() -> Samples | None:
+            found = scrape(served)
+            return found if value(found, "framequeue_workers_live", stage="image") >= 1 else None
+
+        samples = wait_for(with_a_live_worker, 60, "the session's worker in the registry", interval_s=1)
+    isolated = scrape(client)
+
+    for stage in STAGES:
+        assert value(samples, "framequeue_workers_live", stage=stage) >= 1, stage
+        assert ("framequeue_workers_live", frozenset({("stage", stage)})) in isolated
+        assert value(isolated, "framequeue_workers_live", stage=stage) == 0, stage
 
 
 def test_batch_queue_depths_are_reported_apart_from_the_interactive_ones(

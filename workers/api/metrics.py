@@ -32,6 +32,7 @@ from workers.jobs.reconciler import repair_stats
 from workers.jobs.record import JobStatusStore
 from workers.keys.pool import key_health
 from workers.ops.queue_ages import oldest_ready_ages_s
+from workers.ops.workers import live_workers_by_stage
 
 router = APIRouter()
 _registry_lock = threading.Lock()
@@ -52,6 +53,7 @@ class RedisCollector(Collector):
         yield self._queues()
         yield self._oldest_ages()
         yield self._workers()
+        yield self._live_workers()
         yield self._jobs()
         yield from self._stage_histograms()
         yield self._failures()
@@ -74,6 +76,13 @@ class RedisCollector(Collector):
         alive = sum(worker.alive for worker in ops.broker_heartbeats(self.status, self.heartbeat_timeout_ms))
         return GaugeMetricFamily("framequeue_workers_alive", "Brokers whose heartbeat is within the timeout "
                                  "(worker processes, and producers that enqueued recently).", value=alive)
+
+    def _live_workers(self) -> Metric:
+        family = GaugeMetricFamily("framequeue_workers_live", "Worker processes in the registry serving a stage "
+                                   "whose heartbeat is fresh; every stage is listed, 0 included.", labels=["stage"])
+        for stage, count in live_workers_by_stage(self.status.client, self.status.namespace).items():
+            family.add_metric([stage], count)
+        return family
 
     def _jobs(self) -> Metric:
         family = GaugeMetricFamily("framequeue_jobs", "Recorded jobs by state.", labels=["state"])
