@@ -26,7 +26,7 @@ def test_each_view_answers_json_with_what_its_page_shows(settings: Settings) -> 
         assert answer.status_code == 200 and answer.headers["content-type"] == "application/json", path
         assert answer.headers["cache-control"] == "no-store" and "csrf_token" not in answer.text, path
     overview, jobs, job, queue, failed = (views[path].json() for path in views)
-    assert {row["name"] for row in overview["queues"]} >= {"image", "image_batch"} and overview["counts"]["failed"] == 1
+    assert {row["queue"] for row in overview["stages"]} >= {"image", "image_batch"} and overview["counts"]["failed"] == 1
     assert [found["id"] for found in jobs["jobs"]] == [spec.id]
     assert job["job"]["state"] == "failed" and job["job"]["error"] == "RuntimeError: out of memory"
     assert queue["stats"]["dead"] == 1 and [m["job_id"] for m in queue["delayed"]] == ["job-delayed"]

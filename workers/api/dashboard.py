@@ -17,6 +17,7 @@ from urllib.parse import quote
 from fastapi import Depends, HTTPException, Request, Response, status
 from fastapi.responses import FileResponse, RedirectResponse
 
+from queue_config.remote import load_remote_config
 from queue_config.stages import STAGES
 from workers import batches, ops
 from workers.api import dashboard_actions  # noqa: F401  (registers the POST actions)
@@ -42,7 +43,13 @@ from workers.api.dashboard_kit import (
     with_manifest_url,
 )
 from workers.api.security_headers import ARTIFACT_CONTENT_SECURITY_POLICY
-from workers.api.sessions import clear_session_cookie, current_session, sessions_of, set_session_cookie
+from workers.api.sessions import (
+    clear_session_cookie,
+    current_session,
+    sessions_of,
+    set_session_cookie,
+    token_fingerprint,
+)
 from workers.jobs.reconciler import repair_stats
 from workers.jobs.record import TERMINAL_STATES
 from workers.keys.pool import key_health
@@ -92,10 +99,14 @@ def static(name: str) -> FileResponse:
 
 @router.get("", dependencies=[Depends(signed_in)])
 def overview(request: Request) -> Response:
+    """Health at a glance: a row per stage queue, why jobs wait, each limit's use, throughput; then the rest."""
     ctx = context(request)
     minutes = ops.throughput(ctx.status)
+    limits = ops.limits_usage(ctx.status, ctx.settings, load_remote_config(ctx.settings.remote_config),
+                              token_fingerprint(ctx.settings.api_token))
     return render(
-        request, "overview.html", queues=ops.queue_stats(ctx.status), counts=ops.job_counts(ctx.status),
+        request, "overview.html", stages=ops.stage_rows(ctx.status), waiting=ops.wait_reasons(ctx.status),
+        limits=limits, counts=ops.job_counts(ctx.status),
         workers=ops.broker_heartbeats(ctx.status, ctx.settings.heartbeat_timeout_ms), minutes=minutes,
         peak=max([1, *(m.succeeded + m.failed for m in minutes)]), keys=key_health(ctx.redis, ctx.settings.namespace),
         jobs=ctx.status.list_jobs(limit=10), repairs=repair_stats(ctx.status),

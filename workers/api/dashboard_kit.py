@@ -63,6 +63,13 @@ def _due(epoch_s: float) -> str:
     return "due now" if seconds <= 0 else f"in {_span(seconds)}"
 
 
+def _seconds(seconds: float | None) -> str:
+    """A run time for people: ``0.42 s``, ``12 s``, ``3.5 min``; "—" when there is none."""
+    if seconds is None:
+        return "—"
+    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
+
+
 def _span(seconds: float | None) -> str:
     """A duration for people (``2 h 5 min``), or "—" when there is none."""
     if seconds is None:
@@ -73,7 +80,7 @@ def _span(seconds: float | None) -> str:
 
 TEMPLATES = Jinja2Templates(env=jinja2.Environment(loader=jinja2.FileSystemLoader(DASHBOARD_DIR / "templates"),
                                                    autoescape=True, undefined=jinja2.StrictUndefined))
-TEMPLATES.env.filters.update(ago=_ago, due=_due, span=_span,
+TEMPLATES.env.filters.update(ago=_ago, due=_due, seconds=_seconds, span=_span,
                              clock=lambda s: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s)))
 
 

@@ -11,6 +11,7 @@ from workers.ops.dead_letters import (
     requeue_dead_letter,
 )
 from workers.ops.history import MinuteCounts, events_since, job_counts, throughput
+from workers.ops.limits_usage import LimitUsage, limits_usage
 from workers.ops.queues import (
     DelayedMessage,
     QueueStats,
@@ -25,6 +26,7 @@ from workers.ops.queues import (
 )
 from workers.ops.retry import retry_job
 from workers.ops.safety_blocks import RECENT_BLOCKS, BlockCount, block_counts, recent_blocks
+from workers.ops.stage_rows import StageRow, WaitReasons, stage_rows, wait_reasons
 
 __all__ = [
     "DEAD_LETTERS_LIMIT",
@@ -32,8 +34,11 @@ __all__ = [
     "BlockCount",
     "DeadLetter",
     "DelayedMessage",
+    "LimitUsage",
     "MinuteCounts",
     "QueueStats",
+    "StageRow",
+    "WaitReasons",
     "WorkerInfo",
     "block_counts",
     "broker_heartbeats",
@@ -44,11 +49,14 @@ __all__ = [
     "events_since",
     "job_counts",
     "job_id_of",
+    "limits_usage",
     "queue_names",
     "queue_stats",
     "ready_messages",
     "recent_blocks",
     "requeue_dead_letter",
     "retry_job",
+    "stage_rows",
     "throughput",
+    "wait_reasons",
 ]
