@@ -19,6 +19,7 @@ from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from pipelines.errors import InvalidInputError, ShouldStop, stop_if_asked
 from pipelines.loading import load_diffusion_pipeline
 from pipelines.outputs import ImageOutput
+from pipelines.progress import StepProgress
 
 #: Image sides must be multiples of this (the VAE downsamples by 8).
 SIZE_MULTIPLE_PX = 8
@@ -38,15 +39,21 @@ def check_size(width: int, height: int) -> None:
             raise InvalidInputError(f"{name} must be a positive multiple of 8, got {value}")
 
 
-def stop_between_steps(should_stop: ShouldStop | None, on: str = "") -> Callable[..., Any] | None:
-    """A diffusers ``callback_on_step_end`` that raises :class:`Interrupted` after any step at which
-    ``should_stop`` says stop (None when there is nothing to ask). ``on`` follows the step count.
+def stop_between_steps(
+    should_stop: ShouldStop | None, on: str = "", progress: StepProgress | None = None
+) -> Callable[..., Any] | None:
+    """A diffusers ``callback_on_step_end`` that reports each step to ``progress`` and raises
+    :class:`Interrupted` after any step at which ``should_stop`` says stop (None when there is
+    nothing to do). ``on`` follows the step count.
     """
-    if should_stop is None:
+    if should_stop is None and progress is None:
         return None
 
     def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        stop_if_asked(should_stop, f"step {step + 1} of {pipeline.num_timesteps}{on}")
+        if progress is not None:
+            progress(step + 1, pipeline.num_timesteps, tensors.get("latents"))
+        if should_stop is not None:
+            stop_if_asked(should_stop, f"step {step + 1} of {pipeline.num_timesteps}{on}")
         return tensors
 
     return on_step_end
@@ -91,11 +98,12 @@ class TextToImage:
         negative_prompt: str | None = None,
         guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
         should_stop: ShouldStop | None = None,
+        progress: StepProgress | None = None,
     ) -> ImageOutput:
         """Render ``prompts[i]`` with ``seeds[i]`` at ``width`` x ``height`` px.
 
         ``negative_prompt`` only has an effect when ``guidance_scale`` > 1. ``should_stop`` is
-        asked after each diffusion step.
+        asked, and ``progress`` told, after each diffusion step.
 
         Raises:
             InvalidInputError: if the sizes, seeds or steps cannot be honoured.
@@ -122,6 +130,6 @@ class TextToImage:
                 guidance_scale=guidance_scale,
                 generator=generators,
                 output_type="pil",
-                callback_on_step_end=stop_between_steps(should_stop),
+                callback_on_step_end=stop_between_steps(should_stop, progress=progress),
             )
         return ImageOutput(images=list(result.images))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from PIL import Image
 
 from queue_config.settings import Settings
 from tests.servers import WorkerProcess, free_port, wait_for
@@ -323,3 +325,25 @@ def test_openapi_documents_every_job_route(idle_api: httpx.Client) -> None:
     stream = operations["GET", "/v1/jobs/{job_id}/events"]["responses"]["200"]["content"]["text/event-stream"]
     assert stream["itemSchema"]["properties"]["data"]["contentSchema"]["title"] == "JobEvent"
     assert idle_api.get("/docs").status_code == 200
+
+
+def test_the_image_stage_streams_its_steps_and_a_preview_while_it_renders(api: httpx.Client) -> None:
+    job_id = submit(api, steps=6, prompt="a red fox, step by step")
+
+    events = follow(api, job_id)
+
+    steps = [(event["data"]["step"], event["data"]["total"]) for event in events if event["event"] == "progress"]
+    assert steps and steps[-1] == (6, 6) and all(total == 6 for _, total in steps), steps
+    assert [step for step, _ in steps] == sorted(step for step, _ in steps)
+    assert api.get(f"/v1/jobs/{job_id}").json()["progress"] == {"image": "6/6"}
+    preview = api.get(f"/v1/jobs/{job_id}/preview")
+    assert preview.status_code == 200 and preview.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(preview.content)).size == (8, 8)  # the latents' size: 64 px / 8
+
+
+def test_a_job_that_has_not_rendered_yet_has_no_preview(idle_api: httpx.Client) -> None:
+    job_id = submit(idle_api)
+
+    response = idle_api.get(f"/v1/jobs/{job_id}/preview")
+
+    assert (response.status_code, response.json()["detail"]) == (404, "no preview yet")

@@ -98,6 +98,9 @@ class JobEvent(BaseModel):
     at: float
     stage: str = ""
     error: str = ""
+    #: A ``progress`` event's steps done and steps in all.
+    step: int | None = None
+    total: int | None = None
 
 
 _NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {404: {"model": Problem, "description": "No job with this id"}}
@@ -156,6 +159,21 @@ def submit(spec: JobSpec, request: Request, response: Response, fingerprint: Cal
 def get_job(record: ExistingJob) -> JobRecord:
     """State, stage, timings, attempts, artifacts, result URL and the spec as submitted."""
     return record
+
+
+@router.get(
+    "/jobs/{job_id}/preview", summary="The newest preview of a job's image as it forms",
+    response_class=Response, responses={**_NOT_FOUND, 200: {"content": {"image/png": {}}}},
+)
+def get_preview(record: ExistingJob, request: Request) -> Response:
+    """A small PNG of the key image while the image stage runs (kept until the job expires); 404 before."""
+    from workers.jobs.progress import preview_key
+
+    api = context(request)
+    png = api.broker.client.get(preview_key(api.status, record.id))  # the broker's client reads bytes
+    if png is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no preview yet")
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/jobs", summary="List jobs, newest first")

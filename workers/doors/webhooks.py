@@ -173,7 +173,13 @@ class WebhookSender:
             self._start_due()
 
     def _addressed(self, entry_id: str, fields: dict[str, str]) -> tuple[str, dict[str, Any]] | None:
-        """Where an event goes and what is sent: None unless its job (or batch) names a URL."""
+        """Where an event goes and what is sent: None unless its job (or batch) names a URL.
+
+        ``progress`` events are not sent: a stage writes several a second, which would cost each
+        receiver a request per step; a receiver that wants them follows the job's SSE stream.
+        """
+        if fields.get("event") == "progress":
+            return None
         event: dict[str, Any] = {"id": entry_id, **fields}
         if fields.get("batch_id") and fields.get("event", "").startswith("batch_"):
             url = self.client.hget(self.status.batch_key(fields["batch_id"]), "webhook_url")

@@ -84,6 +84,8 @@ class JobRecord:
     blocked_score: float | None = None
     wait_reason: str = ""
     webhook_error: str = ""
+    #: Steps done of the stages that report them, as "done/total" by stage (workers/jobs/progress.py).
+    progress: dict[str, str] = field(default_factory=dict)
     #: Where a stage that was running when the job was cancelled stopped ("image: step 3 of 50").
     stopped_at: str = ""
     spec: dict[str, Any] = field(default_factory=dict)
@@ -135,6 +137,11 @@ class JobStatusStore:
         """The store on the configured Redis (the embedded one when ``REDIS_URL`` is unset)."""
         client = redis_client(resolve_redis_url(settings), decode_responses=True)
         return cls(client, settings.namespace, retention_s=settings.retention_s)
+
+    @property
+    def retention_ms(self) -> int:
+        """How long a finished job's keys live, in ms."""
+        return self._retention_ms
 
     @property
     def _retention_ms(self) -> int:
@@ -324,6 +331,7 @@ class JobStatusStore:
             blocked_score=float(raw["blocked_score"]) if raw.get("blocked_score") else None,
             wait_reason=raw.get("wait_reason", ""), webhook_error=raw.get("webhook_error", ""),
             stopped_at=raw.get("stopped_at", ""),
+            progress={k[9:]: v for k, v in raw.items() if k.startswith("progress.")},
             spec=JobSpec.model_validate_json(raw["spec"]).model_dump(mode="json") if raw.get("spec") else {},
             traceback=raw.get("traceback", ""), dead_letter=raw.get("dead_letter", ""),
         )

@@ -19,6 +19,7 @@ from queue_config.safety_policy import Check
 from workers.jobs.cancellations import job_cancelled
 from workers.jobs.messages import StageMessage
 from workers.jobs.outcome import StageOutcome
+from workers.jobs.progress import StageProgress
 from workers.runtime import Runtime
 from workers.stages.codecs import frames_bytes, frames_from_bytes, image_from_bytes, png_bytes, read_ref
 from workers.stages.screening import screen
@@ -42,8 +43,8 @@ def image(runtime: Runtime, message: StageMessage) -> StageOutcome:
     prompt = read_ref(runtime.store, message, "prompt").decode()
     model = runtime.text_to_image()
     render: Callable[..., ImageOutput] = model
-    if isinstance(model, TextToImage):  # a remote provider renders in one request: no step to stop between
-        render = partial(model, should_stop=job_cancelled)
+    if isinstance(model, TextToImage):  # a remote provider renders in one request: no steps to stop between or show
+        render = partial(model, should_stop=job_cancelled, progress=StageProgress(runtime.status, job.id, "image"))
     output = render(
         [prompt], seeds=[job.seed], width=job.width, height=job.height, steps=job.steps,
         negative_prompt=job.negative_prompt or None,

@@ -1,0 +1,49 @@
+"""Step progress from the diffusion loop, and the preview made from the latents without the VAE."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipelines import TextToImage
+from pipelines.errors import Interrupted
+from pipelines.progress import latent_preview
+
+
+def test_each_step_is_reported_with_the_latents_in_order(text_to_image: TextToImage) -> None:
+    reports: list[tuple[int, int, tuple[int, ...]]] = []
+
+    text_to_image(["a red barn"], seeds=[3], width=64, height=64, steps=4,
+                  progress=lambda done, total, latents: reports.append((done, total, tuple(latents.shape))))
+
+    assert [(done, total) for done, total, _ in reports] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert {shape for _, _, shape in reports} == {(1, 4, 8, 8)}  # 64 px / 8, SD's four latent channels
+
+
+def test_a_stop_still_interrupts_when_progress_is_reported(text_to_image: TextToImage) -> None:
+    reports: list[int] = []
+
+    with pytest.raises(Interrupted, match="step 2 of 4"):
+        text_to_image(["a red barn"], seeds=[3], width=64, height=64, steps=4,
+                      should_stop=lambda: len(reports) >= 2,
+                      progress=lambda done, total, latents: reports.append(done))
+
+    assert reports == [1, 2]
+
+
+@pytest.mark.parametrize("channels", [4, 3, 1, 16])
+def test_a_preview_is_an_rgb_picture_of_the_latents_size_using_the_full_range(channels: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn((2, channels, 12, 20), generator=generator)
+
+    preview = latent_preview(latents, index=1)
+
+    assert (preview.mode, preview.size) == ("RGB", (20, 12))
+    low, high = zip(*preview.getextrema(), strict=True)
+    assert min(low) == 0 and max(high) == 255
+
+
+def test_flat_latents_give_a_black_preview_rather_than_dividing_by_zero() -> None:
+    preview = latent_preview(torch.zeros((1, 4, 8, 8)))
+
+    assert preview.getextrema() == ((0, 0), (0, 0), (0, 0))
