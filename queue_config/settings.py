@@ -6,9 +6,10 @@ Values come from the environment (``FRAMEQUEUE_*``, plus the conventional
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -57,11 +58,11 @@ class Settings(BaseSettings):
     presigned_url_ttl_s: int = Field(default=24 * 3600, ge=MIN_PRESIGNED_URL_TTL_S, le=MAX_PRESIGNED_URL_TTL_S)
 
     #: Model profile: ``tiny`` (random weights built offline) or ``standard`` (real model ids).
-    model_profile: str = "tiny"
-    #: ``cuda``, ``cpu``, or empty for cuda when present.
+    model_profile: Literal["tiny", "standard"] = "tiny"
+    #: ``cuda`` (or ``cuda:N``), ``cpu``, or empty for cuda when present.
     device: str = ""
     #: Frames backend for video jobs: ``camera`` (opencv motion, no model) or ``img2img``.
-    frames_backend: str = "camera"
+    frames_backend: Literal["camera", "img2img"] = "camera"
 
     #: TOML file naming remote providers, key pools, model limits and the stages that use them
     #: (see queue_config/remote.py). Unset: every stage runs its local model.
@@ -136,6 +137,13 @@ class Settings(BaseSettings):
     @property
     def safety_policy(self) -> SafetyPolicy:
         return SafetyPolicy(blocked=self.safety_block_categories, flagged=self.safety_flag_categories)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"(cpu|cuda|cuda:\d+)?", value):
+            raise ValueError("allowed: cpu, cuda, cuda:N, or empty for cuda when present")
+        return value
 
     @field_validator("stage_time_limits_s")
     @classmethod

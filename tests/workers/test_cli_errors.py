@@ -163,9 +163,31 @@ def test_a_batch_submitted_while_redis_is_out_of_reach_is_one_line_on_stderr_and
 
 
 @pytest.mark.parametrize(("args", "says"), [
-    ((), "framequeue: the following arguments are required: command (see framequeue --help)"),
+    ((), "framequeue: the following arguments are required: COMMAND (see framequeue --help)"),
     (("batch", "submit"), "framequeue batch: the following arguments are required: target"),
     (("submit", "a fox", "--width", "wide"), "argument --width: invalid int value"),
 ])
 def test_a_usage_error_is_one_line_and_exit_2(settings: Settings, args: tuple[str, ...], says: str) -> None:
     refused(framequeue(settings, *args), 2, says)
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"FRAMEQUEUE_MODEL_PROFILE": "huge"}, "FRAMEQUEUE_MODEL_PROFILE: Input should be 'tiny' or 'standard'"),
+    ({"FRAMEQUEUE_DEVICE": "gpu"}, "FRAMEQUEUE_DEVICE: allowed: cpu, cuda, cuda:N, or empty"),
+    ({"FRAMEQUEUE_FRAMES_BACKEND": "sora"}, "FRAMEQUEUE_FRAMES_BACKEND: Input should be 'camera' or 'img2img'"),
+])
+def test_a_setting_outside_its_allowed_values_is_refused_at_start_up_naming_it_and_exit_78(
+    settings: Settings, env: dict[str, str], says: str
+) -> None:
+    result = framequeue(settings, "status", "some-job", **env)
+
+    refused(result, 78, f"framequeue: bad setting {says}")
+    assert next(iter(env.values())) not in result.stderr.partition(":")[2].replace("Input should be", "")
+
+
+def test_a_remote_config_file_that_is_missing_is_one_line_and_exit_2(settings: Settings, tmp_path: Path) -> None:
+    missing = tmp_path / "providers.toml"
+
+    result = framequeue(settings, "worker", "--stages", "image", FRAMEQUEUE_REMOTE_CONFIG=str(missing))
+
+    refused(result, 2, f"framequeue: cannot read {missing}: No such file or directory")

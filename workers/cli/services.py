@@ -4,31 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from queue_config.settings import Settings
 from workers.broker import build_broker
-from workers.cli.errors import CliError, NotFound
+from workers.cli.errors import EXIT_CONFIG, CliError, NotFound
+from workers.cli.output import print_json, print_table
 from workers.jobs.record import JobStatusStore
 
 if TYPE_CHECKING:
     from workers.batches.files import BatchLine
-
-
-def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
-    """Each key pool's health, by key fingerprint (keys themselves are never stored)."""
-    from workers.keys import key_health
-
-    rows = key_health(JobStatusStore.from_settings(settings).client, settings.namespace)
-    if not rows:
-        print("no key has been used yet")
-    print(f"{'provider':<12} {'key':<14} {'state':<20} {'requests':>8} {'ok':>6} {'429':>5} {'5xx':>5}  reason")
-    for row in rows:
-        print(f"{row.provider:<12} {row.fingerprint:<14} {row.state:<20} {row.requests:>8} {row.successes:>6} "
-              f"{row.rate_limited:>5} {row.errors:>5}  {row.disabled_reason}")
-    return 0
 
 
 def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
@@ -53,7 +42,12 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
     if found is None:
         raise NotFound(f"no batch {args.target}")
     if args.action == "status":
-        print(json.dumps(found, indent=2))
+        if args.json:
+            print_json(found)
+        else:
+            print_table(["batch", found["batch_id"]], [
+                (name, ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value)
+                for name, value in found.items() if name != "batch_id"])
     elif args.action == "retry-failed":
         print(json.dumps({"retried": batches.retry_failed(status, build_broker(settings), args.target)}))
     elif args.action == "cancel":
@@ -110,8 +104,6 @@ def cmd_intake(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_reconciler(args: argparse.Namespace, settings: Settings) -> int:
     """Repair jobs that lost their message, until interrupted (one process acts at a time)."""
     import logging
-    import signal
-    import threading
 
     from workers.jobs.reconciler import Reconciler
 
@@ -120,9 +112,7 @@ def cmd_reconciler(args: argparse.Namespace, settings: Settings) -> int:
         JobStatusStore.from_settings(settings), build_broker(settings),
         stale_after_s=settings.reconcile_after_s, max_repairs=settings.reconcile_max_repairs,
     )
-    stop = threading.Event()
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda *_: stop.set())
+    stop = stop_on_signals()
     print(f"reconciler: a pass every {settings.reconcile_interval_s:g} s, "
           f"jobs still for {settings.reconcile_after_s:g} s", flush=True)
     reconciler.run_forever(stop, settings.reconcile_interval_s)
@@ -130,10 +120,24 @@ def cmd_reconciler(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
-    """Deliver job events to the webhooks jobs name, until interrupted."""
+    """Deliver job events to the webhooks jobs name, until interrupted.
+
+    Without a secret nothing can be signed: it says so in one line and idles until stopped, so a
+    Procfile runner (``framequeue dev``, honcho) keeps the other services up.
+    """
     from workers.doors.webhook_policy import WebhookPolicy
+    from workers.doors.webhook_signing import signing_key
     from workers.doors.webhooks import WebhookSender
 
+    if not settings.webhook_secret:
+        print("webhooks: FRAMEQUEUE_WEBHOOK_SECRET is not set, so no webhook is sent; idling until stopped",
+              flush=True)
+        idle_until_stopped()
+        return 0
+    try:
+        signing_key(settings.webhook_secret)
+    except ValueError as error:
+        raise CliError(str(error), EXIT_CONFIG) from None
     sender = WebhookSender(JobStatusStore.from_settings(settings), settings.webhook_secret,
                            max_attempts=settings.webhook_max_attempts, first_retry_s=settings.webhook_first_retry_s,
                            timeout_s=settings.webhook_timeout_s, policy=WebhookPolicy.from_settings(settings))
@@ -147,8 +151,26 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
     from workers.api import create_app
 
+    if not settings.api_token:
+        print("api: FRAMEQUEUE_API_TOKEN is not set: every request to /v1, /metrics and the dashboard is refused "
+              "(set one, or run framequeue dev, which makes one)", file=sys.stderr, flush=True)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT: the way a service is told to stop."""
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    return stop
+
+
+def idle_until_stopped() -> None:
+    """Do nothing until SIGTERM or SIGINT."""
+    stop = stop_on_signals()
+    while not stop.wait(3600):
+        pass
 
 
 def _webhook_url(url: str) -> str:
@@ -170,16 +192,15 @@ def _webhook_url(url: str) -> str:
 
 def add_service_commands(commands: Any) -> None:
     """Register these commands on the ``framequeue`` parser's subparsers."""
-    keys = commands.add_parser("keys", help="show the health of every provider's API keys")
-    keys.set_defaults(handler=cmd_keys)
-
     batch = commands.add_parser("batch", help="overnight batches: submit FILE, or status|retry-failed|cancel ID")
-    batch.add_argument("action", choices=["submit", "status", "retry-failed", "cancel"])
+    batch.add_argument("action", choices=["submit", "status", "retry-failed", "cancel"],
+                       help="submit a file; show a batch's progress; run its failed jobs again; cancel it")
     batch.add_argument("target", help="a JSONL or CSV file (submit), else a batch id")
     batch.add_argument("--name", help="batch id to use instead of one derived from the file")
     batch.add_argument("--strict", action="store_true", help="submit nothing if any line is bad")
     batch.add_argument("--webhook", type=_webhook_url,
                        help="URL that receives the batch's own events (e.g. batch_completed)")
+    batch.add_argument("--json", action="store_true", help="status: print JSON instead of a table")
     batch.set_defaults(handler=cmd_batch)
 
     intake = commands.add_parser("intake", help="serve the Redis Stream front door for other systems")
@@ -192,7 +213,7 @@ def add_service_commands(commands: Any) -> None:
     webhooks.set_defaults(handler=cmd_webhooks)
 
     api = commands.add_parser("api", help="serve the HTTP job API, the dashboard and /metrics")
-    api.add_argument("--host", default="127.0.0.1")
-    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    api.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     api.set_defaults(handler=cmd_api)
 
