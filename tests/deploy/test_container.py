@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,31 @@ def test_every_copy_source_exists_and_the_packages_the_project_installs_are_copi
     for pattern in packages["include"]:
         assert pattern.rstrip("*") in sources, pattern
     assert "README.md" in sources  # pyproject.toml names it as the readme: the build reads it
+
+
+def test_the_copied_sources_alone_build_the_package_with_its_templates_and_scripts(tmp_path: Path) -> None:
+    """What ``pip install .`` in the image builds from: only the COPY sources, nothing else of the checkout."""
+    copies = [shlex.split(step["value"]) for step in instructions() if step["instruction"] == "COPY"]
+    for *sources, destination in copies:
+        for source in sources:
+            target = tmp_path / "app" / destination
+            target = target / Path(source).name if destination.endswith("/") else target
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if (REPO_ROOT / source).is_dir():
+                shutil.copytree(REPO_ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(REPO_ROOT / source, target)
+
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir",
+               str(tmp_path / "wheel"), str(tmp_path / "app")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    [built] = (tmp_path / "wheel").glob("framequeue-*.whl")
+    names = zipfile.ZipFile(built).namelist()
+    assert "workers/api/templates/overview.html" in names
+    assert "workers/jobs/transition.lua" in names
+    assert "workers/cli/__init__.py" in names and "pipelines/__init__.py" in names
 
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
