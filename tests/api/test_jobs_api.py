@@ -347,3 +347,14 @@ def test_a_job_that_has_not_rendered_yet_has_no_preview(idle_api: httpx.Client) 
     response = idle_api.get(f"/v1/jobs/{job_id}/preview")
 
     assert (response.status_code, response.json()["detail"]) == (404, "no preview yet")
+
+
+def test_a_queued_job_reads_its_place_on_the_queue(idle_api: httpx.Client, api: httpx.Client,
+                                                   finished_image_job: FinishedJob) -> None:
+    first, second, third = (submit(idle_api, prompt=f"a queue of foxes, number {n}") for n in range(3))
+
+    places = [idle_api.get(f"/v1/jobs/{job_id}").json()["queue_position"] for job_id in (first, second, third)]
+
+    assert places[0] is not None and places == [places[0], places[0] + 1, places[0] + 2]
+    finished_id = finished_image_job[0].json()["job_id"]
+    assert api.get(f"/v1/jobs/{finished_id}").json()["queue_position"] is None

@@ -156,8 +156,14 @@ def submit(spec: JobSpec, request: Request, response: Response, fingerprint: Cal
 
 
 @router.get("/jobs/{job_id}", summary="Read a job's record", responses=_NOT_FOUND)
-def get_job(record: ExistingJob) -> JobRecord:
-    """State, stage, timings, attempts, artifacts, result URL and the spec as submitted."""
+def get_job(record: ExistingJob, request: Request) -> JobRecord:
+    """State, stage, timings, attempts, artifacts, result URL and the spec as submitted; a queued
+    job's place on its queue (``queue_position``: messages ahead of it, approximate)."""
+    from workers.jobs.position import queue_position
+
+    if record.state == "queued":
+        position = queue_position(context(request).status, record.id)
+        record.queue_position = position.ahead if position else None
     return record
 
 

@@ -86,6 +86,8 @@ class JobRecord:
     webhook_error: str = ""
     #: Steps done of the stages that report them, as "done/total" by stage (workers/jobs/progress.py).
     progress: dict[str, str] = field(default_factory=dict)
+    #: A queued job's place: messages ahead of it on its queue (filled in by the API's job read).
+    queue_position: int | None = None
     #: Where a stage that was running when the job was cancelled stopped ("image: step 3 of 50").
     stopped_at: str = ""
     spec: dict[str, Any] = field(default_factory=dict)
