@@ -115,6 +115,8 @@ def test_the_last_hour_leaves_out_older_minutes_which_expire(fresh: tuple[redis.
     record_outcome(pipe, namespace, "upload", "retried", now_s=now_s)
     record_outcome(pipe, namespace, "no_such_stage", "failed", now_s=now_s)
     pipe.execute()
+    with pytest.raises(ValueError):
+        record_outcome(pipe, namespace, "upload", "succeeded")  # a success has a duration: record_run
 
     [window] = last_hour(client, namespace, now_s=now_s)
 
