@@ -16,6 +16,7 @@ import PIL.Image
 from pipelines.errors import InvalidInputError, ShouldStop, UnknownBackendError, stop_if_asked
 from pipelines.interpolation import interpolate_frames, keyframe_count
 from pipelines.outputs import FramesOutput
+from pipelines.progress import StepProgress, frame_counter
 
 MOTIONS: tuple[str, ...] = ("zoom_in", "zoom_out", "pan_left", "pan_right")
 #: Default zoom speed: the magnification gained per second (0.15 = 15 % per second).
@@ -60,11 +61,13 @@ class CameraMotionFrames:
         seed: int,
         keyframe_every: int = 4,
         should_stop: ShouldStop | None = None,
+        progress: StepProgress | None = None,
     ) -> FramesOutput:
         """Return ``num_frames`` frames at ``image``'s size, played at ``fps``.
 
         ``keyframe_every=1`` warps every frame exactly; larger values warp only keyframes.
-        ``should_stop`` is asked before each keyframe and each frame.
+        ``should_stop`` is asked before each keyframe and each frame; ``progress`` is told after
+        each, counting keyframes and frames together.
 
         Raises:
             InvalidInputError: if a count is under 1.
@@ -79,12 +82,14 @@ class CameraMotionFrames:
         count = keyframe_count(num_frames, keyframe_every)
         focus = self._focus(seed)
         keyframes = []
+        report = frame_counter(progress, count + num_frames)
         for index in range(count):
             stop_if_asked(should_stop, f"{index} of {count} keyframes")
-            progress = index / (count - 1) if count > 1 else 0.0
-            keyframes.append(self._render(source, progress, duration_s, focus))
+            at = index / (count - 1) if count > 1 else 0.0
+            keyframes.append(self._render(source, at, duration_s, focus))
+            report(index + 1)
         # 3. Fill in the frames between keyframes.
-        frames = interpolate_frames(keyframes, num_frames, should_stop)
+        frames = interpolate_frames(keyframes, num_frames, should_stop, lambda made: report(count + made))
         return FramesOutput(frames=np.stack(frames), fps=fps)
 
     def _focus(self, seed: int) -> tuple[float, float]:

@@ -22,6 +22,7 @@ from pipelines.errors import InvalidInputError, ShouldStop
 from pipelines.interpolation import interpolate_frames, keyframe_count
 from pipelines.loading import load_diffusion_pipeline
 from pipelines.outputs import FramesOutput
+from pipelines.progress import StepProgress, frame_counter
 from pipelines.text_to_image import TextToImage, check_size, stop_between_steps
 
 #: Default img2img strength: the fraction of the denoising schedule each keyframe re-runs.
@@ -66,12 +67,14 @@ class Img2ImgFrames:
         strength: float = DEFAULT_STRENGTH,
         keyframe_every: int = 4,
         should_stop: ShouldStop | None = None,
+        progress: StepProgress | None = None,
     ) -> FramesOutput:
         """Return ``num_frames`` frames at ``image``'s size, starting from ``image`` itself.
 
         Keyframe ``k`` is rendered with seed ``seed + k``. Because diffusers runs only
         ``int(steps * strength)`` steps, ``steps`` is raised as needed so at least one runs.
-        ``should_stop`` is asked after each diffusion step and before each in-between frame.
+        ``should_stop`` is asked after each diffusion step and before each in-between frame;
+        ``progress`` is told after each keyframe and frame, counting them together.
 
         Raises:
             InvalidInputError: if a count, the strength or the image size cannot be honoured.
@@ -89,6 +92,8 @@ class Img2ImgFrames:
         total_steps = max(steps, math.ceil(1.0 / strength))
         device = str(self.pipeline.device)
         count = keyframe_count(num_frames, keyframe_every)
+        report = frame_counter(progress, count + num_frames)
+        report(1)  # the first keyframe is the image itself
         for index in range(1, count):
             previous = PIL.Image.fromarray(keyframes[-1])
             with self.lock:
@@ -107,6 +112,7 @@ class Img2ImgFrames:
             if rendered.size != start.size:
                 rendered = rendered.resize(start.size, PIL.Image.Resampling.LANCZOS)
             keyframes.append(np.asarray(rendered))
+            report(index + 1)
         # 3. Fill in the frames between keyframes.
-        frames = interpolate_frames(keyframes, num_frames, should_stop)
+        frames = interpolate_frames(keyframes, num_frames, should_stop, lambda made: report(count + made))
         return FramesOutput(frames=np.stack(frames).astype(np.uint8), fps=fps)

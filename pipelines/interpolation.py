@@ -10,6 +10,7 @@ cross-fade would make it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -38,13 +39,14 @@ def keyframe_count(num_frames: int, keyframe_every: int) -> int:
 
 
 def interpolate_frames(
-    keyframes: list[np.ndarray], num_frames: int, should_stop: ShouldStop | None = None
+    keyframes: list[np.ndarray], num_frames: int, should_stop: ShouldStop | None = None,
+    on_frame: Callable[[int], None] | None = None,
 ) -> list[np.ndarray]:
     """Return ``num_frames`` frames spanning ``keyframes``, evenly spaced in time.
 
     The first and last output frames are the first and last keyframes. With more keyframes
     than ``num_frames``, evenly spaced keyframes are kept instead. ``should_stop`` is asked
-    before each frame is made.
+    before each frame is made; ``on_frame`` is told how many are made after each.
 
     Raises:
         InvalidInputError: if there are no keyframes, ``num_frames`` < 1, or the keyframes
@@ -75,6 +77,8 @@ def interpolate_frames(
             if segment not in flows:
                 flows[segment] = (dense_flow(first, second), dense_flow(second, first))
             frames.append(flow_blend(first, second, *flows[segment], alpha))
+        if on_frame is not None:
+            on_frame(len(frames))
     return frames
 
 

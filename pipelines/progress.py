@@ -26,6 +26,13 @@ SD_LATENT_TO_RGB = np.array(
 )
 
 
+def frame_counter(progress: StepProgress | None, total: int) -> Callable[[int], None]:
+    """``report(done)``: tells ``progress`` (if any) that ``done`` of ``total`` units are made, with no latents."""
+    if progress is None:
+        return lambda done: None
+    return lambda done: progress(done, total, None)
+
+
 def latent_preview(latents: torch.Tensor, *, index: int = 0) -> PIL.Image.Image:
     """A small RGB preview of image ``index`` in a batch of latents, without the VAE.
 

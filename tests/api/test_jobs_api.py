@@ -358,3 +358,17 @@ def test_a_queued_job_reads_its_place_on_the_queue(idle_api: httpx.Client, api: 
     assert places[0] is not None and places == [places[0], places[0] + 1, places[0] + 2]
     finished_id = finished_image_job[0].json()["job_id"]
     assert api.get(f"/v1/jobs/{finished_id}").json()["queue_position"] is None
+
+
+def test_a_video_job_reports_the_steps_of_its_image_frames_and_video_stages(api: httpx.Client) -> None:
+    job_id = submit(api, kind="video", num_frames=9, fps=8, steps=2, prompt="a red fox, frame by frame")
+
+    events = follow(api, job_id)
+
+    last_by_stage = {event["data"]["stage"]: (event["data"]["step"], event["data"]["total"])
+                     for event in events if event["event"] == "progress"}
+    assert set(last_by_stage) == {"image", "frames", "video"}
+    assert all(step == total for step, total in last_by_stage.values()), last_by_stage
+    assert last_by_stage["video"] == (9, 9)
+    progress = api.get(f"/v1/jobs/{job_id}").json()["progress"]
+    assert progress == {stage: f"{step}/{total}" for stage, (step, total) in last_by_stage.items()}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import PIL.Image
 import pytest
 import torch
 
 from pipelines import TextToImage
 from pipelines.errors import Interrupted
-from pipelines.progress import latent_preview
+from pipelines.frames_camera import CameraMotionFrames
+from pipelines.frames_img2img import Img2ImgFrames
+from pipelines.interpolation import keyframe_count
+from pipelines.progress import StepProgress, latent_preview
 
 
 def test_each_step_is_reported_with_the_latents_in_order(text_to_image: TextToImage) -> None:
@@ -47,3 +51,28 @@ def test_flat_latents_give_a_black_preview_rather_than_dividing_by_zero() -> Non
     preview = latent_preview(torch.zeros((1, 4, 8, 8)))
 
     assert preview.getextrema() == ((0, 0), (0, 0), (0, 0))
+
+
+def _reports() -> tuple[list[tuple[int, int]], StepProgress]:
+    reports: list[tuple[int, int]] = []
+    return reports, lambda done, total, latents: reports.append((done, total))
+
+
+def test_camera_frames_report_every_keyframe_and_frame_up_to_the_total() -> None:
+    reports, progress = _reports()
+
+    CameraMotionFrames()(PIL.Image.new("RGB", (64, 48), "teal"), num_frames=9, fps=8, seed=1, progress=progress)
+
+    keyframes = keyframe_count(9, 4)
+    assert reports == [(done, keyframes + 9) for done in range(1, keyframes + 10)]
+
+
+def test_img2img_frames_report_every_keyframe_and_frame_up_to_the_total(text_to_image: TextToImage) -> None:
+    reports, progress = _reports()
+    start = PIL.Image.new("RGB", (64, 64), "teal")
+
+    Img2ImgFrames.from_text_to_image(text_to_image)(start, "a fox", num_frames=6, fps=8, seed=1, steps=2,
+                                                     progress=progress)
+
+    keyframes = keyframe_count(6, 4)
+    assert reports == [(done, keyframes + 6) for done in range(1, keyframes + 7)]

@@ -9,10 +9,12 @@ sent on).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+
+import numpy as np
 
 from pipelines import ImageOutput, TextToImage, encode_h264
 from queue_config.safety_policy import Check
@@ -61,19 +63,28 @@ def frames(runtime: Runtime, message: StageMessage) -> StageOutcome:
     job = message.job
     key_image = image_from_bytes(read_ref(runtime.store, message, "image"))
     backend = job.frames_backend or runtime.settings.frames_backend
+    progress = StageProgress(runtime.status, job.id, "frames")
     if backend == "img2img":
         prompt = read_ref(runtime.store, message, "prompt").decode()
         output = runtime.img2img_frames()(
             key_image, prompt, num_frames=job.num_frames, fps=job.fps, seed=job.seed, steps=job.steps,
-            should_stop=job_cancelled,
+            should_stop=job_cancelled, progress=progress,
         )
     else:
         output = runtime.camera_frames()(
-            key_image, num_frames=job.num_frames, fps=job.fps, seed=job.seed, should_stop=job_cancelled
+            key_image, num_frames=job.num_frames, fps=job.fps, seed=job.seed, should_stop=job_cancelled,
+            progress=progress,
         )
     data = frames_bytes(output.frames)
     stored = runtime.store.put_content(f"jobs/{job.id}/frames", data, "npy.zlib", "application/octet-stream")
     return StageOutcome.stored("frames", stored)
+
+
+def counted(frames: np.ndarray, progress: StageProgress) -> Iterator[np.ndarray]:
+    """The frames one by one, telling ``progress`` how many the encoder has taken."""
+    for done, frame in enumerate(frames, start=1):
+        yield frame
+        progress(done, len(frames))
 
 
 def video(runtime: Runtime, message: StageMessage) -> StageOutcome:
@@ -83,8 +94,8 @@ def video(runtime: Runtime, message: StageMessage) -> StageOutcome:
     with tempfile.TemporaryDirectory(prefix="framequeue-video-") as tmp:
         out_path = Path(tmp) / "video.mp4"
         encode_h264(
-            iter(frames), width=frames.shape[2], height=frames.shape[1], fps=job.fps, out_path=out_path,
-            should_stop=job_cancelled,
+            counted(frames, StageProgress(runtime.status, job.id, "video")), width=frames.shape[2],
+            height=frames.shape[1], fps=job.fps, out_path=out_path, should_stop=job_cancelled,
         )
         data = out_path.read_bytes()
     stored = runtime.store.put_content(f"jobs/{job.id}/video", data, "mp4", "video/mp4")
