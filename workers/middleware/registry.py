@@ -2,7 +2,9 @@
 
 On boot a worker process writes its entry (host, pid, the stages and queues it consumes, the
 models it runs them with, threads, start time, framequeue's version) and refreshes it from a
-daemon thread; each message it runs is listed in the entry while it runs. A clean shutdown
+daemon thread; each message it runs is listed in the entry while it runs. Those two writes per
+message go through a ``StatusWriter``, so the worker thread only queues them: they reach Redis
+within milliseconds, batched with other threads' writes, and add no round trip to a message. A clean shutdown
 removes the entry; a process that dies leaves it to go stale and then expire. The keys and the
 reader are in ``workers.ops.workers``.
 """
@@ -30,6 +32,7 @@ from dramatiq.middleware import Middleware
 from queue_config.settings import Settings
 from queue_config.stages import stage_of_actor
 from workers.jobs.messages import job_id_in
+from workers.jobs.status_writer import StatusWriter
 from workers.ops.workers import JOB_FIELD_PREFIX, entry_key, index_key
 
 #: Milliseconds between two heartbeats of a worker process's entry.
@@ -84,6 +87,7 @@ class WorkerRegistry(Middleware):
         self.ttl_ms = ttl_ms
         self.worker_id = ""
         self._fields: list[str] = []
+        self._writer: StatusWriter | None = None
         self._stopped = threading.Event()
         self._beater: threading.Thread | None = None
 
@@ -102,7 +106,12 @@ class WorkerRegistry(Middleware):
         }
         self._fields = [str(part) for pair in description.items() for part in pair]
         self._beat_script = self.client.register_script(_BEAT_LUA)
-        self._write(self._beat)
+        self._writer = StatusWriter(self.client)
+        self._writer.start()
+        try:
+            self._beat()
+        except redis.RedisError as error:
+            self.logger.warning("Worker registry not written at boot: %s", error)
         self._stopped.clear()
         self._beater = threading.Thread(target=self._beat_until_stopped, name="worker-registry", daemon=True)
         self._beater.start()
@@ -111,6 +120,9 @@ class WorkerRegistry(Middleware):
         self._stopped.set()
         if self._beater is not None:
             self._beater.join()
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
         try:
             pipe = self.client.pipeline(transaction=True)
             pipe.zrem(self.index, self.worker_id)
@@ -120,8 +132,11 @@ class WorkerRegistry(Middleware):
             self.logger.warning("Could not remove worker %s from the registry; it will expire.", self.worker_id)
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        if self._writer is None:
+            return
         job = {"job_id": job_id_in(message.args), "stage": stage_of_actor(message.actor_name), "since": time.time()}
-        self._write(lambda: self.client.hset(self.entry, JOB_FIELD_PREFIX + message.message_id, json.dumps(job)))
+        field, value = JOB_FIELD_PREFIX + message.message_id, json.dumps(job)
+        self._writer.submit(lambda pipe: pipe.hset(self.entry, field, value))
 
     def after_process_message(
         self,
@@ -131,18 +146,11 @@ class WorkerRegistry(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        self._write(lambda: self.client.hdel(self.entry, JOB_FIELD_PREFIX + message.message_id))
+        if self._writer is not None:
+            field = JOB_FIELD_PREFIX + message.message_id
+            self._writer.submit(lambda pipe: pipe.hdel(self.entry, field))
 
     after_skip_message = after_process_message
-
-    def _write(self, command: Callable[[], object]) -> None:
-        """Run ``command``; the registry is for reading, so it never fails a message."""
-        if not self.worker_id:
-            return
-        try:
-            command()
-        except redis.RedisError as error:
-            self.logger.warning("Worker registry not updated: %s", error)
 
     def _beat(self) -> None:
         self._beat_script(keys=[self.index, self.entry], args=[self.worker_id, self.ttl_ms, *self._fields])
