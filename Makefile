@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.framequeue-installed
 
-.PHONY: install test browser demo bench clean
+.PHONY: install test browser deploy-tools demo bench clean
 
 install: $(STAMP)
 
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 BROWSER := tests/api/browser
 
-test: install browser
+test: install browser deploy-tools
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest
 
 # The dashboard's browser test: Debian's chromium (installed when we are root and it is missing)
@@ -26,6 +26,14 @@ browser: $(BROWSER)/node_modules/.package-lock.json
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium is not installed and we are not root: the browser test will skip"
+
+# tests/deploy checks compose files with docker-compose and the alert rules with promtool (Debian's
+# prometheus package carries it), installed like chromium; without them those two checks skip.
+deploy-tools:
+	@command -v promtool >/dev/null && command -v docker-compose >/dev/null || { [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		prometheus docker-compose >/dev/null; } || \
+		echo "promtool or docker-compose is not installed and we are not root: those deploy checks will skip"
 
 $(BROWSER)/node_modules/.package-lock.json: $(BROWSER)/package-lock.json
 	cd $(BROWSER) && npm ci --no-audit --no-fund --silent
