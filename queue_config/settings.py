@@ -10,6 +10,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -143,6 +144,23 @@ class Settings(BaseSettings):
     def _known_device(cls, value: str) -> str:
         if not re.fullmatch(r"(cpu|cuda|cuda:\d+)?", value):
             raise ValueError("allowed: cpu, cuda, cuda:N, or empty for cuda when present")
+        return value
+
+    @field_validator("batch_window")
+    @classmethod
+    def _window_of_day(cls, value: str) -> str:
+        time_of_day = r"([01]?\d|2[0-3]):[0-5]\d(:[0-5]\d)?"
+        if value and not re.fullmatch(f"{time_of_day}-{time_of_day}", value.strip()):
+            raise ValueError("allowed: HH:MM[:SS]-HH:MM[:SS] (e.g. 22:00-06:00), or empty for any time")
+        return value
+
+    @field_validator("batch_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("allowed: an IANA time zone name such as UTC or Europe/Paris") from None
         return value
 
     @field_validator("stage_time_limits_s")

@@ -175,6 +175,8 @@ def test_a_usage_error_is_one_line_and_exit_2(settings: Settings, args: tuple[st
     ({"FRAMEQUEUE_MODEL_PROFILE": "huge"}, "FRAMEQUEUE_MODEL_PROFILE: Input should be 'tiny' or 'standard'"),
     ({"FRAMEQUEUE_DEVICE": "gpu"}, "FRAMEQUEUE_DEVICE: allowed: cpu, cuda, cuda:N, or empty"),
     ({"FRAMEQUEUE_FRAMES_BACKEND": "sora"}, "FRAMEQUEUE_FRAMES_BACKEND: Input should be 'camera' or 'img2img'"),
+    ({"FRAMEQUEUE_BATCH_WINDOW": "10pm-6am"}, "FRAMEQUEUE_BATCH_WINDOW: allowed: HH:MM[:SS]-HH:MM[:SS]"),
+    ({"FRAMEQUEUE_BATCH_TIMEZONE": "Mars/Olympus"}, "FRAMEQUEUE_BATCH_TIMEZONE: allowed: an IANA time zone"),
 ])
 def test_a_setting_outside_its_allowed_values_is_refused_at_start_up_naming_it_and_exit_78(
     settings: Settings, env: dict[str, str], says: str
