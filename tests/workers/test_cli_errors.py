@@ -193,3 +193,10 @@ def test_a_remote_config_file_that_is_missing_is_one_line_and_exit_2(settings: S
     result = framequeue(settings, "worker", "--stages", "image", FRAMEQUEUE_REMOTE_CONFIG=str(missing))
 
     refused(result, 2, f"framequeue: cannot read {missing}: No such file or directory")
+
+
+def test_dev_with_a_procfile_that_is_missing_is_one_line_and_exit_2(settings: Settings, tmp_path: Path) -> None:
+    missing = tmp_path / "Procfile"
+
+    refused(framequeue(settings, "dev", "--procfile", str(missing)), 2,
+            f"framequeue: cannot read {missing}: No such file or directory")
