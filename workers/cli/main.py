@@ -17,6 +17,7 @@ from queue_config.settings import Settings, get_settings
 from queue_config.stages import CPU_STAGES, GPU_STAGES, STAGES
 from workers.cli.dev import add_dev_command
 from workers.cli.errors import EXIT_CODES_HELP, CliError, NotFound, OneLineParser, run_command
+from workers.cli.fleet import add_fleet_commands
 from workers.cli.jobs import add_job_commands
 from workers.cli.keys import add_keys_command
 from workers.cli.services import add_service_commands
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_keys_command(commands)
     add_service_commands(commands)
+    add_fleet_commands(commands)
     add_dev_command(commands)
 
     embedded = commands.add_parser("redis", help="the embedded Redis used when REDIS_URL is unset")
