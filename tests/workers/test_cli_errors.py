@@ -141,6 +141,10 @@ def test_a_webhook_the_api_would_refuse_is_refused_with_the_apis_reason(
     ("batch", "status", "some-batch"),
     ("submit", "a fox", "--width", "64", "--height", "64"),
     ("keys",),
+    ("keys", "disable", "0123456789ab"),
+    ("jobs", "--search", "fox"),
+    ("cancel", "some-job"),
+    ("requeue", "some-job"),
 ])
 def test_redis_out_of_reach_is_one_line_naming_it_without_its_password_and_exit_1(
     settings: Settings, batch_dir: Path, args: tuple[str, ...]
