@@ -102,6 +102,9 @@ class JobSpec(BaseModel):
     fps: int = Field(default=8, ge=1, le=MAX_FPS)
     enhance_prompt: bool = True
     frames_backend: Literal["camera", "img2img"] | None = None
+    #: Reuse the output of an earlier finished stage whose inputs were the same (workers/jobs/stage_cache.py);
+    #: false recomputes every stage. Messages written before this field existed read as true.
+    cache: bool = Field(default=True, description="Reuse the outputs of identical earlier stages; false recomputes.")
     #: Where to POST this job's state changes (signed; see workers/doors/webhooks.py).
     webhook_url: Annotated[str, AfterValidator(_webhook_url)] | None = None
     priority: Priority = Priority.interactive

@@ -59,6 +59,32 @@ STAGES: dict[str, StageOptions] = {
 GPU_STAGES = ("image", "frames")
 CPU_STAGES = ("prompt_enhance", "video", "safety_check", "upload")
 
+#: The job spec fields that shape each cacheable stage's output. A stage served from the cache
+#: (workers/jobs/stage_cache.py) must make the same bytes from the same key, and its key is these
+#: fields, the content hashes of the references it is handed (the enhanced prompt, the key image,
+#: the frames) and what it runs them through (models and revisions, the settings behind its verdicts).
+#: A stage left out always runs.
+#:
+#: - ``prompt_enhance``: the text model samples under the job's seed, with torch's RNG seeded in a
+#:   lock (pipelines/prompt_enhance.py), and the style modifiers are retrieved by the prompt alone;
+#:   ``enhance_prompt`` false stores the prompt as written. Its screen of what the model wrote
+#:   judges that text by the policy, which is in the key.
+#: - ``image``: the enhanced prompt comes as a reference; size, steps, seed and the negative prompt
+#:   shape the render. Its image check is the safety threshold and policy applied to those bytes;
+#:   both are in the key, so a changed policy recomputes.
+#: - ``frames``: grown from the key image (and, by img2img, the prompt) under the seed; steps
+#:   matter to img2img. The backend a job leaves unset is the setting's, which is in the key.
+#: - ``video``: the frames, encoded at the job's fps.
+#: - ``safety_check`` is never cached: what a job publishes is judged under the policy in force
+#:   when it is published, on every job.
+#: - ``upload`` is never cached: it writes the job's own manifest and shares a URL that expires.
+CACHED_STAGE_FIELDS: dict[str, tuple[str, ...]] = {
+    "prompt_enhance": ("prompt", "seed", "enhance_prompt"),
+    "image": ("width", "height", "steps", "seed", "negative_prompt"),
+    "frames": ("frames_backend", "num_frames", "fps", "seed", "steps"),
+    "video": ("fps",),
+}
+
 _PLANS: dict[JobKind, tuple[str, ...]] = {
     JobKind.image: ("prompt_enhance", "image", "safety_check", "upload"),
     JobKind.video: ("prompt_enhance", "image", "frames", "video", "safety_check", "upload"),

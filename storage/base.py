@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -27,6 +28,19 @@ def content_key(prefix: str, data: bytes, extension: str) -> tuple[str, str]:
     """
     digest = hashlib.sha256(data).hexdigest()
     return f"{prefix}/{digest[:2]}/{digest}.{extension}", digest
+
+
+_CONTENT_KEY_TAIL = re.compile(r"/([0-9a-f]{2})/(\1[0-9a-f]{62})\.([A-Za-z0-9.]+)$")
+
+
+def content_name(key: str) -> str | None:
+    """The part of a ``content_key`` that stands for its bytes, ``"{sha256}.{extension}"``; None for other keys.
+
+    Two content keys with the same name hold the same bytes whatever their prefixes (one job's
+    ``jobs/{id}/image`` and another's).
+    """
+    match = _CONTENT_KEY_TAIL.search(key)
+    return f"{match.group(2)}.{match.group(3)}" if match else None
 
 
 class ObjectStore(ABC):

@@ -16,6 +16,7 @@ from workers.remote import add_remote_middleware
 from workers.runtime import get_runtime
 from workers.stage_actor import declare_stage_actors
 from workers.stages import STAGE_FUNCTIONS
+from workers.stages.cache_identity import stage_cache_of
 
 settings = get_settings()
 broker = build_broker(settings)
@@ -27,4 +28,5 @@ dramatiq.set_broker(broker)
 ACTORS = declare_stage_actors(
     broker, STAGE_FUNCTIONS, get_runtime, max_age_ms=settings.stage_max_age_ms,
     time_limits_ms={stage: settings.stage_time_limit_ms(stage) for stage in STAGE_FUNCTIONS},
+    stage_cache=stage_cache_of,
 )

@@ -10,6 +10,7 @@ the shell records where, sends nothing on, and the message is acked, not retried
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, cast
 
 import dramatiq
@@ -24,6 +25,7 @@ from workers.errors import Deferred, InvalidJob, NoUsableKey
 from workers.jobs.cancellations import CancelledJobs, running_job
 from workers.jobs.messages import StageMessage, enqueue_stage
 from workers.jobs.outcome import StageOutcome, hand_over
+from workers.jobs.stage_cache import StageCache
 from workers.middleware.job_status import JobStatusMiddleware
 from workers.middleware.put_back import put_back
 from workers.runtime import Runtime
@@ -48,12 +50,15 @@ def declare_stage_actors(
     *,
     max_age_ms: int | None = None,
     time_limits_ms: Mapping[str, int] | None = None,
+    stage_cache: Callable[[Runtime], StageCache] | None = None,
 ) -> dict[str, dramatiq.Actor[..., None]]:
     """Declare two actors per stage on ``broker``, running ``functions[stage]``: ``stage`` for
     interactive jobs and ``stage_batch``, on its own queue at a lower priority, for batch jobs.
 
     A message older than ``max_age_ms`` (e.g. one that has waited that long for quota) fails. A
     stage runs at most ``time_limits_ms[stage]`` (default: its ``StageOptions.time_limit_ms``).
+    With a ``stage_cache``, a stage whose inputs match an earlier run hands on that run's output
+    instead of running (workers/jobs/stage_cache.py).
     """
     cancelled = cancellations_of(broker)
     logger = get_logger(__name__)
@@ -67,7 +72,9 @@ def declare_stage_actors(
                 raise InvalidJob(f"stage {stage!r} is not part of a {message.job.kind.value} job")
             try:
                 with running_job(message.job.id, cancelled):
-                    outcome = function(runtime(), message)
+                    resources = runtime()
+                    compute = partial(function, resources, message)
+                    outcome = stage_cache(resources).run(stage, message, compute) if stage_cache else compute()
             except Deferred as wait:
                 current = cast(MessageProxy, CurrentMessage.get_current_message())
                 put_back(broker, current, wait.delay_ms, wait.reason)

@@ -18,9 +18,8 @@ from fastapi import Depends, HTTPException, Request, Response, status
 from fastapi.responses import FileResponse, RedirectResponse
 
 from queue_config.remote import load_remote_config
-from queue_config.stages import STAGES
 from workers import batches, ops
-from workers.api import dashboard_actions  # noqa: F401  (registers the POST actions)
+from workers.api import dashboard_actions, dashboard_search  # noqa: F401  (they register their routes)
 from workers.api.context import context
 from workers.api.csrf import require_csrf_token, require_same_origin
 from workers.api.dashboard_kit import (
@@ -51,7 +50,6 @@ from workers.api.sessions import (
     token_fingerprint,
 )
 from workers.jobs.reconciler import repair_stats
-from workers.jobs.record import TERMINAL_STATES
 from workers.keys.pool import key_health
 from workers.ops.workers import list_workers
 
@@ -112,17 +110,6 @@ def overview(request: Request) -> Response:
         jobs=ctx.status.list_jobs(limit=10), repairs=repair_stats(ctx.status),
         batches=[with_manifest_url(request, b) for b in batches.list_batches(ctx.status, OVERVIEW_BATCHES)],
     )
-
-
-@guarded.get("/jobs")
-def jobs(request: Request, state: str = "", kind: str = "", stage: str = "", limit: int = 100) -> Response:
-    limit = max(1, min(limit, 1000))
-    found = context(request).status.list_jobs(state=state or None, kind=kind or None,
-                                              limit=limit if not stage else 10 * limit)
-    if stage:
-        found = [job for job in found if job.stage == stage and not job.finished][:limit]
-    return render(request, "jobs.html", jobs=found, state=state, kind=kind, stage=stage, limit=limit,
-                  states=("queued", "running", "waiting", *TERMINAL_STATES), stages=list(STAGES))
 
 
 @guarded.get("/jobs/{job_id}")

@@ -30,6 +30,7 @@ from workers.api.context import context, require_token
 from workers.jobs import stage_stats
 from workers.jobs.reconciler import repair_stats
 from workers.jobs.record import JobStatusStore
+from workers.jobs.stage_cache import cache_counts
 from workers.keys.pool import key_health
 from workers.ops.queue_ages import oldest_ready_ages_s
 from workers.ops.workers import live_workers_by_stage
@@ -61,6 +62,7 @@ class RedisCollector(Collector):
         yield from self._keys()
         yield from self._repairs()
         yield self._safety_blocks()
+        yield self._stage_cache()
 
     def _queues(self) -> Metric:
         family = GaugeMetricFamily("framequeue_queue_messages", "Messages on a stage queue, by kind: ready "
@@ -184,6 +186,14 @@ class RedisCollector(Collector):
                                      labels=["check", "category"])
         for found in ops.block_counts(self.status):
             family.add_metric([found.check, found.category], found.count)
+        return family
+
+    def _stage_cache(self) -> Metric:
+        family = CounterMetricFamily("framequeue_stage_cache", "Runs of a cacheable stage served from an earlier "
+                                     "identical run (hit) or computed (miss); jobs with cache: false are not "
+                                     "counted. Hit ratio: hit / (hit + miss).", labels=["stage", "result"])
+        for (stage, result), count in cache_counts(self.status.client, self.status.namespace).items():
+            family.add_metric([stage, result], count)
         return family
 
 
