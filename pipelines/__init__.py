@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pipelines.outputs import EnhancedPrompt, FramesOutput, ImageOutput, VideoInfo
     from pipelines.profiles import PROFILE_NAMES, ModelProfile, resolve_profile
     from pipelines.prompt_enhance import PromptEnhancer
+    from pipelines.prompt_safety import PromptScreen
     from pipelines.registry import ModelRegistry, default_device
     from pipelines.safety import (
         SafetyClassifier,
@@ -59,6 +60,7 @@ _EXPORTS: dict[str, str] = {
     "ModelProfile": "profiles",
     "resolve_profile": "profiles",
     "PromptEnhancer": "prompt_enhance",
+    "PromptScreen": "prompt_safety",
     "ModelRegistry": "registry",
     "default_device": "registry",
     "SafetyClassifier": "safety",

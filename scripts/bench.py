@@ -260,6 +260,9 @@ def main() -> None:
         from scripts.bench_retention import bench_retention
 
         bench_retention(data_dir, threads=args.threads)
+        from scripts.bench_prompt_screen import bench_prompt_screen
+
+        bench_prompt_screen()
 
 
 if __name__ == "__main__":

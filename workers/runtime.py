@@ -16,6 +16,7 @@ from pipelines import (
     ModelProfile,
     ModelRegistry,
     PromptEnhancer,
+    PromptScreen,
     SafetyClassifier,
     TextToImage,
     resolve_profile,
@@ -105,6 +106,10 @@ class Runtime:
 
     def camera_frames(self) -> CameraMotionFrames:
         return self.models.get("camera_frames", lambda device: CameraMotionFrames())
+
+    def prompt_screen(self) -> PromptScreen:
+        """The prompt screen, for what the text model wrote (the doors screen what users wrote)."""
+        return self.models.get("prompt_screen", lambda device: PromptScreen.from_pretrained(device=device))
 
     def safety_classifier(self) -> SafetyClassifier:
         return self.models.get("safety_classifier", lambda device: SafetyClassifier.from_pretrained(device=device))

@@ -47,7 +47,8 @@ def receipt(settings: Settings, entry_id: str) -> dict[str, str]:
         values = redis_cli(settings, "HMGET", key, *names).split("\n")[: len(names)]
         return dict(zip(names, values, strict=True)) if values[0] else None
 
-    return wait_for(written, 20, f"the receipt of intake entry {entry_id}", interval_s=0.1)
+    # Generous: the intake's first entry waits for it to load the prompt screen's embedder.
+    return wait_for(written, 120, f"the receipt of intake entry {entry_id}", interval_s=0.1)
 
 
 def xadd(settings: Settings, *fields: str) -> str:
@@ -75,7 +76,7 @@ def test_a_job_written_with_redis_cli_is_accepted_and_runs(settings: Settings, s
         (["job", '{"prompt": "a fox", "schema_version": 2}'], "schema_version: Input should be 1"),
         (["job", '["a fox"]'], "'job' must be a JSON object"),
         (["prompt", "a fox"], "the entry has no 'job' field"),
-        (["job", '{"prompt": "a nude figure"}'], "blocked term 'nude'"),
+        (["job", '{"prompt": "a n.u.d.e figure"}'], "blocked by the prompt check: sexual"),
     ],
     ids=["malformed-json", "wrong-type", "oversize-prompt", "unknown-schema-version", "not-an-object", "no-job",
          "blocked-prompt"],

@@ -86,14 +86,15 @@ def test_an_image_job_ends_with_a_png_of_the_requested_size(broker, status) -> N
     assert "frames" not in record.timings_s and record.safety_score is not None
 
 
-def test_a_prompt_with_a_blocked_term_is_blocked_and_uploads_nothing(broker, status, settings) -> None:
+def test_an_unsafe_prompt_is_blocked_and_uploads_nothing(broker, status, settings) -> None:
     spec = JobSpec(prompt="a nude figure study", kind=JobKind.image)
     submission = submit_job(broker, status, spec)
 
     record = status.get(spec.id)
 
     assert submission.state == "blocked" and record is not None and record.state == "blocked"
-    assert "blocked term 'nude'" in record.error
+    assert record.error.startswith("blocked by the prompt check: sexual")
+    assert (record.blocked_check, record.blocked_category) == ("prompt", "sexual")
     assert not [key for key in s3_objects(settings) if spec.id in key]
 
 

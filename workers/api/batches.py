@@ -154,7 +154,8 @@ def submit_batch(
 
     api = context(request)
     with within_queued_jobs_cap(request, fingerprint, [line.spec.id for line in lines if line.spec is not None]):
-        summary = submit_lines(api.status, api.broker, batch_id, upload.form.name or upload.filename, lines)
+        summary = submit_lines(api.status, api.broker, batch_id, upload.form.name or upload.filename, lines,
+                               policy=api.settings.safety_policy)
     content = {"batch_id": batch_id, "accepted": accepted, **_listed(lines), **summary}
     return JSONResponse(content, status.HTTP_202_ACCEPTED,
                         headers={"Location": str(request.url_for("get_batch", batch_id=batch_id))})

@@ -148,7 +148,7 @@ def submit(spec: JobSpec, request: Request, response: Response, fingerprint: Cal
     """
     api = context(request)
     with within_queued_jobs_cap(request, fingerprint, [spec.id]):
-        submission = submit_job(api.broker, api.status, spec)
+        submission = submit_job(api.broker, api.status, spec, policy=api.settings.safety_policy)
     if not (submission.created and submission.state == "queued"):
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = str(request.url_for("get_job", job_id=submission.job_id))

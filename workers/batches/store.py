@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from queue_config.jobs import JobSpec
+from queue_config.safety_policy import SafetyPolicy
 from queue_config.stages import stage_plan
 from storage import ObjectStore
 from workers.batches.files import BatchLine
@@ -46,12 +47,15 @@ def submit_lines(
     progress: Callable[[int], None] | None = None,
     *,
     webhook_url: str | None = None,
+    policy: SafetyPolicy | None = None,
 ) -> dict[str, Any]:
     """Record and enqueue a batch's valid lines; lines already submitted are skipped.
 
     Idempotent: submitting the same file again, or again after a crash halfway, enqueues no
     job twice (job ids come from the lines), and completes what the first try did not.
     ``webhook_url`` receives the batch's own events (``batch_submitted``, ``batch_completed``).
+    Lines are screened as single jobs are (``policy`` defaults to the settings'): a blocked line
+    is recorded ``blocked`` and counts as finished in the batch at once.
     """
     specs = [(line.line_number, line.spec) for line in lines if line.spec is not None]
     key = status.batch_key(batch_id)
@@ -64,7 +68,7 @@ def submit_lines(
     for start in range(0, len(specs), CHUNK):
         chunk = specs[start : start + CHUNK]
         status.client.zadd(items_key(status, batch_id), {spec.id: number for number, spec in chunk})
-        created_count += sum(accept_jobs(broker, status, [spec for _, spec in chunk], emit=False))
+        created_count += sum(accept_jobs(broker, status, [spec for _, spec in chunk], emit=False, policy=policy))
         if progress:
             progress(len(chunk))
     status.emit(f"batch:{batch_id}", "batch_submitted", batch_id=batch_id, total=str(len(specs)))

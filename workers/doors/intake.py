@@ -39,6 +39,7 @@ from workers.broker import FramequeueBroker
 from workers.doors.streams import bytes_client, ensure_group, read_group
 from workers.jobs.messages import describe_validation_error
 from workers.jobs.record import JobStatusStore
+from workers.jobs.screening import default_screen
 from workers.jobs.submit import submit_job
 from workers.outages import OUTAGE_ERRORS, serve_through_outages
 
@@ -86,6 +87,7 @@ class Intake:
 
     def run(self, *, block_ms: int = 1000, stop_after_s: float | None = None) -> None:
         """Serve until interrupted (or for ``stop_after_s``, for tests)."""
+        default_screen()  # loaded before the first read, so that no entry waits for the embedder
         deadline = None if stop_after_s is None else time.monotonic() + stop_after_s
         serve_through_outages(lambda: self.serve_once(block_ms=block_ms), logger=self.logger,
                               should_stop=lambda: deadline is not None and time.monotonic() >= deadline)

@@ -21,7 +21,17 @@ redis.call('HSET', job, unpack(ARGV, 9))
 redis.call('ZADD', index, now, job_id)
 local state = redis.call('HGET', job, 'state')
 local finished = state == 'succeeded' or state == 'failed' or state == 'blocked' or state == 'cancelled'
-if finished then redis.call('PEXPIRE', job, retention_ms) else redis.call('ZADD', active, now, job_id) end
+if finished then
+  redis.call('PEXPIRE', job, retention_ms)
+  -- A batch's job accepted finished (blocked by the prompt screen) counts in the batch at once.
+  local batch = redis.call('HGET', job, 'batch_key')
+  if batch then
+    redis.call('HINCRBY', batch, 'finished', 1)
+    redis.call('HINCRBY', batch, 'n_' .. state, 1)
+  end
+else
+  redis.call('ZADD', active, now, job_id)
+end
 if state == 'blocked' then count_block(job, blocks, blocked, job_id) end
 if redis_id ~= '' then
   redis.call('HSET', messages, redis_id, body)

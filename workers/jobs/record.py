@@ -176,13 +176,15 @@ class JobStatusStore:
         error: str = "",
         emit: bool = True,
         fields: dict[str, str] | None = None,
+        fields_of: Callable[[JobSpec], dict[str, str]] | None = None,
     ) -> list[bool]:
         """Record new jobs and enqueue their first messages in one pipelined round trip.
 
         Each job is one script run: its record and its message are written together or not at
         all, so an accepted job always has a message. For each job, whether it was new (a job
         whose id exists is left as it is, and nothing is enqueued for it). A job of a batch also
-        names the batch's counters, which its final state increments.
+        names the batch's counters, which its final state increments (at once, if it is accepted
+        finished). ``fields``, and ``fields_of(spec)`` for each job, are extra record fields.
         """
         now = f"{time.time():.6f}"
         pipe = self.client.pipeline(transaction=False)
@@ -191,6 +193,7 @@ class JobStatusStore:
                 "id": spec.id, "state": state, "kind": spec.kind.value, "stage": "",
                 "stages": ",".join(stages_of(spec)), "created_at": now, "updated_at": now, "error": error,
                 "spec": spec.model_dump_json(exclude_defaults=True), **(fields or {}),
+                **(fields_of(spec) if fields_of else {}),
             }
             if spec.batch_id:
                 record["batch_key"] = self.batch_key(spec.batch_id)

@@ -1,31 +1,67 @@
 """Putting jobs on the queue: the Python way in, used by every door.
 
-Messages are built and enqueued directly rather than through the actor
-objects, so that submitting does not import the model code.
+Each job's prompt and negative prompt are screened first (``workers.jobs.screening``): a job
+the deployment's safety policy blocks is recorded ``blocked``, with the check, category and
+score that blocked it, and never enqueued; a flagged job runs with its flags in its record.
+Messages are built and enqueued directly rather than through the actor objects, so that
+submitting does not import the model code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from queue_config.jobs import JobSpec
-from queue_config.prompt_screen import screen_prompt
+from queue_config.safety_policy import SafetyPolicy
+from queue_config.settings import get_settings
 from queue_config.stages import stage_plan
 from workers.broker import FramequeueBroker
 from workers.jobs.messages import StageMessage, stage_message
 from workers.jobs.reconciler import Reconciler
 from workers.jobs.record import JobStatusStore
+from workers.jobs.screening import Screen, Verdict, default_screen, screen_jobs
 
 
 def accept_jobs(
-    broker: FramequeueBroker, status: JobStatusStore, specs: list[JobSpec], *, emit: bool = True
+    broker: FramequeueBroker,
+    status: JobStatusStore,
+    specs: list[JobSpec],
+    *,
+    emit: bool = True,
+    policy: SafetyPolicy | None = None,
+    screen: Screen | None = None,
 ) -> list[bool]:
-    """Record validated jobs and enqueue their first stages, each job all or nothing. For each, whether it was new."""
-    first = {spec.id: stage_message(stage_plan(spec.kind)[0], StageMessage(job=spec)) for spec in specs}
+    """Screen validated jobs, then record them: blocked ones as ``blocked`` with no message, the rest
+    with their first stages enqueued, each job all or nothing. For each, whether it was new.
+
+    ``policy`` defaults to the process settings' ``safety_policy``; ``screen`` to the process's screen.
+    """
+    verdicts = screen_jobs(screen or default_screen(), policy or get_settings().safety_policy, specs)
+    return _record_screened(broker, status, specs, verdicts, emit=emit)
+
+
+def _record_screened(
+    broker: FramequeueBroker, status: JobStatusStore, specs: Sequence[JobSpec], verdicts: Sequence[Verdict],
+    *, emit: bool = True,
+) -> list[bool]:
+    fields = {spec.id: verdict.record_fields() for spec, verdict in zip(specs, verdicts, strict=True)}
+    blocked = [spec for spec, verdict in zip(specs, verdicts, strict=True) if verdict.blocked is not None]
+    passed = [spec for spec, verdict in zip(specs, verdicts, strict=True) if verdict.blocked is None]
+    first = {spec.id: stage_message(stage_plan(spec.kind)[0], StageMessage(job=spec)) for spec in passed}
     for message in first.values():
         broker.declare_queue(message.queue_name)
-    return status.accept_many(specs, lambda spec: stage_plan(spec.kind),
-                              lambda spec: broker.queued_message(first[spec.id]), emit=emit)
+    new: dict[int, bool] = {}
+    if blocked:
+        created = status.accept_many(blocked, lambda spec: stage_plan(spec.kind), lambda _: None, state="blocked",
+                                     emit=emit, fields_of=lambda spec: fields[spec.id])
+        new.update(zip(map(id, blocked), created, strict=True))
+    if passed:
+        created = status.accept_many(passed, lambda spec: stage_plan(spec.kind),
+                                     lambda spec: broker.queued_message(first[spec.id]), emit=emit,
+                                     fields_of=lambda spec: fields[spec.id])
+        new.update(zip(map(id, passed), created, strict=True))
+    return [new[id(spec)] for spec in specs]
 
 
 @dataclass(frozen=True)
@@ -37,18 +73,26 @@ class Submission:
     reason: str = ""
 
 
-def submit_job(broker: FramequeueBroker, status: JobStatusStore, spec: JobSpec) -> Submission:
+def submit_job(
+    broker: FramequeueBroker,
+    status: JobStatusStore,
+    spec: JobSpec,
+    *,
+    policy: SafetyPolicy | None = None,
+    screen: Screen | None = None,
+) -> Submission:
     """Screen, record and enqueue a validated job. Submitting the same id twice enqueues it once.
 
     ``queued`` means accepted: the record and the first message are in Redis together. A job
-    resubmitted after it lost its message (see ``Reconciler``) is sent on again.
+    resubmitted after it lost its message (see ``Reconciler``) is sent on again. ``blocked``
+    comes with the reason, which the record's ``error`` also holds. ``policy`` and ``screen``
+    default as ``accept_jobs``'s do.
     """
-    plan = stage_plan(spec.kind)
-    reason = screen_prompt(spec.prompt)
-    if reason:
-        created = status.create(spec, plan, state="blocked", error=reason)
-        return Submission(spec.id, "blocked", created, reason)
-    if not accept_jobs(broker, status, [spec])[0]:
+    verdict = screen_jobs(screen or default_screen(), policy or get_settings().safety_policy, [spec])[0]
+    if verdict.blocked is not None:
+        created = _record_screened(broker, status, [spec], [verdict])[0]
+        return Submission(spec.id, "blocked", created, verdict.blocked.reason())
+    if not _record_screened(broker, status, [spec], [verdict])[0]:
         reconciler = Reconciler(status, broker)
         if reconciler.lost([spec.id]):
             reconciler.repair(spec.id)

@@ -17,22 +17,36 @@ from pathlib import Path
 import numpy as np
 
 from pipelines import ImageOutput, TextToImage, encode_h264
-from queue_config.safety_policy import Check
+from queue_config.safety_policy import Check, flags_field
 from workers.jobs.cancellations import job_cancelled
 from workers.jobs.messages import StageMessage
 from workers.jobs.outcome import StageOutcome
 from workers.jobs.progress import StageProgress
 from workers.runtime import Runtime
 from workers.stages.codecs import frames_bytes, frames_from_bytes, image_from_bytes, png_bytes, read_ref
-from workers.stages.screening import screen
+from workers.stages.screening import merged_flags, recorded_flags, screen
 
 
 def prompt_enhance(runtime: Runtime, message: StageMessage) -> StageOutcome:
-    """Rewrite the prompt with the text model and retrieved style modifiers (unless the job opts out)."""
+    """Rewrite the prompt with the text model and retrieved style modifiers (unless the job opts out).
+
+    What the text model wrote is screened as the submitted prompt was: the policy may block the
+    job here, before any image is made, or flag it.
+    """
     job = message.job
-    prompt = runtime.prompt_enhancer()(job.prompt, seed=job.seed).prompt if job.enhance_prompt else job.prompt
+    if not job.enhance_prompt:
+        prompt, record = job.prompt, {}
+    else:
+        prompt = runtime.prompt_enhancer()(job.prompt, seed=job.seed).prompt
+        findings = runtime.prompt_screen().screen(prompt, Check.enhanced_prompt)
+        policy = runtime.settings.safety_policy
+        if (block := policy.first_block(findings)) is not None:
+            return StageOutcome(record=block.record_fields(), final_state="blocked")
+        flags = flags_field(policy.flags(findings))
+        record = {"safety_flags": merged_flags(recorded_flags(runtime, job.id), Check.enhanced_prompt, flags)} \
+            if flags else {}
     stored = runtime.store.put_content(f"jobs/{job.id}/prompt", prompt.encode(), "txt", "text/plain; charset=utf-8")
-    return StageOutcome.stored("prompt", stored)
+    return StageOutcome(refs={"prompt": stored.key}, artifacts={"prompt": stored}, record=record)
 
 
 def image(runtime: Runtime, message: StageMessage) -> StageOutcome:
