@@ -250,6 +250,9 @@ def main() -> None:
         from scripts.bench_hops import bench_hops
 
         bench_hops(url, data_dir)
+        from scripts.bench_registry import bench_registry
+
+        bench_registry(url, data_dir)
         bench_latency(url, data_dir)
         from scripts.bench_remote import bench_remote
 
