@@ -84,7 +84,7 @@ def finished(status: JobStatusStore, job_id: str, timeout_s: float = 60) -> str:
 
 
 def test_a_failed_jobs_traceback_is_kept_without_secrets_and_retry_finishes_it(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with flaky_worker(settings, tmp_path, failures=2) as (ns, upload):
         spec = upload_job(ns)
@@ -105,7 +105,9 @@ def test_a_failed_jobs_traceback_is_kept_without_secrets_and_retry_finishes_it(
     assert "Traceback (most recent call last)" in record.traceback and "RuntimeError: provider refused" in \
         record.traceback and "in run" in record.traceback
     assert record.traceback.count(REDACTED) == 3 and record.dead_letter.startswith("upload\t")
-    for text in [*stored, page]:
+    logged = caplog.text
+    assert "Failed to process message upload" in logged and "RuntimeError: provider refused key=[redacted]" in logged
+    for text in [*stored, page, logged]:
         assert PROVIDER_KEY not in text and TOKEN not in text and "c2VjcmV0LXNpZ25pbmcta2V5" not in text
     assert 'id="job-traceback"' in page and "RuntimeError: provider refused key=[redacted]" in page
     assert 'action="/dashboard/jobs/' + spec.id + '/retry"' in page

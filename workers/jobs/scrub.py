@@ -4,10 +4,12 @@ A stage that fails may carry an API key or a token in its exception (a provider 
 request, a URL with a credential in it). Every text the job-status middleware records is passed
 through a ``Scrubber`` first, which knows the values that must never be written: the settings'
 ``api_token`` and ``webhook_secret`` and every key of every provider in the remote config.
+The same scrubber filters the worker's log handlers: dramatiq logs a failed message's traceback.
 """
 
 from __future__ import annotations
 
+import logging
 import traceback
 from collections.abc import Iterable
 
@@ -32,6 +34,29 @@ class Scrubber:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
         return text
+
+
+class ScrubbingFilter(logging.Filter):
+    """A log handler's filter that takes secrets out of each record's message and traceback text."""
+
+    def __init__(self, scrub: Scrubber) -> None:
+        super().__init__()
+        self.scrub = scrub
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.scrub(record.getMessage()), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        if record.exc_text:
+            record.exc_text = self.scrub(record.exc_text)
+        return True
+
+
+def scrub_log_handlers(scrub: Scrubber, logger: logging.Logger | None = None) -> None:
+    """Put a ``ScrubbingFilter`` on each handler of ``logger`` (the root logger's: where dramatiq's records go)."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(found, ScrubbingFilter) for found in handler.filters):
+            handler.addFilter(ScrubbingFilter(scrub))
 
 
 def secrets_of(settings: Settings) -> list[str]:

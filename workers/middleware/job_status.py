@@ -27,7 +27,7 @@ from workers.jobs.cancellations import CancelledJobs
 from workers.jobs.messages import job_named_by
 from workers.jobs.outcome import take_over
 from workers.jobs.record import JobStatusStore
-from workers.jobs.scrub import Scrubber, traceback_text
+from workers.jobs.scrub import Scrubber, scrub_log_handlers, traceback_text
 from workers.jobs.stage_stats import record_outcome, record_run
 from workers.jobs.status_writer import StatusWriter
 from workers.middleware.put_back import take_skip_reason
@@ -54,7 +54,8 @@ class JobStatusMiddleware(Middleware):
     """Records stage starts, outcomes and final failures in the job's record.
 
     ``scrub`` takes secrets out of every failure text recorded: reasons, and the traceback kept
-    for a failed job (the broker drops dramatiq's own, unscrubbed, from the messages it enqueues).
+    for a failed job (the broker drops dramatiq's own, unscrubbed, from the messages it enqueues),
+    and out of what the worker logs.
     """
 
     def __init__(
@@ -74,6 +75,7 @@ class JobStatusMiddleware(Middleware):
         self._started = threading.local()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        scrub_log_handlers(self.scrub)
         self.writer.start()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
