@@ -266,6 +266,9 @@ def main() -> None:
         from scripts.bench_prompt_screen import bench_prompt_screen
 
         bench_prompt_screen()
+        from scripts.bench_cache import bench_cache
+
+        bench_cache(url, data_dir)
 
 
 if __name__ == "__main__":
