@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import dramatiq
@@ -76,9 +76,13 @@ def bare_ms_per_hop(redis_url: str, *, one_queue: bool) -> float:
     return _ms_per_hop(broker, send)
 
 
-def framequeue_ms_per_hop(redis_url: str, data_dir: Path) -> float:
-    settings = Settings(redis_url=redis_url, namespace="bench-hops-fq", data_dir=data_dir)
+def framequeue_ms_per_hop(redis_url: str, data_dir: Path, *, namespace: str = "bench-hops-fq",
+                          middleware: Sequence[dramatiq.Middleware] = ()) -> float:
+    """Median ms per hop of lone jobs through framequeue's broker and actors, with ``middleware`` added."""
+    settings = Settings(redis_url=redis_url, namespace=namespace, data_dir=data_dir)
     broker = build_broker(settings)
+    for extra in middleware:
+        broker.add_middleware(extra)
     runtime = Runtime(settings)
     declare_stage_actors(broker, no_op_stages(), lambda: runtime)
 

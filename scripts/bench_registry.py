@@ -12,21 +12,15 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import dramatiq
 from dramatiq.broker import MessageProxy
 
-from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
-from scripts.bench import no_op_stages
-from scripts.bench_hops import _ms_per_hop
+from scripts.bench_hops import framequeue_ms_per_hop
 from workers.broker import build_broker
-from workers.jobs.submit import submit_job
 from workers.middleware.registry import WorkerRegistry
-from workers.runtime import Runtime
-from workers.stage_actor import declare_stage_actors
 
 HOOK_MESSAGES = 5_000
 ROUNDS = 3
@@ -56,29 +50,13 @@ def hooks_us_per_message(redis_url: str, data_dir: Path) -> float:
     return statistics.median(timings)
 
 
-def ms_per_hop(redis_url: str, data_dir: Path, *, registry: bool, round_number: int) -> float:
-    settings = Settings(redis_url=redis_url, namespace=f"bench-registry-{int(registry)}-{round_number}",
-                        data_dir=data_dir)
-    broker = build_broker(settings)
-    if registry:
-        broker.add_middleware(WorkerRegistry())
-    runtime = Runtime(settings)
-    declare_stage_actors(broker, no_op_stages(), lambda: runtime)
-
-    def send(number: int) -> Callable[[], bool]:
-        spec = JobSpec(prompt=f"a lone job {number}", kind=JobKind.video, enhance_prompt=False, width=64, height=64)
-        submit_job(broker, runtime.status, spec)
-        return lambda: runtime.status.state_of(spec.id) == "succeeded"
-
-    return _ms_per_hop(broker, send)
-
-
 def bench_registry(redis_url: str, data_dir: Path) -> None:
     hooks_us = hooks_us_per_message(redis_url, data_dir)
     with_registry, without = [], []
     for round_number in range(ROUNDS):
-        without.append(ms_per_hop(redis_url, data_dir, registry=False, round_number=round_number))
-        with_registry.append(ms_per_hop(redis_url, data_dir, registry=True, round_number=round_number))
+        without.append(framequeue_ms_per_hop(redis_url, data_dir, namespace=f"bench-registry-0-{round_number}"))
+        with_registry.append(framequeue_ms_per_hop(redis_url, data_dir, namespace=f"bench-registry-1-{round_number}",
+                                                   middleware=[WorkerRegistry()]))
     ours, bare = statistics.median(with_registry), statistics.median(without)
     print(f"(k) worker registry: its hooks take {hooks_us:.0f} µs of a worker thread per message (one HSET and one "
           f"HDEL queued for its writer); a lone job's "
