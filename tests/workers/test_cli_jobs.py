@@ -81,6 +81,8 @@ def test_jobs_filters_by_state_kind_batch_and_text_in_the_id_or_prompt(ns: Names
     assert listed(ns, "--batch", "b-night")[0] == [fox]
     assert listed(ns, "--state", "cancelled")[0] == [fox]
     assert listed(ns, "--state", "queued", "--search", "HERON", "--kind", "image")[0] == [heron]
+    ns.status.stage_started(heron, "image", 1)
+    assert listed(ns, "--stage", "image")[0] == [heron]
 
 
 def test_jobs_prints_a_table_by_default_and_the_cursor_to_go_on_from(ns: Namespace) -> None:
@@ -99,7 +101,7 @@ def test_jobs_prints_a_table_by_default_and_the_cursor_to_go_on_from(ns: Namespa
 def test_a_cursor_no_page_ended_with_is_refused_in_one_line(ns: Namespace) -> None:
     done = ns.run("jobs", "--cursor", "yesterday")
 
-    assert done.returncode == 2 and done.stderr.startswith("framequeue: --cursor: not a cursor")
+    assert done.returncode == 2 and done.stderr.startswith("framequeue: --cursor: not a cursor"), done.stderr
 
 
 def test_cancel_cancels_an_unfinished_job_once_and_names_what_it_cannot_cancel(ns: Namespace) -> None:

@@ -6,11 +6,12 @@ import argparse
 from typing import Any
 
 from queue_config.settings import Settings
+from queue_config.stages import STAGES
 from workers.broker import build_broker
 from workers.cli.errors import EXIT_FAILURE, CliError, NotFound
-from workers.cli.job_search import BadCursor, JobQuery, search_jobs
 from workers.cli.output import clipped, print_json, print_table, when
 from workers.jobs.record import TERMINAL_STATES, JobStatusStore
+from workers.ops.job_search import BadCursor, JobQuery, search_jobs
 
 #: The states a job can be in, for ``jobs --state``.
 JOB_STATES = ("queued", "running", "waiting", *TERMINAL_STATES)
@@ -18,13 +19,15 @@ JOB_STATES = ("queued", "running", "waiting", *TERMINAL_STATES)
 
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
     """List jobs newest first, filtered, a page at a time."""
-    query = JobQuery(state=args.state or "", kind=args.kind or "", batch_id=args.batch or "", text=args.search or "")
+    query = JobQuery(state=args.state or "", kind=args.kind or "", stage=args.stage or "", batch_id=args.batch or "",
+                     text=args.search or "")
     try:
         page = search_jobs(JobStatusStore.from_settings(settings), query, limit=args.limit, cursor=args.cursor or "")
     except BadCursor as error:
         raise CliError(f"--cursor: {error}") from None
     if args.json:
-        print_json({"jobs": [record.as_dict() for record in page.jobs], "next_cursor": page.next_cursor or None})
+        print_json({"jobs": [record.as_dict() for record in page.jobs], "next_cursor": page.next_cursor or None,
+                    "scanned": page.scanned})
         return 0
     print_table(
         ["id", "state", "kind", "stage", "created", "batch", "prompt"],
@@ -32,7 +35,9 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
           record.spec.get("batch_id") or "", clipped(str(record.spec.get("prompt", "")), 50)] for record in page.jobs),
         empty="no job matches",
     )
-    if page.next_cursor:
+    if page.window_spent and page.next_cursor:
+        print(f"looked at {page.scanned} jobs without filling the page; more: --cursor {page.next_cursor}")
+    elif page.next_cursor:
         print(f"more: --cursor {page.next_cursor}")
     return 0
 
@@ -79,6 +84,7 @@ def add_job_commands(commands: Any) -> None:
     jobs = commands.add_parser("jobs", help="list jobs, newest first (filter, search, page with --cursor)")
     jobs.add_argument("--state", choices=JOB_STATES, help="only jobs in this state")
     jobs.add_argument("--kind", choices=["image", "video"], help="only jobs of this kind")
+    jobs.add_argument("--stage", choices=list(STAGES), help="only unfinished jobs now at this stage")
     jobs.add_argument("--batch", metavar="BATCH_ID", help="only the jobs of this batch")
     jobs.add_argument("--search", metavar="TEXT", help="only jobs whose id or prompt contains TEXT (any case)")
     jobs.add_argument("--limit", type=_positive, default=20, help="jobs per page (default 20)")
