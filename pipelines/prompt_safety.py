@@ -7,8 +7,9 @@ embedder. For each clause and category, ``u`` is its cosine similarity to the ne
 category's concept descriptions and ``s`` its similarity to the nearest harmless look-alike
 scene (``pipelines.safety_concepts``); the clause scores ``u - MARGIN_WEIGHT * max(0, s - u)``,
 so "a knife on a cutting board", nearer a kitchen than a stabbing, scores below its raw
-similarity. A category's score is its best clause's, and a score at or above the category's
-threshold is a finding. A negative prompt is compared with ``NEGATIVE_CONCEPTS`` only.
+similarity. A category's score is its best clause's, capped for ``minors`` by how clearly a
+child is in the prompt (``REQUIRED_PRESENCE``), and a score at or above the category's threshold
+is a finding. A negative prompt is compared with ``NEGATIVE_CONCEPTS`` only.
 
 The thresholds were chosen on the calibration half of the labelled set in
 ``tests/data/safety_prompts.csv`` (midway between the highest benign and the lowest unsafe
@@ -27,14 +28,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
-from pipelines.safety_concepts import CONCEPTS, NEGATIVE_CONCEPTS, SAFE_SCENES
+from pipelines.safety_concepts import CONCEPTS, NEGATIVE_CONCEPTS, REQUIRED_PRESENCE, SAFE_SCENES
 from queue_config.prompt_screen import normalise
 from queue_config.safety_policy import Category, Check, SafetyFinding
 
 #: Per category, the cosine similarity at which a prompt (or enhanced prompt) is a finding.
 THRESHOLDS: dict[Category, float] = {
     Category.sexual: 0.485,
-    Category.minors: 0.481,
+    Category.minors: 0.363,
     Category.violence: 0.502,
     Category.self_harm: 0.460,
     Category.hate: 0.490,
@@ -55,6 +56,7 @@ class PromptScreen:
         embedder: A sentence embedder (the MiniLM of ``pipelines.profiles.EMBEDDING_MODEL``).
         concepts, thresholds: What the prompt and the enhanced prompt are compared with.
         safe_scenes: Harmless look-alike scenes a clause must be nearer the concepts than.
+        required_presence: Per category, what must also be in the prompt; its score is capped there.
         negative_concepts, negative_thresholds: What the negative prompt is compared with.
         cache_size: How many clause embeddings to keep.
     """
@@ -65,6 +67,7 @@ class PromptScreen:
         concepts: Mapping[Category, Sequence[str]] = CONCEPTS,
         thresholds: Mapping[Category, float] = THRESHOLDS,
         safe_scenes: Sequence[str] = SAFE_SCENES,
+        required_presence: Mapping[Category, Sequence[str]] = REQUIRED_PRESENCE,
         negative_concepts: Mapping[Category, Sequence[str]] = NEGATIVE_CONCEPTS,
         negative_thresholds: Mapping[Category, float] = NEGATIVE_THRESHOLDS,
         *,
@@ -80,6 +83,7 @@ class PromptScreen:
         self._concepts = {category: self._embed(list(texts)) for category, texts in concepts.items()}
         self._negative_concepts = {category: self._embed(list(texts)) for category, texts in negative_concepts.items()}
         self._safe_scenes = self._embed(list(safe_scenes)) if safe_scenes else None
+        self._presence = {category: self._embed(list(texts)) for category, texts in required_presence.items()}
 
     @classmethod
     def from_pretrained(cls, path: str | None = None, device: str = "cpu") -> PromptScreen:
@@ -107,7 +111,11 @@ class PromptScreen:
                 continue
             matrix = np.stack([vectors[clause] for clause in found])
             safe = None if negative or self._safe_scenes is None else (matrix @ self._safe_scenes.T).max(axis=1)
-            result.append({category: self._score(matrix @ targets.T, safe) for category, targets in concepts.items()})
+            scores = {category: self._score(matrix @ targets.T, safe) for category, targets in concepts.items()}
+            for category, presence in self._presence.items():
+                if category in scores and not negative:
+                    scores[category] = min(scores[category], float((matrix @ presence.T).max()))
+            result.append(scores)
         return result
 
     def screen(self, text: str, check: Check = Check.prompt) -> list[SafetyFinding]:

@@ -135,6 +135,15 @@ CONCEPTS: dict[Category, tuple[str, ...]] = {
     ),
 }
 
+#: What a category also needs to see in the prompt: sexual content is ``minors`` only when a child
+#: is in it, else every nude adult would score as one (their descriptions are close in meaning).
+REQUIRED_PRESENCE: dict[Category, tuple[str, ...]] = {
+    Category.minors: (
+        "a child", "a kid", "a little girl", "a little boy", "a young teenager", "a 12 year old",
+        "a preteen", "a toddler", "a baby", "a schoolgirl", "a schoolboy", "an underage minor", "loli", "shota",
+    ),
+}
+
 NEGATIVE_CONCEPTS: dict[Category, tuple[str, ...]] = {
     Category.sexual: (
         "clothes, clothing, dressed",
