@@ -24,7 +24,7 @@ from tests.workers.test_job_flow import wait_until_finished
 from workers.api.metrics import RedisCollector
 from workers.broker import FramequeueBroker, build_broker
 from workers.jobs.messages import StageMessage
-from workers.jobs.record import JobRecord
+from workers.jobs.record import JobRecord, JobStatusStore
 from workers.jobs.stage_cache import cache_counts, cache_key
 from workers.jobs.submit import submit_job
 from workers.runtime import Runtime
@@ -185,3 +185,16 @@ def test_a_message_written_before_the_cache_field_reads_as_cached() -> None:
 
     assert StageMessage.parse(payload).job.cache is True
     assert JobSpec(prompt="a tern", cache=False).model_dump(exclude_defaults=True)["cache"] is False
+
+
+@pytest.mark.usefixtures("workers")
+def test_the_worker_command_serves_a_repeat_from_the_cache(broker: FramequeueBroker, status: JobStatusStore) -> None:
+    first = JobSpec(prompt="a snail on a fence post", kind=JobKind.image, width=64, height=64, steps=1, seed=3)
+    submit_job(broker, status, first)
+    assert wait_until_finished(status, first.id).state == "succeeded"
+
+    repeat = again(first)
+    submit_job(broker, status, repeat)
+    record = wait_until_finished(status, repeat.id)
+
+    assert record.state == "succeeded" and record.cached == {"prompt_enhance": first.id, "image": first.id}
