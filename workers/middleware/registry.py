@@ -4,9 +4,9 @@ On boot a worker process writes its entry (host, pid, the stages and queues it c
 models it runs them with, threads, start time, framequeue's version) and refreshes it from a
 daemon thread; each message it runs is listed in the entry while it runs. Those two writes per
 message go through a ``StatusWriter``, so the worker thread only queues them: they reach Redis
-within milliseconds, batched with other threads' writes, and add no round trip to a message. A clean shutdown
-removes the entry; a process that dies leaves it to go stale and then expire. The keys and the
-reader are in ``workers.ops.workers``.
+within milliseconds, batched with other threads' writes, and add no round trip to a message. A
+clean shutdown removes the entry; a process that dies leaves it to go stale and then expire. The
+keys and the reader are in ``workers.ops.workers``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ _BEAT_LUA = (Path(__file__).parent / "worker_beat.lua").read_text()
 
 
 def framequeue_version() -> str:
+    """The installed framequeue's version, as each worker reports it."""
     try:
         return metadata.version("framequeue")
     except metadata.PackageNotFoundError:
