@@ -144,13 +144,18 @@ def test_a_queue_page_lists_its_delayed_messages_soonest_due_first(settings: Set
     later = ns.enqueue("image", {"job": {"id": "job-later"}}, delay_ms=3_600_000)
     sooner = ns.enqueue("image", {"job": {"id": "job-sooner"}}, delay_ms=120_000, retries=2)
     ns.enqueue("image", {"job": {"id": "job-ready"}})
+    for queue in ("image", "image.DQ"):  # bytes that are no message, where a worker would find them
+        ns.status.client.hset(f"{ns.settings.namespace}:{queue}.msgs", f"poison-{queue}", "\xff not json")
+    ns.status.client.rpush(f"{ns.settings.namespace}:image", "poison-image")
 
     delayed, read = ops.delayed_messages(ns.status, "image")
     with api_server(ns.settings.model_copy(update={"api_token": TOKEN})) as url, signed_in(url) as client:
         page = client.get("/dashboard/queues/image").text
 
-    assert [message.job_id for message in delayed] == ["job-sooner", "job-later"] and read == 2
-    assert delayed[0].retries == 2 and delayed[0].due_at == sooner.options["eta"] / 1000
+    assert [message.job_id for message in delayed] == ["", "job-sooner", "job-later"] and read == 3
+    assert delayed[0].due_at == 0 and [m["args"][0]["job"]["id"] for m in ops.ready_messages(ns.status, "image")] == [
+        "job-ready"]
+    assert delayed[1].retries == 2 and delayed[1].due_at == sooner.options["eta"] / 1000
     section = page[page.index('id="delayed"'):page.index("Dead letters")]
     rows = [section.index(f'data-message-id="{m.message_id}"') for m in (sooner, later)]
     assert rows == sorted(rows) and "job-ready" not in section

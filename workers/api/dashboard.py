@@ -100,13 +100,14 @@ def overview(request: Request) -> Response:
     """Health at a glance: a row per stage queue, why jobs wait, each limit's use, throughput; then the rest."""
     ctx = context(request)
     minutes = ops.throughput(ctx.status)
+    keys = key_health(ctx.redis, ctx.settings.namespace)
     limits = ops.limits_usage(ctx.status, ctx.settings, load_remote_config(ctx.settings.remote_config),
-                              token_fingerprint(ctx.settings.api_token))
+                              token_fingerprint(ctx.settings.api_token), keys)
     return render(
         request, "overview.html", stages=ops.stage_rows(ctx.status), waiting=ops.wait_reasons(ctx.status),
         limits=limits, counts=ops.job_counts(ctx.status),
         workers=ops.broker_heartbeats(ctx.status, ctx.settings.heartbeat_timeout_ms), minutes=minutes,
-        peak=max([1, *(m.succeeded + m.failed for m in minutes)]), keys=key_health(ctx.redis, ctx.settings.namespace),
+        peak=max([1, *(m.succeeded + m.failed for m in minutes)]), keys=keys,
         jobs=ctx.status.list_jobs(limit=10), repairs=repair_stats(ctx.status),
         batches=[with_manifest_url(request, b) for b in batches.list_batches(ctx.status, OVERVIEW_BATCHES)],
     )

@@ -22,7 +22,7 @@ from queue_config.stages import stage_of_actor
 from workers.jobs.record import JobStatusStore
 from workers.jobs.reopen import reopen_failed_job
 from workers.middleware.rate_limit import BOOKED_SLOT_OPTION
-from workers.ops.queues import job_id_of
+from workers.ops.queues import job_id_of, message_fields
 
 #: Dead letters listed per queue, newest first.
 DEAD_LETTERS_LIMIT = 200
@@ -54,7 +54,7 @@ def dead_letters(status: JobStatusStore, queue: str, limit: int = DEAD_LETTERS_L
         return []
     redis_ids = [redis_id for redis_id, _ in entries]
     raw = client.execute_command("HMGET", f"{ns}:{queue}.XQ.msgs", *redis_ids, **{NEVER_DECODE: True})
-    bodies = [_message_fields(body) for body in raw]
+    bodies = [message_fields(body) for body in raw]
     message_ids = [_text(body, "message_id") or redis_id for body, redis_id in zip(bodies, redis_ids, strict=True)]
     # A worker records why it dead-lettered what it could not decode under the broker-side id.
     reasons = cast("list[str | None]", client.hmget(status.dead_letters_key, [*message_ids, *redis_ids]))
@@ -69,17 +69,6 @@ def dead_letters(status: JobStatusStore, queue: str, limit: int = DEAD_LETTERS_L
             recorded.get("reason", ""), dead_ms / 1000, retries if isinstance(retries, int) else 0,
         ))
     return found
-
-
-def _message_fields(body: bytes | None) -> dict[str, Any]:
-    """A dead letter's body as message fields; empty for one that is gone or is not a dramatiq message."""
-    try:
-        fields = json.loads(body) if body else {}
-    except (ValueError, RecursionError):
-        return {}
-    shaped = isinstance(fields, dict) and isinstance(fields.get("args", []), list) and isinstance(
-        fields.get("options", {}), dict)
-    return fields if shaped else {}
 
 
 def _text(fields: dict[str, Any], name: str) -> str:
@@ -128,5 +117,5 @@ def delete_dead_letter(status: JobStatusStore, queue: str, redis_id: str) -> boo
     pipe = client.pipeline(transaction=True)
     pipe.zrem(f"{ns}:{queue}.XQ", redis_id)
     pipe.hdel(f"{ns}:{queue}.XQ.msgs", redis_id)
-    pipe.hdel(status.dead_letters_key, *{_text(_message_fields(data), "message_id") or redis_id, redis_id})
+    pipe.hdel(status.dead_letters_key, *{_text(message_fields(data), "message_id") or redis_id, redis_id})
     return bool(pipe.execute()[0])

@@ -12,7 +12,7 @@ from typing import cast
 from queue_config.remote import RemoteConfig
 from queue_config.settings import Settings
 from workers.jobs.record import JobStatusStore
-from workers.keys.pool import key_health, redis_now_ms
+from workers.keys.pool import KeyHealth, key_health, redis_now_ms
 from workers.limits import JobCap
 
 
@@ -31,8 +31,11 @@ class LimitUsage:
         return self.used >= self.configured
 
 
-def limits_usage(status: JobStatusStore, settings: Settings, config: RemoteConfig, api_owner: str) -> list[LimitUsage]:
+def limits_usage(status: JobStatusStore, settings: Settings, config: RemoteConfig, api_owner: str,
+                 keys: list[KeyHealth] | None = None) -> list[LimitUsage]:
     """Every configured limit with its use now; ``api_owner`` is the fingerprint the API counts its token under.
+
+    ``keys``: the pools' keys as ``key_health`` read them, when the caller has them already.
 
     A rate's use is the requests booked ahead of now (its GCRA's theoretical arrival time, in
     requests): at the configured rate, that many wait before the next one may go. A key pool's
@@ -44,7 +47,7 @@ def limits_usage(status: JobStatusStore, settings: Settings, config: RemoteConfi
              if limit.requests_per_minute]
     rates.append((f"api:{api_owner}", settings.api_requests_per_minute))
     slots = [(f"{limit.provider}:{limit.model}", limit.concurrency) for limit in config.limits if limit.concurrency]
-    keys = key_health(client, ns)
+    keys = key_health(client, ns) if keys is None else keys
     pipe = client.pipeline(transaction=False)
     for name, _ in rates:
         pipe.get(f"{ns}:rate:{name}")

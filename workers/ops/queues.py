@@ -90,6 +90,17 @@ def queue_names() -> list[str]:
     return [queue for options in STAGES.values() for queue in options.queue_names()]
 
 
+def message_fields(body: bytes | str | None) -> dict[str, Any]:
+    """A stored message body as its fields; empty for one that is gone or is not a dramatiq message."""
+    try:
+        fields = json.loads(body) if body else {}
+    except (ValueError, RecursionError):
+        return {}
+    shaped = isinstance(fields, dict) and isinstance(fields.get("args", []), list) and isinstance(
+        fields.get("options", {}), dict)
+    return fields if shaped else {}
+
+
 def job_id_of(body: dict[str, Any]) -> str:
     """The job id a stage message's decoded body names, or "" when it is too broken to name one."""
     args = body.get("args")
@@ -139,7 +150,7 @@ def ready_messages(status: JobStatusStore, queue: str, limit: int = 50) -> list[
     ns, client = status.namespace, status.client
     ids = cast("list[str]", client.lrange(f"{ns}:{queue}", 0, limit - 1))
     bodies = cast("list[str | None]", client.hmget(f"{ns}:{queue}.msgs", ids)) if ids else []
-    return [json.loads(body) for body in bodies if body]
+    return [fields for body in bodies if (fields := message_fields(body))]
 
 
 def delayed_messages(status: JobStatusStore, queue: str, limit: int = 50) -> tuple[list[DelayedMessage], int]:
@@ -153,10 +164,11 @@ def delayed_messages(status: JobStatusStore, queue: str, limit: int = 50) -> tup
     found, read = [], 0
     for _, body in entries:
         read += 1
-        fields = json.loads(body)
-        options = fields.get("options", {})
-        found.append(DelayedMessage(fields.get("message_id", ""), job_id_of(fields), options.get("eta", 0) / 1000,
-                                    options.get("retries", 0)))
+        fields = message_fields(body)
+        eta_ms, retries = fields.get("options", {}).get("eta", 0), fields.get("options", {}).get("retries", 0)
+        found.append(DelayedMessage(str(fields.get("message_id", "")), job_id_of(fields),
+                                    eta_ms / 1000 if isinstance(eta_ms, (int, float)) else 0.0,
+                                    retries if isinstance(retries, int) else 0))
     return sorted(found, key=lambda message: message.due_at)[:limit], read
 
 
