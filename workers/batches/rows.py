@@ -24,7 +24,7 @@ from workers.errors import FramequeueError
 #: CSV columns whose cells are whole numbers.
 INT_COLUMNS: Final = frozenset({"schema_version", "seed", "width", "height", "steps", "num_frames", "fps"})
 #: CSV columns whose cells are yes/no.
-BOOL_COLUMNS: Final = frozenset({"enhance_prompt"})
+BOOL_COLUMNS: Final = frozenset({"enhance_prompt", "cache"})
 #: Most digits a whole-number CSV cell may have (every such field fits in 10).
 MAX_INT_DIGITS: Final = 20
 _BOOL_TEXT: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
