@@ -3,7 +3,8 @@
 Recall is the share of unsafe prompts the screen finds in any category (``own``: in the category
 they are labelled with); false positives are the share of benign prompts it finds anything in,
 by the category whose words they share. Latency is one prompt through ``PromptScreen.screen``:
-cold (the first, just after loading), warm (new prompts, median) and repeated (from the cache).
+cold (the first, just after loading), warm (new prompts, median) and repeated (from the cache),
+with torch on one thread as in a door's process (``workers.jobs.screening``).
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import statistics
 import time
 from pathlib import Path
 
+import torch
+
 from pipelines.prompt_safety import NEGATIVE_THRESHOLDS, THRESHOLDS, PromptScreen
 from pipelines.safety_eval import Evaluation, LabelledPrompt, calibrate, evaluate, load_labelled, score_all
 from queue_config.safety_policy import Category
+from workers.jobs.screening import SCREEN_THREADS
 
 LABELLED = Path(__file__).resolve().parent.parent / "tests" / "data" / "safety_prompts.csv"
 WARM_PROMPTS = [f"a watercolour of a {thing} at dusk, soft light" for thing in (
@@ -23,6 +27,7 @@ WARM_PROMPTS = [f"a watercolour of a {thing} at dusk, soft light" for thing in (
 
 
 def bench_prompt_screen() -> None:
+    torch.set_num_threads(SCREEN_THREADS)  # as a door's process runs it
     started = time.perf_counter()
     screen = PromptScreen.from_pretrained()
     loaded_s = time.perf_counter() - started
@@ -32,7 +37,8 @@ def bench_prompt_screen() -> None:
     rows = load_labelled(LABELLED)
     prompts = [row for row in rows if row.field == "prompt"]
     scores = score_all(screen, prompts)
-    print(f"(l) prompt screen (MiniLM, {len(prompts)} labelled prompts): loaded in {loaded_s:.1f} s; per prompt "
+    print(f"(l) prompt screen (MiniLM, {len(prompts)} labelled prompts): loaded in {loaded_s:.1f} s; per prompt, "
+          f"{torch.get_num_threads()} torch thread: "
           f"{cold_ms:.0f} ms cold, {warm_ms:.1f} ms warm, {cached_ms:.2f} ms repeated (cached)")
     calibration = [i for i, row in enumerate(prompts) if row.split == "calibration"]
     picked = calibrate([prompts[i] for i in calibration], [scores[i] for i in calibration])

@@ -47,17 +47,28 @@ def screen_jobs(screen: Screen, policy: SafetyPolicy, specs: Sequence[JobSpec]) 
     return [Verdict(policy.first_block(found), policy.flags(found)) for found in findings]
 
 
+#: Torch threads in a door's process (see ``default_screen``).
+SCREEN_THREADS = 1
+
 _default: Screen | None = None
 _default_lock = threading.Lock()
 
 
 def default_screen() -> Screen:
-    """The process's screen: the MiniLM prompt screen, loaded on first use."""
+    """The process's screen: the MiniLM prompt screen, loaded on first use.
+
+    A door's process runs no other model, and screens one short prompt per request: torch gets one
+    thread, so requests screen side by side rather than oversubscribe the cores (on 2 busy cores,
+    60 ms a prompt instead of 500).
+    """
     global _default
     with _default_lock:
         if _default is None:
-            from pipelines.prompt_safety import PromptScreen  # loads torch and the embedder: only when screening
+            import torch  # with the embedder below: only when screening
 
+            from pipelines.prompt_safety import PromptScreen
+
+            torch.set_num_threads(SCREEN_THREADS)
             _default = PromptScreen.from_pretrained()
         return _default
 
