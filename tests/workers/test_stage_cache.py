@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import boto3
 import dramatiq
@@ -29,8 +30,8 @@ from workers.jobs.stage_cache import cache_counts, cache_key
 from workers.jobs.submit import submit_job
 from workers.runtime import Runtime
 from workers.stage_actor import declare_stage_actors
-from workers.stages import STAGE_FUNCTIONS, StageFunction, StageOutcome
-from workers.stages.cache_identity import stage_cache_of, stage_identity
+from workers.stages import STAGE_FUNCTIONS, StageFunction, StageOutcome, cache_identity
+from workers.stages.cache_identity import model_revision, stage_cache_of, stage_identity
 
 CACHED = ("prompt_enhance", "image", "frames", "video")
 ALWAYS_RUN = ("safety_check", "upload")
@@ -198,3 +199,16 @@ def test_the_worker_command_serves_a_repeat_from_the_cache(broker: FramequeueBro
     record = wait_until_finished(status, repeat.id)
 
     assert record.state == "succeeded" and record.cached == {"prompt_enhance": first.id, "image": first.id}
+
+
+def test_a_hub_model_is_named_with_the_revision_its_cache_resolved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refs = tmp_path / "models--stabilityai--sd-turbo" / "refs"
+    refs.mkdir(parents=True)
+    (refs / "main").write_text("b261bac6fd2cf515557d5d0707481eafa0485ec2\n")
+    monkeypatch.setattr(cache_identity, "HF_HUB_CACHE", str(tmp_path))
+
+    assert model_revision("stabilityai/sd-turbo") == "stabilityai/sd-turbo@b261bac6fd2cf515557d5d0707481eafa0485ec2"
+    assert model_revision("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert model_revision(str(tmp_path)) == str(tmp_path)
