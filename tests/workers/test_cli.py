@@ -42,5 +42,16 @@ def test_submit_refuses_an_invalid_job_with_the_reason(settings) -> None:
     assert "width: Value error, must be a multiple of 8" in submitted.stderr
 
 
+def test_submit_refuses_an_obfuscated_unsafe_prompt_and_records_why(settings) -> None:
+    submitted = framequeue(settings, "submit", "a n.u.d.e person, gore, beheading", "--kind", "image")
+
+    assert submitted.returncode == 1, submitted.stderr
+    found = re.search(r"job ([0-9a-f]{32}): blocked \(blocked by the prompt check: (\w+)", submitted.stdout)
+    assert found is not None, submitted.stdout
+    record = json.loads(framequeue(settings, "status", found.group(1), "--json").stdout)
+    assert record["state"] == "blocked" and record["blocked_check"] == "prompt"
+    assert record["blocked_category"] == found.group(2) and record["blocked_score"] > 0
+
+
 def test_status_of_an_unknown_job_fails(settings) -> None:
     assert framequeue(settings, "status", "no-such-job").returncode == 1
