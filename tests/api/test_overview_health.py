@@ -93,6 +93,18 @@ def test_each_limit_is_read_as_used_against_configured(settings: Settings) -> No
     assert found["rate", "api:owner-fp"].used == 0 and found["rate", "api:owner-fp"].configured == 30
 
 
+def test_the_overviews_state_counts_cover_only_the_newest_jobs_when_bounded(settings: Settings) -> None:
+    ns = namespace_for(settings, "counts")
+    failed_job(ns)
+    failed_job(ns)
+    newest = JobSpec(prompt="a vole", kind=JobKind.image, width=64, height=64)
+    ns.status.create(newest, stage_plan(newest.kind))
+
+    assert ops.job_counts(ns.status) == {"failed": 2, "queued": 1}
+    assert ops.job_counts(ns.status, newest=2) == {"failed": 1, "queued": 1}
+    assert ops.job_counts(ns.status, newest=1) == {"queued": 1}
+
+
 def test_the_overview_shows_the_rows_reasons_and_limits(settings: Settings) -> None:
     ns = namespace_for(settings, "overview")
     spec = JobSpec(prompt="a newt", kind=JobKind.image, width=64, height=64)

@@ -27,6 +27,7 @@ from workers.api.dashboard_kit import (
     DASHBOARD_DIR,
     INLINE_TEXT_MAX_BYTES,
     OVERVIEW_BATCHES,
+    OVERVIEW_COUNTED_JOBS,
     Form,
     actions,
     back_to,
@@ -105,7 +106,8 @@ def overview(request: Request) -> Response:
                               token_fingerprint(ctx.settings.api_token), keys)
     return render(
         request, "overview.html", stages=ops.stage_rows(ctx.status), waiting=ops.wait_reasons(ctx.status),
-        limits=limits, counts=ops.job_counts(ctx.status),
+        limits=limits, counts=ops.job_counts(ctx.status, OVERVIEW_COUNTED_JOBS), counted=OVERVIEW_COUNTED_JOBS,
+        indexed=ctx.status.client.zcard(ctx.status.index_key),
         workers=ops.broker_heartbeats(ctx.status, ctx.settings.heartbeat_timeout_ms), minutes=minutes,
         peak=max([1, *(m.succeeded + m.failed for m in minutes)]), keys=keys,
         jobs=ctx.status.list_jobs(limit=10), repairs=repair_stats(ctx.status),

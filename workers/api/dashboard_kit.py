@@ -23,6 +23,8 @@ from workers.batches.files import BATCH_ID_PATTERN
 
 #: Text artifacts up to this size are shown inline on the job page.
 INLINE_TEXT_MAX_BYTES = 4096
+#: Jobs the overview's state counts cover, newest first (the page refreshes every 5 s).
+OVERVIEW_COUNTED_JOBS = 10_000
 #: Batches shown on the overview, newest first.
 OVERVIEW_BATCHES = 20
 #: Jobs listed on a batch's page, by line number.

@@ -45,11 +45,15 @@ def throughput(status: JobStatusStore, minutes: int = 60) -> list[MinuteCounts]:
             for i in range(minutes)]
 
 
-def job_counts(status: JobStatusStore) -> dict[str, int]:
-    """How many recorded jobs are in each state (one HGET per job, pipelined a thousand at a time)."""
+def job_counts(status: JobStatusStore, newest: int | None = None) -> dict[str, int]:
+    """How many recorded jobs (only the ``newest`` ones, when given) are in each state.
+
+    One HGET per job, pipelined a thousand at a time: a page that refreshes itself passes ``newest``.
+    """
     counts: dict[str, int] = {}
-    start = 0
-    while ids := cast("list[str]", status.client.zrange(status.index_key, start, start + 999)):
+    start, total = 0, int(status.client.zcard(status.index_key)) if newest is None else newest
+    while start < total and (ids := cast("list[str]", status.client.zrevrange(
+            status.index_key, start, min(start + 999, total - 1)))):
         pipe = status.client.pipeline(transaction=False)
         for job_id in ids:
             pipe.hget(status.job_key(job_id), "state")
