@@ -4,20 +4,13 @@
 // controlJob. Signs in, visits evilUrl (which auto-submits a cancel of targetJob to the dashboard),
 // records what the dashboard answered that post and whether the browser sent the session cookie with
 // it, then cancels controlJob with the dashboard's own button. Prints one JSON line of what it saw.
-import { chromium } from "playwright-core";
-
-const CHROMIUM_ARGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-];
+import { launchChromium } from "./chromium.mjs";
 
 const config = JSON.parse(process.argv[2]);
 const base = config.baseUrl;
 const seen = {};
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: CHROMIUM_ARGS,
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage();
   page.setDefaultTimeout(30_000);

@@ -2,12 +2,8 @@
 //
 // Usage: node dashboard.mjs '<json>' where the JSON names baseUrl, token, jobId, messageId and
 // artifactsDir. Prints one JSON line of what it saw; exits non-zero (with the error) otherwise.
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
-const CHROMIUM_ARGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-];
 // The first job of a test session waits for the worker to load every tiny model.
 const JOB_TIMEOUT_MS = 200_000;
 
@@ -15,9 +11,7 @@ const config = JSON.parse(process.argv[2]);
 const base = config.baseUrl;
 const seen = { dialogs: [] };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: CHROMIUM_ARGS,
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
   page.setDefaultTimeout(30_000);

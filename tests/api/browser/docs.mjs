@@ -3,20 +3,13 @@
 // Usage: node docs.mjs '<json>' where the JSON names baseUrl and token. Prints one JSON line: the
 // operations Swagger UI rendered, requests it tried elsewhere, and the page's console errors (a
 // Content-Security-Policy refusal shows there).
-import { chromium } from "playwright-core";
-
-const CHROMIUM_ARGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-];
+import { launchChromium } from "./chromium.mjs";
 
 const config = JSON.parse(process.argv[2]);
 const base = config.baseUrl;
 const seen = { elsewhere: [], errors: [] };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: CHROMIUM_ARGS,
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage();
   page.setDefaultTimeout(30_000);

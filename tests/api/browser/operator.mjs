@@ -2,12 +2,8 @@
 //
 // Usage: node operator.mjs '<json>' where the JSON names baseUrl, token, failedJobId, searchText,
 // pageSize and artifactsDir. Prints one JSON line of what it saw; exits non-zero on an error.
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
-const CHROMIUM_ARGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-];
 // The page refreshes every 5 s; a retried job needs a few of them.
 const RETRY_TIMEOUT_MS = 60_000;
 
@@ -17,9 +13,7 @@ const seen = {};
 const jobIds = (page) => page.$$eval("table a.mono[href*='/dashboard/jobs/']",
   (links) => links.map((link) => link.textContent.trim()));
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: CHROMIUM_ARGS,
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
   page.setDefaultTimeout(30_000);

@@ -2,20 +2,13 @@
 //
 // Usage: node workers.mjs '<json>' where the JSON names baseUrl, token, jobId and artifactsDir.
 // Prints one JSON line of what it saw; exits non-zero (with the error) otherwise.
-import { chromium } from "playwright-core";
-
-const CHROMIUM_ARGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-];
+import { launchChromium } from "./chromium.mjs";
 
 const config = JSON.parse(process.argv[2]);
 const base = config.baseUrl;
 const seen = {};
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: CHROMIUM_ARGS,
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
   page.setDefaultTimeout(30_000);
