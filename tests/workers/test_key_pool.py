@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -91,8 +92,9 @@ def test_an_operator_disables_and_re_enables_a_key_by_its_fingerprint(client, si
 
 
 def test_keys_at_their_quota_defer_the_call_for_as_long_as_they_need(client, simulator) -> None:
-    pool, _ = pool_of(client, ["key-b"], key_requests_per_minute=6)
+    pool, namespace = pool_of(client, ["key-b"], key_requests_per_minute=6)
     render(simulator, pool)
+    assert re.fullmatch(r"at quota (9|10) s", next(iter(key_health(client, namespace))).state)
 
     with pytest.raises(Deferred) as deferred:
         render(simulator, pool)

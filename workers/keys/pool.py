@@ -66,8 +66,10 @@ def key_health(client: redis.Redis, namespace: str) -> list[KeyHealth]:
             continue
         raw = cast("dict[str, str]", client.hgetall(state_key))
         cooling_s = (float(raw.get("cooldown_until_ms", 0)) - now_ms) / 1000
+        spent_s = (float(raw.get("tat_ms", 0)) - now_ms) / 1000  # its own quota (GCRA), as pick_key.lua reads it
         disabled = raw.get("disabled_reason", "")
-        state = "disabled" if disabled else (f"cooling down {cooling_s:.0f} s" if cooling_s > 0 else "ok")
+        state = "disabled" if disabled else (f"cooling down {cooling_s:.0f} s" if cooling_s > 0 else (
+            f"at quota {spent_s:.0f} s" if spent_s > 0 else "ok"))
         rows.append(KeyHealth(
             provider, fingerprint, state, int(raw.get("requests", 0)), int(raw.get("successes", 0)),
             int(raw.get("rate_limited", 0)), int(raw.get("errors", 0)), disabled,

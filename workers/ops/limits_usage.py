@@ -53,8 +53,6 @@ def limits_usage(status: JobStatusStore, settings: Settings, config: RemoteConfi
         pipe.get(f"{ns}:rate:{name}")
     for name, _ in slots:
         pipe.zcount(f"{ns}:slots:{name}", f"({now_ms}", "+inf")
-    for key in keys:
-        pipe.hget(f"{ns}:keys:{key.provider}:{key.fingerprint}", "tat_ms")
     cap = settings.api_max_queued_jobs
     pipe.execute_command("ZINTERCARD", 2, JobCap(client, status.active_key, ns).owner_key(api_owner),
                          status.active_key, "LIMIT", cap + 1)
@@ -67,9 +65,8 @@ def limits_usage(status: JobStatusStore, settings: Settings, config: RemoteConfi
     found.extend(LimitUsage("concurrency", name, next(replies), limit, "at once") for name, limit in slots)
     out_of_use: dict[str, list[int]] = {}
     for key in keys:
-        at_quota = float(next(replies) or 0) > now_ms
         counts = out_of_use.setdefault(key.provider, [0, 0])
-        counts[0] += key.state != "ok" or at_quota
+        counts[0] += key.state != "ok"
         counts[1] += 1
     found.extend(LimitUsage("keys disabled, cooling or at quota", provider, out, total, "keys")
                  for provider, (out, total) in out_of_use.items())
