@@ -44,9 +44,28 @@ THRESHOLDS: dict[Category, float] = {
 NEGATIVE_THRESHOLDS: dict[Category, float] = {Category.sexual: 0.742}
 #: How much a clause loses for each point it sits closer to a harmless scene than to a concept.
 MARGIN_WEIGHT = 2.0
+#: At most this many clauses of a prompt are embedded on their own (the whole prompt always is),
+#: so that a prompt of a thousand commas costs no more than a long one.
+MAX_CLAUSES = 64
+#: Clauses longer than ``LONG_CLAUSE_WORDS`` words are also read in windows of ``WINDOW_WORDS``,
+#: half overlapping, the last ending with the clause.
+LONG_CLAUSE_WORDS = 24
+WINDOW_WORDS = 8
 #: How many clause embeddings are kept for repeated prompts.
 CACHE_SIZE = 4096
+_CONJUNCTION = re.compile(r"\s+(?:and|with|while|but|then|where|as)\s+")
 _CLAUSE_BREAK = re.compile(r"[,;:.!?()\[\]{}|/\n]+|\s+-+\s+")
+
+
+def _windows(words: list[str]) -> list[str]:
+    """The clause; if longer than ``LONG_CLAUSE_WORDS``, also its parts between conjunctions and its
+    half-overlapping windows."""
+    clause = " ".join(words)
+    if len(words) <= LONG_CLAUSE_WORDS:
+        return [clause]
+    step = WINDOW_WORDS // 2
+    starts = [*range(0, len(words) - WINDOW_WORDS, step), len(words) - WINDOW_WORDS]
+    return [clause, *_CONJUNCTION.split(clause), *(" ".join(words[start : start + WINDOW_WORDS]) for start in starts)]
 
 
 class PromptScreen:
@@ -139,13 +158,17 @@ class PromptScreen:
         return float(nearest.max())
 
     def clauses(self, text: str) -> list[str]:
-        """The normalised text and, when it has several, each of its clauses."""
+        """The normalised text and, when it has several, each of its clauses.
+
+        A long clause is also read in overlapping windows of ``WINDOW_WORDS`` words: the embedder
+        reads only a prompt's first 256 tokens, and a long clause dilutes the one unsafe part of it.
+        """
         normal = " ".join(normalise(text, self.vocabulary).split())
         if not normal:
             return []
-        parts = [" ".join(part.split()) for part in _CLAUSE_BREAK.split(normal)]
+        parts = [window for part in _CLAUSE_BREAK.split(normal) for window in _windows(part.split())]
         parts = [part for part in parts if part and part != normal]
-        return [normal, *dict.fromkeys(parts)]
+        return [normal, *list(dict.fromkeys(parts))[:MAX_CLAUSES]]
 
     def _clause_vectors(self, clauses: list[str]) -> dict[str, np.ndarray]:
         with self._lock:

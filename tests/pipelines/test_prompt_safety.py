@@ -101,3 +101,11 @@ def test_a_repeated_prompt_is_not_embedded_again(screen: PromptScreen, monkeypat
 
     assert calls_after_first > 0 and len(encoded) == calls_after_first
     assert first == second
+
+
+def test_an_unsafe_part_at_the_end_of_a_long_padded_prompt_is_found(screen: PromptScreen) -> None:
+    padding = "a peaceful meadow with tall grass and wildflowers under a bright summer sky " * 12
+    long_benign = padding + "and a red kite over the hill"
+
+    assert Category.violence in {finding.category for finding in screen.screen(padding + "and a man being beheaded")}
+    assert screen.screen(long_benign) == []
