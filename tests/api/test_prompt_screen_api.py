@@ -95,3 +95,13 @@ def test_accept_jobs_screens_with_the_screen_it_is_given(screening_api: BatchApi
     ns = screening_api.ns
     assert accept_jobs(ns.broker, ns.status, [spec], screen=FindsNothing()) == [True]
     assert ns.status.state_of(spec.id) == "queued" and spec.id in enqueued_job_ids(screening_api)
+
+
+def test_a_batch_whose_every_line_is_blocked_completes_at_once_with_its_manifest(screening_api: BatchApi) -> None:
+    lines = [{"id": f"unsafe-{n}", "prompt": OBFUSCATED, "width": 64, "height": 64} for n in range(2)]
+    answer = upload(screening_api.client, "\n".join(json.dumps(line) for line in lines).encode())
+
+    assert answer.status_code == 202, answer.text
+    progress = screening_api.progress(answer.json()["batch_id"])
+    assert progress["completed"] and progress["counts"]["blocked"] == 2
+    assert progress["manifest_key"].endswith(".jsonl")

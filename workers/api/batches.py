@@ -150,12 +150,14 @@ def submit_batch(
         why = "no line is a valid job" if not accepted else "strict: the file has bad lines, nothing was submitted"
         return JSONResponse({"detail": why, "batch_id": batch_id, **_listed(lines)},
                             status.HTTP_422_UNPROCESSABLE_CONTENT)
+    from storage import open_store
     from workers.batches import submit_lines
 
     api = context(request)
     with within_queued_jobs_cap(request, fingerprint, [line.spec.id for line in lines if line.spec is not None]):
         summary = submit_lines(api.status, api.broker, batch_id, upload.form.name or upload.filename, lines,
-                               policy=api.settings.safety_policy)
+                               policy=api.settings.safety_policy, store=open_store(api.settings),
+                               url_ttl_s=api.settings.presigned_url_ttl_s)
     content = {"batch_id": batch_id, "accepted": accepted, **_listed(lines), **summary}
     return JSONResponse(content, status.HTTP_202_ACCEPTED,
                         headers={"Location": str(request.url_for("get_batch", batch_id=batch_id))})

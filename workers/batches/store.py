@@ -48,6 +48,8 @@ def submit_lines(
     *,
     webhook_url: str | None = None,
     policy: SafetyPolicy | None = None,
+    store: ObjectStore | None = None,
+    url_ttl_s: int = 24 * 3600,
 ) -> dict[str, Any]:
     """Record and enqueue a batch's valid lines; lines already submitted are skipped.
 
@@ -55,7 +57,9 @@ def submit_lines(
     job twice (job ids come from the lines), and completes what the first try did not.
     ``webhook_url`` receives the batch's own events (``batch_submitted``, ``batch_completed``).
     Lines are screened as single jobs are (``policy`` defaults to the settings'): a blocked line
-    is recorded ``blocked`` and counts as finished in the batch at once.
+    is recorded ``blocked`` and counts as finished in the batch at once. With ``store``, a batch
+    that is finished as soon as it is submitted (every line blocked) completes here, manifest and
+    all, since no worker will finish a job of it.
     """
     specs = [(line.line_number, line.spec) for line in lines if line.spec is not None]
     key = status.batch_key(batch_id)
@@ -72,6 +76,8 @@ def submit_lines(
         if progress:
             progress(len(chunk))
     status.emit(f"batch:{batch_id}", "batch_submitted", batch_id=batch_id, total=str(len(specs)))
+    if store is not None:
+        complete_if_done(status, store, batch_id, url_ttl_s)
     return {"total": len(specs), "enqueued": created_count, "already_submitted": len(specs) - created_count}
 
 

@@ -35,7 +35,8 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
             task = progress.add_task(f"batch {batch_id}", total=len(lines) - len(bad))
             summary = batches.submit_lines(status, build_broker(settings), batch_id, args.name or args.target,
                                            lines, progress=lambda n: progress.advance(task, n),
-                                           webhook_url=args.webhook)
+                                           webhook_url=args.webhook, store=open_store(settings),
+                                           url_ttl_s=settings.presigned_url_ttl_s)
         print(json.dumps({"batch_id": batch_id, "rejected": len(bad), **summary}))
         return 0
     found = batches.batch_progress(status, args.target)
