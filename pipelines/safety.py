@@ -2,7 +2,8 @@
 
 :class:`SafetyClassifier` scores the key image and a few frames sampled from a video
 (:func:`sample_frames`), which catches what the prompt's words did not say (the prompt
-itself is screened at submission, in ``queue_config.prompt_screen``). The thresholds
+itself is screened at submission: normalised by ``queue_config.prompt_screen``, read for meaning
+by ``pipelines.prompt_safety``). The thresholds
 belong to the caller; this module only reports probabilities.
 
 It scores sexual content only. Violence, gore, hate and self-harm in images are not scored:
