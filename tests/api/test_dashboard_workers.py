@@ -50,7 +50,7 @@ class HeldJob:
 def worker_holding_a_job(ns: Namespace) -> Iterator[HeldJob]:
     broker = RedisBroker(client=redis.Redis.from_url(ns.settings.redis_url), namespace=ns.settings.namespace)
     broker.add_middleware(WorkerRegistry(describe_models=lambda stages: {"profile": "tiny", "device": "cpu"},
-                                         interval_ms=200, stale_after_ms=5_000, ttl_ms=10_000))
+                                         interval_ms=200, stale_after_ms=30_000, ttl_ms=60_000))
     release, started = threading.Event(), threading.Event()
 
     def hold(payload: dict[str, Any]) -> None:
@@ -64,6 +64,9 @@ def worker_holding_a_job(ns: Namespace) -> Iterator[HeldJob]:
     worker.start()
     try:
         assert started.wait(60), "the worker did not take the job"
+        # The registry's running-job write is queued for a background writer: wait until it lands.
+        wait_for(lambda: any(job.job_id == spec.id for entry in registered(ns) for job in entry.current_jobs),
+                 60, "the registry to list the running job")
         yield HeldJob(spec.id, release, worker)
     finally:
         release.set()
