@@ -13,7 +13,7 @@ const seen = {};
 const browser = await launchChromium();
 try {
   const page = await browser.newPage();
-  page.setDefaultTimeout(30_000);
+  page.setDefaultTimeout(90_000);  // generous: CI machines are slow and busy
 
   await page.goto(`${base}/dashboard/login`);
   await page.fill("#token", config.token);

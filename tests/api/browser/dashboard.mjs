@@ -14,7 +14,7 @@ const seen = { dialogs: [] };
 const browser = await launchChromium();
 try {
   const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
-  page.setDefaultTimeout(30_000);
+  page.setDefaultTimeout(90_000);  // generous: CI machines are slow and busy
   page.on("console", (message) => { if (message.type() === "error") console.error("page:", message.text()); });
 
   // A page asked for before signing in leads to the login form, and back to the page after it.
@@ -27,7 +27,7 @@ try {
   // The page refreshes itself until the job has succeeded; its image artifact is previewed.
   await page.waitForSelector('h1 [data-state="succeeded"]', { timeout: JOB_TIMEOUT_MS });
   seen.state = await page.textContent("h1 [data-state]");
-  await page.waitForFunction(() => document.body.dataset.refreshedAt, null, { timeout: 15_000 });
+  await page.waitForFunction(() => document.body.dataset.refreshedAt, null, { timeout: 60_000 });
   seen.refreshed = true;
   seen.stages = await page.$$eval("#stages tr[data-stage]", (rows) => rows.map((row) => row.dataset.stage));
   await page.waitForFunction(() => {

@@ -12,7 +12,7 @@ const seen = { elsewhere: [], errors: [] };
 const browser = await launchChromium();
 try {
   const page = await browser.newPage();
-  page.setDefaultTimeout(30_000);
+  page.setDefaultTimeout(90_000);  // generous: CI machines are slow and busy
   page.on("console", (message) => { if (message.type() === "error") seen.errors.push(message.text()); });
   page.on("pageerror", (error) => seen.errors.push(String(error)));
   await page.route("**/*", (route) => {

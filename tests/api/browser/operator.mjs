@@ -16,7 +16,7 @@ const jobIds = (page) => page.$$eval("table a.mono[href*='/dashboard/jobs/']",
 const browser = await launchChromium();
 try {
   const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
-  page.setDefaultTimeout(30_000);
+  page.setDefaultTimeout(90_000);  // generous: CI machines are slow and busy
   page.on("console", (message) => { if (message.type() === "error") console.error("page:", message.text()); });
 
   await page.goto(`${base}/dashboard/login`);

@@ -11,7 +11,7 @@ const seen = {};
 const browser = await launchChromium();
 try {
   const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
-  page.setDefaultTimeout(30_000);
+  page.setDefaultTimeout(90_000);  // generous: CI machines are slow and busy
   page.on("console", (message) => { if (message.type() === "error") console.error("page:", message.text()); });
 
   // Signed in from the overview, the operator follows the header's link to the worker list.
