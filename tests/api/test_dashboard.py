@@ -14,6 +14,7 @@ from pathlib import Path
 import dramatiq
 import httpx
 import pytest
+import torch
 from PIL import Image
 
 from queue_config.jobs import JobKind, JobSpec
@@ -25,6 +26,7 @@ from tests.api.test_ops import Namespace, cleaned_namespace, failed_job, namespa
 from tests.servers import wait_for
 from workers import ops
 from workers.jobs.outcome import StageOutcome
+from workers.jobs.progress import StageProgress
 from workers.jobs.record import JobStatusStore
 from workers.jobs.submit import submit_job
 
@@ -336,3 +338,23 @@ def test_an_operator_sees_a_job_succeed_and_requeues_a_failed_message_in_a_real_
                       and entry, 60, "the requeued message to be dead-lettered again")
     assert second[0] != first[0] and second[1] > first[1]
     assert (artifacts_dir / "dashboard.png").stat().st_size > 20_000
+
+
+def test_a_job_page_shows_its_place_in_the_queue_then_its_progress_and_the_forming_image(
+    dashboard: tuple[Namespace, str]
+) -> None:
+    ns, url = dashboard
+    spec = JobSpec(prompt="a moth, forming", kind=JobKind.image, width=64, height=64)
+    ahead = ns.status.client.llen(f"{ns.settings.namespace}:prompt_enhance")
+    submit_job(ns.broker, ns.status, spec)
+    with signed_in(url) as client:
+        queued_page = client.get(f"/dashboard/jobs/{spec.id}").text
+        ns.status.stage_started(spec.id, "image", 1)
+        StageProgress(ns.status, spec.id, "image")(3, 8, torch.zeros((1, 4, 8, 8)))
+        running_page = client.get(f"/dashboard/jobs/{spec.id}").text
+        preview = client.get(f"/dashboard/jobs/{spec.id}/preview")
+
+    assert f'id="queue-position">{ahead} ahead' in queued_page
+    assert re.search(r'data-stage="image">.*?<td class="num progress">3/8</td>', running_page, re.S)
+    assert f'src="/dashboard/jobs/{spec.id}/preview"' in running_page
+    assert preview.status_code == 200 and Image.open(io.BytesIO(preview.content)).size == (8, 8)

@@ -132,7 +132,25 @@ def job(request: Request, job_id: str) -> Response:
             except KeyError:
                 text = "(missing from the store)"
         previews[name] = {"url": url, "text": text, **artifact}
-    return render(request, "job.html", job=record, previews=previews)
+    if record.state == "queued":
+        from workers.jobs.position import queue_position
+
+        position = queue_position(context(request).status, job_id)
+        record.queue_position = position.ahead if position else None
+    forming = not record.finished and record.progress.get("image", "") and "image" not in record.artifacts
+    return render(request, "job.html", job=record, previews=previews, forming_preview=bool(forming))
+
+
+@guarded.get("/jobs/{job_id}/preview")
+def preview(request: Request, job_id: str) -> Response:
+    """The newest preview of the key image while it renders (workers/jobs/progress.py)."""
+    from workers.jobs.progress import preview_key
+
+    api = context(request)
+    png = api.broker.client.get(preview_key(api.status, job_id))
+    if png is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no preview yet")
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 @guarded.get("/jobs/{job_id}/artifacts/{name}")
