@@ -6,11 +6,13 @@ import json
 import re
 import subprocess
 import sys
+import uuid
 
 import pytest
 
 from tests.conftest import settings_env
 from tests.servers import REPO_ROOT
+from workers.jobs.record import JobStatusStore
 
 pytestmark = pytest.mark.usefixtures("workers")
 
@@ -55,3 +57,13 @@ def test_submit_refuses_an_obfuscated_unsafe_prompt_and_records_why(settings) ->
 
 def test_status_of_an_unknown_job_fails(settings) -> None:
     assert framequeue(settings, "status", "no-such-job").returncode == 1
+
+
+def test_submit_no_cache_asks_for_every_stage_to_be_computed(settings) -> None:
+    job_id = f"no-cache-{uuid.uuid4().hex[:8]}"
+    submitted = framequeue(settings.model_copy(update={"namespace": "cli-no-cache"}), "submit", "a heron again",
+                           "--kind", "image", "--width", "64", "--height", "64", "--id", job_id, "--no-cache")
+
+    assert submitted.returncode == 0, submitted.stderr
+    record = JobStatusStore.from_settings(settings.model_copy(update={"namespace": "cli-no-cache"})).get(job_id)
+    assert record is not None and record.spec["cache"] is False

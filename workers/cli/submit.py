@@ -34,6 +34,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     fields = {
         "prompt": args.prompt, "kind": args.kind, "seed": args.seed, "width": args.width, "height": args.height,
         "steps": args.steps, "num_frames": args.frames, "fps": args.fps, "enhance_prompt": not args.no_enhance,
+        "cache": not args.no_cache,
         "frames_backend": args.frames_backend, **({"id": args.id} if args.id else {}),
     }
     try:
@@ -125,6 +126,8 @@ def add_submit_command(commands: Any) -> None:
     submit.add_argument("--frames-backend", choices=["camera", "img2img"],
                         help="video: camera motion over one image, or img2img per frame (default: the setting)")
     submit.add_argument("--no-enhance", action="store_true", help="skip prompt enhancement")
+    submit.add_argument("--no-cache", action="store_true",
+                        help="compute every stage even when an earlier job had the same inputs")
     submit.add_argument("--wait", action="store_true", help="follow the job until it finishes")
     submit.add_argument("--timeout", type=float, default=600.0, help="how long --wait waits (s)")
     submit.set_defaults(handler=cmd_submit)
