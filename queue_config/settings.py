@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     device: str = ""
     #: Frames backend for video jobs: ``camera`` (opencv motion, no model) or ``img2img``.
     frames_backend: Literal["camera", "img2img"] = "camera"
+    #: Most image renders of one shape (size, steps, negative prompt) a worker process makes in one
+    #: model call, gathered from its threads (so give it as many threads); 1: each renders alone.
+    #: One image model per deployment, so this is that model's setting (workers/stages/batching.py).
+    image_batch_max: int = Field(default=1, ge=1)
+    #: How long the first render of a batch waits for others of its shape, in ms.
+    image_batch_window_ms: float = Field(default=50.0, ge=0)
 
     #: TOML file naming remote providers, key pools, model limits and the stages that use them
     #: (see queue_config/remote.py). Unset: every stage runs its local model.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING
 
 from pipelines import (
     CameraMotionFrames,
@@ -33,6 +34,9 @@ from queue_config.settings import Settings, get_settings
 from storage import ObjectStore, open_store
 from workers.jobs.record import JobStatusStore
 from workers.keys import KeyPools
+
+if TYPE_CHECKING:
+    from workers.stages.batching import ImageBatcher
 
 
 class Runtime:
@@ -95,6 +99,15 @@ class Runtime:
     def local_text_to_image(self) -> TextToImage:
         model = self.profile.image_model
         return self.models.get("text_to_image", lambda device: TextToImage.from_pretrained(model, device))
+
+    def image_batcher(self) -> ImageBatcher:
+        """The local image model behind a batcher: up to ``image_batch_max`` renders in one call."""
+        # Imported here: importing workers.stages runs its __init__, which imports this module.
+        from workers.stages.batching import ImageBatcher
+
+        return self.models.get("image_batcher", lambda _: ImageBatcher(
+            self.local_text_to_image(), max_batch=self.settings.image_batch_max,
+            window_ms=self.settings.image_batch_window_ms))
 
     def _provider_client(self, provider: str) -> ProviderClient:
         return provider_client(provider, self.remote_config.providers[provider])

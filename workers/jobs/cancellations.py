@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from workers.jobs.record import JobStatusStore
@@ -71,3 +71,13 @@ def job_cancelled() -> bool:
     """
     check = getattr(_running, "check", None)
     return check is not None and check()
+
+
+def cancellation_check() -> Callable[[], bool]:
+    """:func:`job_cancelled` bound to this thread's job, to be asked from another thread.
+
+    A batched render runs in one worker thread for several jobs (workers/stages/batching.py), so
+    it cannot ask the thread-local :func:`job_cancelled` for the others.
+    """
+    check = getattr(_running, "check", None)
+    return check if check is not None else (lambda: False)

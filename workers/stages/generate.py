@@ -3,26 +3,27 @@
 The long ones (image, frames, video) pass ``should_stop=job_cancelled`` to their pipelines,
 which ask it between diffusion steps and frames and raise ``pipelines.Interrupted`` when the
 job has been cancelled; the actor shell turns that into a stopped stage (no retry, nothing
-sent on).
+sent on). The image stage renders through the runtime's batcher (workers/stages/batching.py),
+which may share one model call among several worker threads' jobs of the same shape.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from pipelines import ImageOutput, TextToImage, encode_h264
+from pipelines import TextToImage, encode_h264
 from queue_config.safety_policy import Check, flags_field
-from workers.jobs.cancellations import job_cancelled
+from workers.jobs.cancellations import cancellation_check, job_cancelled
 from workers.jobs.messages import StageMessage
 from workers.jobs.outcome import StageOutcome
 from workers.jobs.progress import StageProgress
 from workers.runtime import Runtime
+from workers.stages.batching import RenderRequest
 from workers.stages.codecs import frames_bytes, frames_from_bytes, image_from_bytes, png_bytes, read_ref
 from workers.stages.screening import merged_flags, recorded_flags, screen
 
@@ -58,17 +59,18 @@ def image(runtime: Runtime, message: StageMessage) -> StageOutcome:
     job = message.job
     prompt = read_ref(runtime.store, message, "prompt").decode()
     model = runtime.text_to_image()
-    render: Callable[..., ImageOutput] = model
-    if isinstance(model, TextToImage):  # a remote provider renders in one request: no steps to stop between or show
-        render = partial(model, should_stop=job_cancelled, progress=StageProgress(runtime.status, job.id, "image"))
-    output = render(
-        [prompt], seeds=[job.seed], width=job.width, height=job.height, steps=job.steps,
-        negative_prompt=job.negative_prompt or None,
-    )
-    verdict = screen(runtime, message, output.images[:1], Check.image)
+    if isinstance(model, TextToImage):  # batched with other threads' jobs of its shape when configured
+        picture = runtime.image_batcher().render(RenderRequest(
+            prompt, job.seed, job.width, job.height, job.steps, negative_prompt=job.negative_prompt or None,
+            should_stop=cancellation_check(), progress=StageProgress(runtime.status, job.id, "image"),
+        ))
+    else:  # a remote provider renders in one request: no steps to stop between or show
+        picture = model([prompt], seeds=[job.seed], width=job.width, height=job.height, steps=job.steps,
+                        negative_prompt=job.negative_prompt or None).images[0]
+    verdict = screen(runtime, message, [picture], Check.image)
     if verdict.block is not None:  # nothing is stored, so no frames, video or upload can follow
         return verdict.blocked()
-    stored = runtime.store.put_content(f"jobs/{job.id}/image", png_bytes(output.images[0]), "png", "image/png")
+    stored = runtime.store.put_content(f"jobs/{job.id}/image", png_bytes(picture), "png", "image/png")
     return replace(StageOutcome.stored("image", stored), record=verdict.record)
 
 
