@@ -95,7 +95,7 @@ class PromptEnhancer:
     clean_continuation = staticmethod(clean_continuation)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        vectors = self.embedder.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
+        vectors = self.embedder.encode(texts, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
 
     def _model_inputs(self, prompt: str) -> dict[str, torch.Tensor]:

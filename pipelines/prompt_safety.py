@@ -186,5 +186,5 @@ class PromptScreen:
         return found
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        vectors = self.embedder.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
+        vectors = self.embedder.encode(texts, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
