@@ -28,6 +28,7 @@ from pipelines.errors import ShouldStop, stop_if_asked
 from pipelines.progress import StepProgress
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
+from tests.servers import wait_for
 from tests.workers.test_job_flow import wait_until_finished
 from workers.broker import FramequeueBroker, build_broker
 from workers.jobs.submit import submit_job
@@ -50,7 +51,7 @@ class Call:
 class FakeModel:
     """Records each call; image i is a 1x1 grey of ``seeds[i] % 256``; a prompt "bad" fails the call."""
 
-    def __init__(self, steps_hook: Callable[[int], None] = lambda step: None) -> None:
+    def __init__(self, steps_hook: Callable[[int], object] = lambda step: None) -> None:
         self.calls: list[Call] = []
         self.lock = threading.Lock()
         self.steps_hook = steps_hook
@@ -154,6 +155,28 @@ def test_a_lone_request_renders_alone_once_the_window_passes() -> None:
     assert [seed_of(first[0]), seed_of(second[0])] == [7, 8]  # type: ignore[arg-type]
 
     assert [call.seeds for call in model.calls] == [[7], [8]]
+
+
+def test_while_the_model_is_busy_the_next_batch_keeps_gathering_past_its_window() -> None:
+    gate = threading.Event()
+    model = FakeModel(steps_hook=lambda step: gate.wait(60))
+    batcher = ImageBatcher(model, max_batch=4, window_ms=0)
+    first = threading.Thread(target=batcher.render, args=(request(1),), daemon=True)
+    first.start()
+    wait_for(lambda: model.calls, 60, "the first render to hold the model")
+    later: list[list[Image.Image | BaseException]] = []
+    threads = [threading.Thread(target=lambda seed=seed: later.append(render_together(batcher, [request(seed)])),
+                                daemon=True) for seed in (2, 3, 4)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: len(batcher._open[request(2).shape].requests) == 3, 60, "three requests to gather")
+
+    gate.set()
+    for thread in (first, *threads):
+        thread.join(60)
+
+    assert [sorted(call.seeds) for call in model.calls] == [[1], [2, 3, 4]]
+    assert sorted(seed_of(result[0]) for result in later) == [2, 3, 4]  # type: ignore[arg-type]
 
 
 def test_a_job_cancelled_mid_batch_stops_alone_and_the_others_get_their_images() -> None:

@@ -3,7 +3,8 @@
 Each worker thread hands :meth:`ImageBatcher.render` one :class:`RenderRequest` and blocks.
 The first request of a shape (size, steps, negative prompt, guidance) opens a batch and waits
 up to ``window_ms`` for more of the same shape, or until ``max_batch`` have joined; then that
-thread makes ONE call of the model for all of them and hands each thread its own image. No
+thread makes ONE call of the model for all of them and hands each thread its own image. While an
+earlier batch holds the model, the next stays open past its window and keeps gathering. No
 thread of its own: the opening thread renders, the others wait on the batch.
 
 Each job keeps its own seed (the model seeds one generator per image), its own output, and its
@@ -95,6 +96,8 @@ class ImageBatcher:
         self.max_batch = max_batch
         self.window_ms = window_ms
         self._lock = threading.Lock()
+        #: Held by the batch being rendered: one model call at a time per process (as the model's own lock).
+        self._turn = threading.Lock()
         self._open: dict[Shape, _Batch] = {}
 
     def render(self, request: RenderRequest) -> Image.Image:
@@ -140,20 +143,33 @@ class ImageBatcher:
             return batch, len(batch.requests) - 1
 
     def _lead(self, batch: _Batch) -> None:
-        """Wait out the window, close the batch and render it; every waiter is released, whatever happens."""
+        """Wait out the window and the model's turn, close the batch and render it.
+
+        The batch stays open while the model is busy with an earlier one, so under load batches
+        fill up instead of queueing at the model half-empty. Every waiter is released, whatever
+        happens.
+        """
         try:
             batch.full.wait(self.window_ms / 1000)
-            with self._lock:
-                shape = batch.requests[0].shape
-                if self._open.get(shape) is batch:
-                    del self._open[shape]
-            batch.results = self._results(list(batch.requests))
+            with self._turn:
+                self._close(batch)
+                batch.results = self._results(list(batch.requests))
         finally:
+            self._close(batch)
             batch.done.set()  # results left unset (the leader was interrupted): each renders alone
 
+    def _close(self, batch: _Batch) -> None:
+        with self._lock:
+            shape = batch.requests[0].shape
+            if self._open.get(shape) is batch:
+                del self._open[shape]
+
     def _results(self, requests: list[RenderRequest]) -> list[Image.Image | BaseException | None]:
-        if len(requests) == 1:
-            return [None]  # the leader alone: it renders as if there were no batcher
+        if len(requests) == 1:  # the leader alone: as if there were no batcher, but in its turn
+            try:
+                return [self.render_alone(requests[0])]
+            except Exception as error:  # raised again in the leader's thread, for its own job
+                return [error]
         first = requests[0]
         try:
             output = self.model(
