@@ -269,6 +269,9 @@ def main() -> None:
         from scripts.bench_cache import bench_cache
 
         bench_cache(url, data_dir)
+        from scripts.bench_batching import bench_batching
+
+        bench_batching(url, data_dir)
 
 
 if __name__ == "__main__":
