@@ -9,6 +9,7 @@ tests use the real tiny text-to-image model, alone and through an in-process dra
 
 from __future__ import annotations
 
+import ctypes
 import io
 import math
 import threading
@@ -236,6 +237,36 @@ def test_when_the_thread_running_the_batch_is_interrupted_the_others_render_alon
     assert sum(isinstance(result, Stopped) for result in results) == 1
     assert sorted(seed_of(result) for result in results if isinstance(result, Image.Image)) in ([1, 2], [1, 3], [2, 3])
     assert all(len(call.seeds) == 1 for call in model.calls)
+
+
+def test_a_time_limit_reaches_a_thread_waiting_on_its_batch() -> None:
+    gate = threading.Event()
+    model = FakeModel(steps_hook=lambda step: gate.wait(60))
+    batcher = ImageBatcher(model, max_batch=2, window_ms=NEVER_MS)
+    results: dict[int, Image.Image | BaseException] = {}
+
+    def run(seed: int) -> None:
+        try:
+            results[seed] = batcher.render(request(seed))
+        except BaseException as error:
+            results[seed] = error
+
+    leader = threading.Thread(target=run, args=(1,), daemon=True)
+    leader.start()
+    wait_for(lambda: request(1).shape in batcher._open, 60, "the first request to open a batch")
+    follower = threading.Thread(target=run, args=(2,), daemon=True)
+    follower.start()
+    wait_for(lambda: model.calls, 60, "the batch to reach the model")
+
+    # What dramatiq's time limit does to a worker thread: an exception raised between its instructions.
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(follower.ident or 0), ctypes.py_object(Stopped))
+    follower.join(30)
+    stopped_while_the_batch_ran = not follower.is_alive()
+    gate.set()
+    leader.join(60)
+
+    assert stopped_while_the_batch_ran and isinstance(results[2], Stopped)
+    assert seed_of(results[1]) == 1  # type: ignore[arg-type]
 
 
 # The real tiny model.

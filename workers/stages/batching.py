@@ -39,9 +39,13 @@ from PIL import Image
 from pipelines import ImageOutput, Interrupted
 from pipelines.errors import ShouldStop
 from pipelines.progress import StepProgress
+from pipelines.text_to_image import DEFAULT_GUIDANCE_SCALE
 
 #: Default longest wait of a lone request for company, in ms.
 DEFAULT_WINDOW_MS = 50.0
+#: Longest a waiting thread stays blocked in one call, in s: dramatiq's time limit interrupts a
+#: thread between Python instructions, never inside a blocking wait.
+WAIT_SLICE_S = 1.0
 #: Shape key: (width, height, steps, negative prompt, guidance scale).
 Shape = tuple[int, int, int, str | None, float]
 
@@ -60,7 +64,7 @@ class RenderRequest:
     height: int
     steps: int
     negative_prompt: str | None = None
-    guidance_scale: float = 0.0
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
     should_stop: ShouldStop | None = None
     progress: StepProgress | None = None
 
@@ -113,7 +117,8 @@ class ImageBatcher:
         if slot == 0:
             self._lead(batch)
         else:
-            batch.done.wait()
+            while not batch.done.wait(WAIT_SLICE_S):
+                pass  # waits in slices: a thread blocked in C for good would never see its time limit
         result = batch.results[slot] if len(batch.results) > slot else None
         if result is None:
             return self.render_alone(request)
@@ -151,9 +156,13 @@ class ImageBatcher:
         """
         try:
             batch.full.wait(self.window_ms / 1000)
-            with self._turn:
+            while not self._turn.acquire(timeout=WAIT_SLICE_S):
+                pass
+            try:
                 self._close(batch)
                 batch.results = self._results(list(batch.requests))
+            finally:
+                self._turn.release()
         finally:
             self._close(batch)
             batch.done.set()  # results left unset (the leader was interrupted): each renders alone
