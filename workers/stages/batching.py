@@ -188,7 +188,7 @@ class ImageBatcher:
                 progress=_each(requests),
             )
         except Interrupted as stopped:
-            return [stopped] * len(requests)  # every job was cancelled
+            return [Interrupted(stopped.where) for _ in requests]  # every job was cancelled; one error each
         except Exception:
             return [None] * len(requests)
         return list(output.images)
