@@ -39,12 +39,13 @@ MIN_STAGE_S = 5.0
 FREED_SHARE_OF_REMAINING = 1 / 3
 
 #: Jobs whose one stage takes seconds on the tiny profile (many diffusion steps, or many frames), by side.
+#: Each is run twice (timed, then cancelled): ``cache=False``, or the second would be served from the first.
 SLOW_JOBS: dict[str, Callable[[int], JobSpec]] = {
     "image": lambda side_px: JobSpec(prompt="a slow heron", kind=JobKind.image, width=side_px, height=side_px,
-                                     steps=50, enhance_prompt=False),
+                                     steps=50, enhance_prompt=False, cache=False),
     "frames": lambda side_px: JobSpec(prompt="a slow tide", kind=JobKind.video, width=side_px, height=side_px,
                                       steps=1, num_frames=240, fps=24, frames_backend="camera",
-                                      enhance_prompt=False),
+                                      enhance_prompt=False, cache=False),
 }
 #: Sides tried in turn until the stage runs ``MIN_STAGE_S``: a fast, idle machine gets a larger job.
 SIDES_PX = {"image": (192, 384, 768), "frames": (256, 512, 1024)}
