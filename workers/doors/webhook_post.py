@@ -98,13 +98,15 @@ def host_header(destination: Destination) -> str:
 
 def post(
     destination: Destination, body: bytes, headers: dict[str, str], *, deadline_s: float,
-    tls: ssl.SSLContext | None = None,
+    tls: ssl.SSLContext | None = None, started_at: float | None = None,
 ) -> int:
-    """POST ``body`` to ``destination`` within ``deadline_s`` (connecting and reading together).
+    """POST ``body`` to ``destination`` within ``deadline_s`` (connecting and reading together),
+    counted from ``started_at`` (``time.monotonic()``; default now) when the attempt began earlier,
+    e.g. with the destination's DNS lookup.
 
     Returns the answer's status code. Raises ``DeliveryFailed``.
     """
-    deadline = time.monotonic() + deadline_s
+    deadline = (time.monotonic() if started_at is None else started_at) + deadline_s
     expired = threading.Event()
     sockets: list[socket.socket] = []
 
@@ -114,7 +116,7 @@ def post(
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    timer = threading.Timer(deadline_s, expire)
+    timer = threading.Timer(max(deadline - time.monotonic(), 0.0), expire)
     timer.daemon = True
     timer.start()
     try:

@@ -217,10 +217,10 @@ class WebhookSender:
         body = json.dumps(event, sort_keys=True).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "framequeue-webhooks",
                    **signed_headers(self.key, str(event["id"]), int(time.time()), body)}
-        deadline = time.monotonic() + self.timeout_s  # one deadline for the lookup, the connection and the answer
+        started = time.monotonic()  # one deadline for the lookup, the connection and the answer
         try:
             destination = self.policy.destination(url, timeout_s=self.timeout_s)
-            code = post(destination, body, headers, deadline_s=max(deadline - time.monotonic(), 0.01), tls=self.tls)
+            code = post(destination, body, headers, deadline_s=self.timeout_s, tls=self.tls, started_at=started)
         except (WebhookUnresolved, DeliveryFailed) as error:
             return str(error)
         if 300 <= code < 400:
