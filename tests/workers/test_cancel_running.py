@@ -91,8 +91,9 @@ def stored_keys(settings: Settings, prefix: str) -> list[str]:
 
 
 def job_events(status: JobStatusStore, job_id: str) -> list[str]:
+    """The job's state changes and notes, in order (its ``progress`` events left out)."""
     entries = cast("list[tuple[str, dict[str, str]]]", status.client.xrange(status.events_key))
-    return [fields["event"] for _, fields in entries if fields["job_id"] == job_id]
+    return [fields["event"] for _, fields in entries if fields["job_id"] == job_id and fields["event"] != "progress"]
 
 
 def timed_slow_job(worker: Worker, stage: str) -> tuple[Callable[[], JobSpec], float]:

@@ -9,6 +9,7 @@ stage backends call, so stage code never sees which key served it.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -69,7 +70,7 @@ def key_health(client: redis.Redis, namespace: str) -> list[KeyHealth]:
         spent_s = (float(raw.get("tat_ms", 0)) - now_ms) / 1000  # its own quota (GCRA), as pick_key.lua reads it
         disabled = raw.get("disabled_reason", "")
         state = "disabled" if disabled else (f"cooling down {cooling_s:.0f} s" if cooling_s > 0 else (
-            f"at quota {spent_s:.0f} s" if spent_s > 0 else "ok"))
+            f"at quota {math.ceil(spent_s)} s" if spent_s > 0 else "ok"))
         rows.append(KeyHealth(
             provider, fingerprint, state, int(raw.get("requests", 0)), int(raw.get("successes", 0)),
             int(raw.get("rate_limited", 0)), int(raw.get("errors", 0)), disabled,
