@@ -11,7 +11,7 @@
 -- queue (workers/consumer.py), as FramequeueBroker.enqueue does.
 -- A job accepted already finished (blocked at submission) expires after the retention, as
 -- transition.lua makes every finished job's record do, and one blocked by a safety check counts
--- the block (see count_block.lua).
+-- the block (see finish_counts.lua).
 -- Returns 1 if the job was new, 0 (and nothing changes) if a job with this id exists.
 local job, index, active, events, inflight, queue, messages, blocks, blocked, wake = unpack(KEYS)
 local maxlen, now, job_id, emit, redis_id, body, queue_name, retention_ms = unpack(ARGV, 1, 8)
@@ -23,12 +23,7 @@ local state = redis.call('HGET', job, 'state')
 local finished = state == 'succeeded' or state == 'failed' or state == 'blocked' or state == 'cancelled'
 if finished then
   redis.call('PEXPIRE', job, retention_ms)
-  -- A batch's job accepted finished (blocked by the prompt screen) counts in the batch at once.
-  local batch = redis.call('HGET', job, 'batch_key')
-  if batch then
-    redis.call('HINCRBY', batch, 'finished', 1)
-    redis.call('HINCRBY', batch, 'n_' .. state, 1)
-  end
+  count_in_batch(job, state)  -- a batch's job accepted finished (blocked by the prompt screen) counts at once
 else
   redis.call('ZADD', active, now, job_id)
 end

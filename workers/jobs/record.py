@@ -38,9 +38,9 @@ TERMINAL_STATES = ("succeeded", "failed", "blocked", "cancelled")
 EVENTS_MAXLEN = 100_000
 #: How long a finished job's record is kept (the ``retention_s`` setting's default: 7 days).
 RETENTION_S = 7 * 24 * 3600.0
-_COUNT_BLOCK_LUA = (Path(__file__).parent / "count_block.lua").read_text()
-_TRANSITION_LUA = _COUNT_BLOCK_LUA + (Path(__file__).parent / "transition.lua").read_text()
-_ACCEPT_LUA = _COUNT_BLOCK_LUA + (Path(__file__).parent / "accept.lua").read_text()
+_FINISH_COUNTS_LUA = (Path(__file__).parent / "finish_counts.lua").read_text()
+_TRANSITION_LUA = _FINISH_COUNTS_LUA + (Path(__file__).parent / "transition.lua").read_text()
+_ACCEPT_LUA = _FINISH_COUNTS_LUA + (Path(__file__).parent / "accept.lua").read_text()
 
 Client = redis.Redis | redis.client.Pipeline
 

@@ -12,7 +12,7 @@
 -- Returns 1 if the job moved, 0 if it had finished or moved past that stage, -1 if there is no
 -- such job.
 -- A job moved to blocked with its blocked_check and blocked_category fields counts the block
--- (see count_block.lua).
+-- (see finish_counts.lua).
 local job, events, active, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local maxlen, now, job_id, state, stage, error_text, attempt_field, stage_index, retention_ms =
     ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
@@ -40,11 +40,7 @@ if state == 'succeeded' or state == 'failed' or state == 'blocked' or state == '
   redis.call('HDEL', inflight, job_id)
   redis.call('PEXPIRE', job, retention_ms)
   if state == 'blocked' then count_block(job, KEYS[5], KEYS[6], job_id) end
-  local batch = redis.call('HGET', job, 'batch_key')
-  if batch then
-    redis.call('HINCRBY', batch, 'finished', 1)
-    redis.call('HINCRBY', batch, 'n_' .. state, 1)
-  end
+  count_in_batch(job, state)
 else
   redis.call('ZADD', active, now, job_id)
   redis.call('PERSIST', job)

@@ -1,6 +1,6 @@
 """Jobs the safety checks blocked: counts by check and category, and the newest blocked jobs.
 
-Both are kept by the scripts that record a block (workers/jobs/count_block.lua), so they cover
+Both are kept by the scripts that record a block (workers/jobs/finish_counts.lua), so they cover
 the prompt screen at submission as well as the image and frames checks in the stages.
 """
 
