@@ -20,9 +20,9 @@ from dramatiq.brokers.redis import RedisBroker
 
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
-from scripts.bench import DEPTH, no_op_stages, wait_until
+from scripts.bench import DEPTH, NothingFound, no_op_stages, wait_until
 from workers.broker import build_broker
-from workers.jobs.submit import submit_job
+from workers.jobs.submit import accept_jobs
 from workers.redis_connection import redis_client
 from workers.runtime import Runtime
 from workers.stage_actor import declare_stage_actors
@@ -88,7 +88,7 @@ def framequeue_ms_per_hop(redis_url: str, data_dir: Path, *, namespace: str = "b
 
     def send(number: int) -> Callable[[], bool]:
         spec = JobSpec(prompt=f"a lone job {number}", kind=JobKind.video, enhance_prompt=False, width=64, height=64)
-        submit_job(broker, runtime.status, spec)
+        accept_jobs(broker, runtime.status, [spec], screen=NothingFound())  # the hops, not the prompt screen
         return lambda: runtime.status.state_of(spec.id) == "succeeded"
 
     return _ms_per_hop(broker, send)

@@ -10,16 +10,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import dramatiq
 import redis
 
 from queue_config.jobs import JobKind, JobSpec
-from queue_config.safety_policy import Check, SafetyFinding
 from queue_config.settings import Settings
-from scripts.bench import no_op_stages, wait_until
+from scripts.bench import NothingFound, no_op_stages, wait_until
 from workers.broker import FramequeueBroker, build_broker
 from workers.embedded_redis import private_redis_server
 from workers.jobs.reconciler import Reconciler
@@ -55,7 +53,7 @@ def soak(
              for n in range(jobs)]
     peak = 0
     for start in range(0, jobs, CHUNK):
-        accept_jobs(broker, status, specs[start : start + CHUNK], screen=_NothingFound())
+        accept_jobs(broker, status, specs[start : start + CHUNK], screen=NothingFound())
         peak = max(peak, used_memory(client))
 
     chunks = [[status.job_key(spec.id) for spec in specs[start : start + CHUNK]] for start in range(0, jobs, CHUNK)]
@@ -98,9 +96,3 @@ def bench_retention(data_dir: Path, *, threads: int) -> None:
           f"per job), {after:,} after (after/before {after / before:.3f}; the pass trimmed {trimmed.index_entries:,} "
           f"index entries and {trimmed.events:,} events)")
 
-
-class _NothingFound:
-    """A prompt screen that finds nothing: (i) measures what a job costs Redis; (l) times the real screen."""
-
-    def screen_many(self, texts: Sequence[str], check: Check = Check.prompt) -> list[list[SafetyFinding]]:
-        return [[] for _ in texts]
