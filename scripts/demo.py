@@ -20,7 +20,7 @@ from pipelines import resolve_profile  # noqa: E402
 from queue_config.jobs import JobKind, JobSpec  # noqa: E402
 from queue_config.settings import get_settings  # noqa: E402
 from workers.broker import build_broker  # noqa: E402
-from workers.cli.main import print_outcome, wait_with_progress  # noqa: E402
+from workers.cli.submit import print_outcome, wait_with_progress  # noqa: E402
 from workers.embedded_redis import resolve_redis_url  # noqa: E402
 from workers.jobs.record import JobStatusStore  # noqa: E402
 from workers.jobs.submit import submit_job  # noqa: E402
