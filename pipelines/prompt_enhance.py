@@ -17,7 +17,7 @@ from sentence_transformers import SentenceTransformer
 from transformers import AutoModelForCausalLM, AutoTokenizer, BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 from pipelines.errors import InvalidInputError
-from pipelines.loading import dtype_for
+from pipelines.loading import resolve_dtype
 from pipelines.outputs import EnhancedPrompt
 from pipelines.prompt_text import (
     MAX_PROMPT_CHARS,
@@ -65,10 +65,16 @@ class PromptEnhancer:
         self._modifier_vectors = self._embed(list(modifiers))
 
     @classmethod
-    def from_pretrained(cls, text_model: str, embedding_model: str, device: str = "cpu") -> PromptEnhancer:
-        """Load the LM (float16 on CUDA, float32 elsewhere) and the embedder onto ``device``."""
-        tokenizer = AutoTokenizer.from_pretrained(text_model)
-        model = AutoModelForCausalLM.from_pretrained(text_model, dtype=dtype_for(device), device_map=device)
+    def from_pretrained(
+        cls, text_model: str, embedding_model: str, device: str = "cpu", *, revision: str | None = None,
+        dtype: str | None = None,
+    ) -> PromptEnhancer:
+        """Load the LM (float16 on CUDA, float32 elsewhere, unless ``dtype`` names another; ``revision``
+        pins a hub commit) and the embedder onto ``device``."""
+        pinned = {"revision": revision} if revision else {}
+        tokenizer = AutoTokenizer.from_pretrained(text_model, **pinned)
+        model = AutoModelForCausalLM.from_pretrained(
+            text_model, dtype=resolve_dtype(dtype, device), device_map=device, **pinned)
         embedder = SentenceTransformer(embedding_model, device=device)
         return cls(model, tokenizer, embedder)
 

@@ -75,9 +75,13 @@ class TextToImage:
         self.lock = lock if lock is not None else threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, model: str, device: str = "cpu") -> TextToImage:
-        """Load ``model`` (hub id or directory) onto ``device``; float16 on CUDA, else float32."""
-        return cls(load_diffusion_pipeline(AutoPipelineForText2Image, model, device))
+    def from_pretrained(
+        cls, model: str, device: str = "cpu", *, pipeline_class: type[Any] = AutoPipelineForText2Image,
+        revision: str | None = None, dtype: str | None = None,
+    ) -> TextToImage:
+        """Load ``model`` (hub id or directory) with ``pipeline_class`` onto ``device``; float16 on CUDA,
+        else float32, unless ``dtype`` names another. ``revision`` pins a hub commit."""
+        return cls(load_diffusion_pipeline(pipeline_class, model, device, revision=revision, dtype=dtype))
 
     @property
     def components(self) -> dict[str, object]:

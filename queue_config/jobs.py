@@ -15,8 +15,9 @@ from urllib.parse import SplitResult, urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-#: Version of this contract. A worker refuses messages written for another one.
-SCHEMA_VERSION: Final = 1
+#: Version of this contract. Version 2 added ``models``; version 1 messages are still accepted
+#: (their stages run the catalog's defaults, and ``frames_backend`` names their frames maker).
+SCHEMA_VERSION: Final = 2
 
 MAX_PROMPT_CHARS = 1000
 MIN_SIDE_PX = 64
@@ -35,6 +36,10 @@ MAX_WEBHOOK_URL_CHARS = 2048
 class JobKind(str, Enum):
     image = "image"
     video = "video"
+
+
+#: The stages whose model a job may choose from the catalog.
+ModelStage = Literal["prompt_enhance", "image", "frames"]
 
 
 class Priority(str, Enum):
@@ -89,7 +94,7 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     id: str = Field(default_factory=new_job_id, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     kind: JobKind = JobKind.image
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
@@ -101,6 +106,11 @@ class JobSpec(BaseModel):
     num_frames: int = Field(default=16, ge=2, le=MAX_FRAMES)
     fps: int = Field(default=8, ge=1, le=MAX_FPS)
     enhance_prompt: bool = True
+    #: The catalog model (queue_config/catalog.py) of each stage it names; a stage left out runs the
+    #: catalog's default. Version 2 only.
+    models: dict[ModelStage, Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,47}$")]] = Field(
+        default={}, description="The catalog model of each stage named (prompt_enhance, image, frames).")
+    #: Version 1's frames choice: the frames model ``camera`` or ``img2img`` (as ``models.frames``).
     frames_backend: Literal["camera", "img2img"] | None = None
     #: Reuse the output of an earlier finished stage whose inputs were the same (workers/jobs/stage_cache.py);
     #: false recomputes every stage. Messages written before this field existed read as true.
@@ -115,6 +125,15 @@ class JobSpec(BaseModel):
         """What the job asks of the models: width x height x frames (1 for an image) x steps."""
         frames = self.num_frames if self.kind is JobKind.video else 1
         return self.width * self.height * frames * self.steps
+
+    @model_validator(mode="after")
+    def _models_need_version_2(self) -> JobSpec:
+        if self.models and self.schema_version < 2:
+            raise ValueError("models needs schema_version 2")
+        frames = self.models.get("frames")
+        if frames is not None and self.frames_backend is not None and frames != self.frames_backend:
+            raise ValueError(f"frames_backend {self.frames_backend!r} and models.frames {frames!r} disagree")
+        return self
 
     @model_validator(mode="after")
     def _within_compute_budget(self) -> JobSpec:

@@ -62,8 +62,18 @@ class Settings(BaseSettings):
     model_profile: Literal["tiny", "standard"] = "tiny"
     #: ``cuda`` (or ``cuda:N``), ``cpu``, or empty for cuda when present.
     device: str = ""
-    #: Frames backend for video jobs: ``camera`` (opencv motion, no model) or ``img2img``.
-    frames_backend: Literal["camera", "img2img"] = "camera"
+    #: Most memory, in MB (MiB), the models a worker process keeps loaded may hold together; when a
+    #: model would not fit, the least recently used are evicted (pipelines/registry.py). Unset: no limit.
+    model_memory_budget_mb: int | None = Field(default=None, ge=1)
+    #: The model catalog (queue_config/catalog.py): every model jobs may choose, per stage, and the
+    #: defaults. Unset: the catalog shipped for ``model_profile`` (queue_config/catalogs/).
+    model_catalog: Path | None = None
+    #: Where ``framequeue models pull`` puts hub models, and workers load them from without the hub.
+    #: Unset: ``data_dir/models/pulled``.
+    models_dir: Path | None = None
+    #: The frames model of video jobs that name none (``camera``, ``img2img`` or another frames model
+    #: of the catalog); unset: the catalog's default.
+    frames_backend: str | None = None
     #: Most image renders of one shape (size, steps, negative prompt) a worker process makes in one
     #: model call, gathered from its threads (so give it as many threads); 1: each renders alone.
     #: One image model per deployment, so this is that model's setting (workers/stages/batching.py).
@@ -140,6 +150,12 @@ class Settings(BaseSettings):
     @classmethod
     def _category_names(cls, value: object) -> object:
         return parse_categories(value)
+
+    @property
+    def model_memory_budget_bytes(self) -> int | None:
+        """``model_memory_budget_mb`` in bytes, as :class:`pipelines.ModelRegistry` takes it."""
+        mb = self.model_memory_budget_mb
+        return mb * 1024 * 1024 if mb is not None else None
 
     @property
     def safety_policy(self) -> SafetyPolicy:

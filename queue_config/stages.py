@@ -13,6 +13,8 @@ from queue_config.jobs import JobKind, Priority
 #: Batch work runs on its own actors and queues (``image_batch``...), which every worker serves
 #: after its interactive ones: dramatiq takes lower priority numbers first.
 BATCH_SUFFIX = "_batch"
+#: Between a model stage's name and its model's catalog id in a queue name (``image.sd-turbo``).
+MODEL_SEPARATOR = "."
 INTERACTIVE_PRIORITY = 0
 BATCH_PRIORITY = 100
 
@@ -31,16 +33,15 @@ class StageOptions:
     #: rather than cut short; ``stage_time_limits_s`` overrides it per deployment.
     time_limit_ms: int = 10 * 60_000
 
-    @property
-    def queue_name(self) -> str:
-        return self.name
+    def actor_name(self, priority: Priority = Priority.interactive, model: str | None = None) -> str:
+        """The actor (and queue) that carries this stage's messages of ``priority`` for ``model``:
+        ``image``, ``image_batch``, or with a catalog model ``image.sd-turbo``, ``image_batch.sd-turbo``.
+        """
+        name = self.name + BATCH_SUFFIX if priority is Priority.batch else self.name
+        return f"{name}{MODEL_SEPARATOR}{model}" if model else name
 
-    def actor_name(self, priority: Priority = Priority.interactive) -> str:
-        """The actor (and queue) that carries this stage's messages of ``priority``."""
-        return self.name + BATCH_SUFFIX if priority is Priority.batch else self.name
-
-    def queue_names(self) -> tuple[str, str]:
-        return self.name, self.name + BATCH_SUFFIX
+    def queue_names(self, model: str | None = None) -> tuple[str, str]:
+        return self.actor_name(Priority.interactive, model), self.actor_name(Priority.batch, model)
 
 
 STAGES: dict[str, StageOptions] = {
@@ -54,6 +55,9 @@ STAGES: dict[str, StageOptions] = {
         StageOptions("upload", max_retries=5, time_limit_ms=5 * 60_000),
     )
 }
+
+#: Stages that run a model of the catalog (queue_config/catalog.py), with a queue per model.
+MODEL_STAGES = ("prompt_enhance", "image", "frames")
 
 #: Stages hosted by GPU and CPU machines (the Procfile's two worker types).
 GPU_STAGES = ("image", "frames")
@@ -92,8 +96,18 @@ _PLANS: dict[JobKind, tuple[str, ...]] = {
 
 
 def stage_of_actor(actor_name: str) -> str:
-    """The stage an actor runs (``image_batch`` runs ``image``)."""
-    return actor_name.removesuffix(BATCH_SUFFIX)
+    """The stage an actor (or its queue) runs: ``image_batch.sd-turbo`` runs ``image``."""
+    return actor_name.partition(MODEL_SEPARATOR)[0].removesuffix(BATCH_SUFFIX)
+
+
+def model_of_actor(actor_name: str) -> str | None:
+    """The catalog model an actor (or its queue) runs: ``image_batch.sd-turbo`` runs ``sd-turbo``."""
+    return actor_name.partition(MODEL_SEPARATOR)[2] or None
+
+
+def is_batch_queue(name: str) -> bool:
+    """Whether a stage queue (or actor) carries batch work: ``image_batch``, ``image_batch.sd-turbo``."""
+    return name.partition(MODEL_SEPARATOR)[0].endswith(BATCH_SUFFIX)
 
 
 def stage_plan(kind: JobKind) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ add_batch_middleware(broker, runtime)
 broker.add_middleware(worker_registry(settings, runtime.served_models))
 dramatiq.set_broker(broker)
 ACTORS = declare_stage_actors(
-    broker, STAGE_FUNCTIONS, get_runtime, max_age_ms=settings.stage_max_age_ms,
+    broker, STAGE_FUNCTIONS, get_runtime, catalog=runtime.catalog, max_age_ms=settings.stage_max_age_ms,
     time_limits_ms={stage: settings.stage_time_limit_ms(stage) for stage in STAGE_FUNCTIONS},
     stage_cache=stage_cache_of,
 )

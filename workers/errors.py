@@ -22,6 +22,10 @@ class Deferred(FramequeueError):
         self.reason = reason
 
 
+class ModelUnavailable(FramequeueError):
+    """A catalog model this worker cannot run: unknown here, or its weights will not load (not retried)."""
+
+
 class NoUsableKey(FramequeueError):
     """A provider has no key left to try: every one is disabled, or none was configured."""
 

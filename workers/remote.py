@@ -1,9 +1,11 @@
-"""The middleware of stages that call remote providers: key rotation and per-model rate limits."""
+"""The middleware of catalog models that call remote providers or have limits: key rotation and
+per-model rate limits, each keyed by the catalog model a message's queue runs."""
 
 from __future__ import annotations
 
 import dramatiq
 
+from queue_config.catalog import RemoteBackend
 from workers.limits import RedisLimiter
 from workers.middleware import JobStatusMiddleware, KeyRotation, ModelRateLimits
 from workers.runtime import Runtime
@@ -14,14 +16,13 @@ def add_remote_middleware(broker: dramatiq.Broker, runtime: Runtime) -> None:
 
     Ahead, so that a message put back to wait is not counted as an attempt.
     """
-    config = runtime.remote_config
-    if not config.stages:
-        return
-    pools = runtime.key_pools
-    broker.add_middleware(
-        KeyRotation({stage: pools.pools[route.provider] for stage, route in config.stages.items()}),
-        before=JobStatusMiddleware,
-    )
-    limits = {stage: limits for stage, route in config.stages.items() if (limits := config.limits_for(route))}
-    limiter = RedisLimiter(runtime.status.client, runtime.settings.namespace)
-    broker.add_middleware(ModelRateLimits(limiter, limits), before=JobStatusMiddleware)
+    models = runtime.catalog.models.values()
+    remote = {model.id: model.backend.provider for model in models if isinstance(model.backend, RemoteBackend)}
+    if remote:
+        pools = runtime.key_pools
+        broker.add_middleware(KeyRotation({model: pools.pools[provider] for model, provider in remote.items()}),
+                              before=JobStatusMiddleware)
+    limits = {model.id: limits for model in models if (limits := model.rate_limits())}
+    if limits:
+        limiter = RedisLimiter(runtime.status.client, runtime.settings.namespace)
+        broker.add_middleware(ModelRateLimits(limiter, limits), before=JobStatusMiddleware)

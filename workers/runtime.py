@@ -1,18 +1,23 @@
 """What a worker process holds on to between messages: settings, stores, models.
 
 Built lazily, once per process (dramatiq forks worker processes after
-import). Models come from one ``ModelRegistry``, so each is loaded once and
-stays resident however many threads and stages use it.
+import). Models are the catalog's (queue_config/catalog.py), loaded through one
+``ModelRegistry``: each once, resident however many threads and stages use it,
+until the process's memory budget needs its room for another.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property, lru_cache
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
 
 from pipelines import (
     CameraMotionFrames,
+    ImageToVideoFrames,
     Img2ImgFrames,
     ModelProfile,
     ModelRegistry,
@@ -22,6 +27,8 @@ from pipelines import (
     TextToImage,
     resolve_profile,
 )
+from pipelines.loading import diffusers_class
+from pipelines.model_paths import weights_path, weights_revision
 from pipelines.remote import (
     OpenAICompatibleClient,
     ProviderClient,
@@ -29,9 +36,13 @@ from pipelines.remote import (
     RemoteTextToImage,
     ReplicateClient,
 )
+from queue_config.catalog import Catalog, CatalogModel, RemoteBackend, catalog_of
 from queue_config.remote import ProviderConfig, RemoteConfig, load_remote_config
 from queue_config.settings import Settings, get_settings
+from queue_config.stages import model_of_actor
 from storage import ObjectStore, open_store
+from workers.errors import ModelUnavailable
+from workers.jobs.messages import StageMessage
 from workers.jobs.record import JobStatusStore
 from workers.keys import KeyPools
 
@@ -61,6 +72,15 @@ class Runtime:
     def profile(self) -> ModelProfile:
         return resolve_profile(self.settings.model_profile, self.settings.data_dir / "models")
 
+    @property
+    def models_dir(self) -> Path:
+        """Where ``framequeue models pull`` leaves hub models for workers to load offline."""
+        return self.settings.models_dir or self.settings.data_dir / "models" / "pulled"
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return catalog_of(self.settings)
+
     @cached_property
     def remote_config(self) -> RemoteConfig:
         return load_remote_config(self.settings.remote_config)
@@ -69,56 +89,78 @@ class Runtime:
     def key_pools(self) -> KeyPools:
         return KeyPools.for_config(self.status.client, self.settings.namespace, self.remote_config)
 
-    def served_models(self, stages: Sequence[str]) -> dict[str, str]:
-        """What this process runs ``stages`` with, for the worker registry: profile, device, remote routes."""
-        models = {"profile": self.settings.model_profile, "device": self.models.device,
-                  "frames_backend": self.settings.frames_backend}
-        routes = self.remote_config.stages.items()
-        return models | {stage: f"{route.provider}:{route.model}" for stage, route in routes if stage in stages}
+    def served_models(self, queues: Sequence[str]) -> dict[str, str]:
+        """What this process runs the stages of ``queues`` with, for the worker registry: profile, device,
+        and the catalog models whose queues it serves."""
+        served = sorted({model for queue in queues if (model := model_of_actor(queue))})
+        return {"profile": self.settings.model_profile, "device": self.models.device, "models": ",".join(served)}
 
-    def prompt_enhancer(self) -> PromptEnhancer | RemotePromptEnhancer:
-        """The stage's text model: a remote provider's if configured, else the local one."""
-        route = self.remote_config.stages.get("prompt_enhance")
-        if route is not None:
-            return self.models.get("remote_prompt_enhancer", lambda _: RemotePromptEnhancer(
-                self._provider_client(route.provider), route.model, self.key_pools))
-        profile = self.profile
-        return self.models.get(
-            "prompt_enhancer",
-            lambda device: PromptEnhancer.from_pretrained(profile.text_model, profile.embedding_model, device),
-        )
+    def model(self, model_id: str) -> Any:
+        """Catalog model ``model_id``, loaded once and kept resident within the memory budget.
 
-    def text_to_image(self) -> TextToImage | RemoteTextToImage:
-        """The stage's image model: a remote provider's if configured, else the local one."""
-        route = self.remote_config.stages.get("image")
-        if route is not None:
-            return self.models.get("remote_text_to_image", lambda _: RemoteTextToImage(
-                self._provider_client(route.provider), route.model, self.key_pools))
-        return self.local_text_to_image()
+        Raises:
+            ModelUnavailable: the catalog has no such model, or its weights cannot be loaded here
+                (the message names the model and what is missing; no traceback).
+        """
+        entry = self.catalog.models.get(model_id)
+        if entry is None:
+            raise ModelUnavailable(f"model {model_id!r} is not in this worker's catalog")
+        size = entry.memory_mb * 2**20 if entry.memory_mb is not None else None
+        return self.models.get(f"model:{model_id}", lambda device: self._load(entry, device), size_bytes=size)
 
-    def local_text_to_image(self) -> TextToImage:
-        model = self.profile.image_model
-        return self.models.get("text_to_image", lambda device: TextToImage.from_pretrained(model, device))
+    def model_for(self, stage: str, message: StageMessage) -> tuple[str, Any]:
+        """The id and the loaded model that run ``stage`` of ``message``'s job."""
+        model_id = self.catalog.route(message.job, stage, message.models)
+        assert model_id is not None, f"{stage} runs no catalog model"
+        return model_id, self.model(model_id)
 
-    def image_batcher(self) -> ImageBatcher:
-        """The local image model behind a batcher: up to ``image_batch_max`` renders in one call."""
+    def model_revision(self, model_id: str) -> str:
+        """What identifies catalog model ``model_id``'s weights here: a pinned or pulled hub commit, a
+        directory's content hash, a provider's model name, or the maker and what it builds on."""
+        backend = self.catalog.models[model_id].backend
+        if isinstance(backend, RemoteBackend):
+            return f"{backend.provider}:{backend.model}"
+        if backend.pipeline == "camera":
+            return f"opencv {cv2.__version__}"
+        if backend.pipeline == "img2img":
+            return f"img2img of {backend.base}@{self.model_revision(backend.base or '')}"
+        if backend.revision:
+            return backend.revision
+        return weights_revision(weights_path(backend.model, self.settings.data_dir / "models", self.models_dir))
+
+    def _load(self, entry: CatalogModel, device: str) -> Any:
+        backend = entry.backend
+        if isinstance(backend, RemoteBackend):
+            remote_class = RemotePromptEnhancer if entry.stage == "prompt_enhance" else RemoteTextToImage
+            return remote_class(self._provider_client(backend.provider), backend.model, self.key_pools)
+        device = device if backend.device == "auto" else backend.device
+        if backend.pipeline == "camera":
+            return CameraMotionFrames()
+        if backend.pipeline == "img2img":
+            return Img2ImgFrames.from_text_to_image(self.model(backend.base or ""))
+        try:
+            path = weights_path(backend.model, self.settings.data_dir / "models", self.models_dir)
+            pinned = {"revision": backend.revision, "dtype": backend.dtype}
+            if entry.stage == "prompt_enhance":
+                return PromptEnhancer.from_pretrained(path, self.profile.embedding_model, device, **pinned)
+            if entry.stage == "image":
+                return TextToImage.from_pretrained(path, device, pipeline_class=diffusers_class(backend.pipeline),
+                                                   **pinned)
+            return ImageToVideoFrames.from_pretrained(path, device, **pinned)
+        except Exception as error:  # a missing model must read as one line in the job's record
+            raise ModelUnavailable(unloadable(entry, error)) from None
+
+    def image_batcher(self, model_id: str) -> ImageBatcher:
+        """Local image model ``model_id`` behind a batcher: up to ``image_batch_max`` renders in one call."""
         # Imported here: importing workers.stages runs its __init__, which imports this module.
         from workers.stages.batching import ImageBatcher
 
-        return self.models.get("image_batcher", lambda _: ImageBatcher(
-            self.local_text_to_image(), max_batch=self.settings.image_batch_max,
-            window_ms=self.settings.image_batch_window_ms))
+        return self.models.get(f"batcher:{model_id}", lambda _: ImageBatcher(
+            self.model(model_id), max_batch=self.settings.image_batch_max,
+            window_ms=self.settings.image_batch_window_ms), size_bytes=0)
 
     def _provider_client(self, provider: str) -> ProviderClient:
         return provider_client(provider, self.remote_config.providers[provider])
-
-    def img2img_frames(self) -> Img2ImgFrames:
-        return self.models.get(
-            "img2img_frames", lambda device: Img2ImgFrames.from_text_to_image(self.local_text_to_image())
-        )
-
-    def camera_frames(self) -> CameraMotionFrames:
-        return self.models.get("camera_frames", lambda device: CameraMotionFrames())
 
     def prompt_screen(self) -> PromptScreen:
         """The prompt screen, for what the text model wrote (the doors screen what users wrote)."""
@@ -126,6 +168,17 @@ class Runtime:
 
     def safety_classifier(self) -> SafetyClassifier:
         return self.models.get("safety_classifier", lambda device: SafetyClassifier.from_pretrained(device=device))
+
+
+def unloadable(entry: CatalogModel, error: Exception) -> str:
+    """One line on why catalog model ``entry`` did not load, naming what is missing."""
+    backend = entry.backend
+    detail = " ".join(str(error).split())[:300] or type(error).__name__
+    where = getattr(backend, "model", "")
+    hint = ""
+    if isinstance(error, OSError) and "/" in where and not where.startswith("/"):
+        hint = f"; fetch it with `framequeue models pull {entry.id}` where the hub is reachable"
+    return f"model {entry.id!r} ({where}) could not be loaded: {type(error).__name__}: {detail}{hint}"
 
 
 def provider_client(name: str, config: ProviderConfig) -> ProviderClient:

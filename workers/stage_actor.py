@@ -9,6 +9,7 @@ the shell records where, sends nothing on, and the message is acked, not retried
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, cast
@@ -19,9 +20,11 @@ from dramatiq.logging import get_logger
 from dramatiq.middleware import CurrentMessage
 
 from pipelines.errors import Interrupted
+from queue_config.catalog import Catalog, catalog_of
 from queue_config.jobs import Priority
-from queue_config.stages import BATCH_PRIORITY, INTERACTIVE_PRIORITY, STAGES, stage_plan
-from workers.errors import Deferred, InvalidJob, NoUsableKey
+from queue_config.settings import get_settings
+from queue_config.stages import BATCH_PRIORITY, INTERACTIVE_PRIORITY, MODEL_STAGES, STAGES, stage_plan
+from workers.errors import Deferred, InvalidJob, ModelUnavailable, NoUsableKey
 from workers.jobs.cancellations import CancelledJobs, running_job
 from workers.jobs.messages import StageMessage, enqueue_stage
 from workers.jobs.outcome import StageOutcome, hand_over
@@ -48,12 +51,17 @@ def declare_stage_actors(
     functions: Mapping[str, StageFunction],
     runtime: Callable[[], Runtime],
     *,
+    catalog: Catalog | None = None,
     max_age_ms: int | None = None,
     time_limits_ms: Mapping[str, int] | None = None,
     stage_cache: Callable[[Runtime], StageCache] | None = None,
 ) -> dict[str, dramatiq.Actor[..., None]]:
     """Declare two actors per stage on ``broker``, running ``functions[stage]``: ``stage`` for
     interactive jobs and ``stage_batch``, on its own queue at a lower priority, for batch jobs.
+    A stage that runs a catalog model has that pair for each of its models in ``catalog``
+    (``image.sd-turbo``, ``image_batch.sd-turbo``): a message is sent to the queue of the model that
+    runs it, and a worker serves the queues of the models it holds. ``catalog`` defaults to the
+    process settings'; the runtime's routes each message.
 
     A message older than ``max_age_ms`` (e.g. one that has waited that long for quota) fails. A
     stage runs at most ``time_limits_ms[stage]`` (default: its ``StageOptions.time_limit_ms``).
@@ -61,6 +69,7 @@ def declare_stage_actors(
     instead of running (workers/jobs/stage_cache.py).
     """
     cancelled = cancellations_of(broker)
+    catalog = catalog or catalog_of(get_settings())
     logger = get_logger(__name__)
 
     def declare(stage: str, function: StageFunction) -> Callable[[Any], None]:
@@ -70,11 +79,14 @@ def declare_stage_actors(
             message = StageMessage.parse(args[0])
             if stage not in stage_plan(message.job.kind):
                 raise InvalidJob(f"stage {stage!r} is not part of a {message.job.kind.value} job")
+            resources = runtime()
+            if (refusal := resources.catalog.refusal(message.job)) is not None:
+                raise InvalidJob(f"the catalog cannot serve this job: {refusal}")
             try:
                 with running_job(message.job.id, cancelled):
-                    resources = runtime()
                     compute = partial(function, resources, message)
-                    outcome = stage_cache(resources).run(stage, message, compute) if stage_cache else compute()
+                    model = resources.catalog.route(message.job, stage, message.models)
+                    outcome = stage_cache(resources).run(stage, message, compute, model) if stage_cache else compute()
             except Deferred as wait:
                 current = cast(MessageProxy, CurrentMessage.get_current_message())
                 put_back(broker, current, wait.delay_ms, wait.reason)
@@ -84,7 +96,7 @@ def declare_stage_actors(
                 return
             following = next_stage(message, stage)
             if following is not None and not outcome.final_state:
-                enqueue_stage(broker, following, message.with_refs(**outcome.refs))
+                enqueue_stage(broker, following, message.with_refs(**outcome.refs), resources.catalog)
             hand_over(outcome)
 
         run_stage.__name__ = stage
@@ -94,8 +106,9 @@ def declare_stage_actors(
     actors: dict[str, dramatiq.Actor[..., None]] = {}
     for stage, function in functions.items():
         options, run_stage = STAGES[stage], declare(stage, function)
-        for priority, dramatiq_priority in priorities:
-            name = options.actor_name(priority)
+        models = [model.id for model in catalog.of_stage(stage)] if stage in MODEL_STAGES else [None]
+        for (priority, dramatiq_priority), model in itertools.product(priorities, models):
+            name = options.actor_name(priority, model)
             actors[name] = dramatiq.actor(
                 actor_name=name,
                 queue_name=name,
@@ -105,7 +118,7 @@ def declare_stage_actors(
                 min_backoff=options.min_backoff_ms,
                 max_backoff=options.max_backoff_ms,
                 time_limit=(time_limits_ms or {}).get(stage, options.time_limit_ms),
-                throws=(InvalidJob, NoUsableKey),
+                throws=(InvalidJob, NoUsableKey, ModelUnavailable),
                 max_age=max_age_ms,
             )(run_stage)
     return actors

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from queue_config.catalog import catalog_of
 from workers.api.bounds import TOO_MANY, Caller, within_queued_jobs_cap, within_request_rate
 from workers.api.context import context, require_token
 from workers.api.jobs import Problem, RedactedValidationRoute
@@ -140,7 +141,8 @@ def submit_batch(
     """
     try:
         batch_id = batch_id_from_name(upload.form.name) if upload.form.name else derive_batch_id(upload.data)
-        lines = parse_batch(upload.data, batch_id=batch_id, fmt=upload.form.format, filename=upload.filename)
+        lines = parse_batch(upload.data, batch_id=batch_id, fmt=upload.form.format, filename=upload.filename,
+                            catalog=catalog_of(context(request).settings))
     except BatchFileError as error:  # its reason quotes nothing of the file
         return JSONResponse({"detail": error.reason, "line": error.line_number}, status.HTTP_422_UNPROCESSABLE_CONTENT)
     except ValueError as error:

@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 from fastapi import HTTPException, Request, Response, status
 
-from queue_config.stages import stage_of_actor
+from queue_config.stages import is_batch_queue
 from workers import batches, ops
 from workers.api.context import context
 from workers.api.dashboard_kit import (
@@ -53,7 +53,7 @@ def empty(request: Request, queue: str, fields: Form) -> Response:
         return page
     ctx = context(request)
     ops.empty_queue(ctx.status, known_queue(queue))
-    if stage_of_actor(queue) != queue:  # cancelled batch jobs no worker will see: complete their batches
+    if is_batch_queue(queue):  # cancelled batch jobs no worker will see: complete their batches
         for found in batches.list_batches(ctx.status):
             if not found["completed"]:
                 batches.complete_if_done(ctx.status, store_of(request), found["batch_id"],

@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel
 
+from queue_config.catalog import ModelRefused, catalog_of
 from queue_config.jobs import JobKind, JobSpec
 from workers.api.bounds import TOO_MANY, Caller, within_queued_jobs_cap, within_request_rate
 from workers.api.context import context, require_token
@@ -144,9 +145,14 @@ def submit(spec: JobSpec, request: Request, response: Response, fingerprint: Cal
 
     202 when it was queued. 200 with ``created`` false for an id submitted before (nothing is
     queued again), or with state ``blocked`` and the ``reason`` when the prompt is refused. 429
-    when the token already has ``api_max_queued_jobs`` unfinished jobs.
+    when the token already has ``api_max_queued_jobs`` unfinished jobs. 422 when the model catalog cannot
+    serve it (an unknown model, or a size, step or frame count out of a model's reach), with the reason.
     """
     api = context(request)
+    try:
+        spec = catalog_of(api.settings).admit(spec)
+    except ModelRefused as refused:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(refused)) from None
     with within_queued_jobs_cap(request, fingerprint, [spec.id]):
         submission = submit_job(api.broker, api.status, spec, policy=api.settings.safety_policy)
     if not (submission.created and submission.state == "queued"):

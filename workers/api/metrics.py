@@ -67,11 +67,12 @@ class RedisCollector(Collector):
     def _queues(self) -> Metric:
         family = GaugeMetricFamily("framequeue_queue_messages", "Messages on a stage queue, by kind: ready "
                                    "(not fetched), delayed (retries and put-back waits), in_flight, dead (lettered). "
-                                   "A stage's batch queue is its own stage value, {stage}_batch.",
-                                   labels=["stage", "kind"])
+                                   "A stage's batch queue is its own stage value, {stage}_batch; a model stage has "
+                                   "a queue per catalog model, {stage}.{model}, with the model in its own label.",
+                                   labels=["stage", "kind", "model"])
         for stats in ops.queue_stats(self.status):
             for kind in ("ready", "delayed", "in_flight", "dead"):
-                family.add_metric([stats.name, kind], getattr(stats, kind))
+                family.add_metric([stats.name, kind, stats.model or ""], getattr(stats, kind))
         return family
 
     def _workers(self) -> Metric:

@@ -24,7 +24,9 @@ from typing import Any, Final, Literal
 
 from pydantic import ValidationError
 
+from queue_config.catalog import Catalog, ModelRefused, catalog_of
 from queue_config.jobs import JobSpec, Priority
+from queue_config.settings import get_settings
 from workers.batches.rows import BatchFileError as BatchFileError
 from workers.batches.rows import Row, csv_rows, decoded_text, jsonl_rows
 from workers.jobs.messages import describe_validation_error
@@ -81,12 +83,13 @@ def job_id_for(batch_id: str, client_id: str) -> str:
 
 
 def parse_batch(data: bytes | str, *, batch_id: str, fmt: BatchFormat | None = None,
-                filename: str = "") -> list[BatchLine]:
+                filename: str = "", catalog: Catalog | None = None) -> list[BatchLine]:
     """Every job line of a batch file, in file order, each a job for ``batch_id`` or the reason it is not one.
 
     The format is ``fmt``, else the filename's extension (.jsonl, .ndjson, .csv), else sniffed
     (JSONL when the first non-blank character is ``{``). Blank lines are skipped. Every job gets
-    priority ``batch`` and this ``batch_id``, whatever the line said.
+    priority ``batch`` and this ``batch_id``, whatever the line said, and must be one ``catalog``
+    (default: the process settings') can serve.
 
     Raises:
       BatchFileError: the bytes are not UTF-8, the file is empty or blank, a CSV header lacks
@@ -103,14 +106,15 @@ def parse_batch(data: bytes | str, *, batch_id: str, fmt: BatchFormat | None = N
     if fmt is None:
         fmt = "jsonl" if text.lstrip().startswith("{") else "csv"
     rows = jsonl_rows(text) if fmt == "jsonl" else csv_rows(text)
-    return _BatchBuilder(batch_id).lines(rows)
+    return _BatchBuilder(batch_id, catalog or catalog_of(get_settings())).lines(rows)
 
 
 class _BatchBuilder:
     """Turns rows into ``BatchLine``s for one batch, refusing a job id a line before it already took."""
 
-    def __init__(self, batch_id: str) -> None:
+    def __init__(self, batch_id: str, catalog: Catalog) -> None:
         self.batch_id = batch_id
+        self.catalog = catalog
         self.first_line_of: dict[str, int] = {}
 
     def lines(self, rows: list[Row]) -> list[BatchLine]:
@@ -138,9 +142,11 @@ class _BatchBuilder:
             return BatchLine(line_number, None, f"duplicate id, first on line {first}", client_id)
         fields.update(id=job_id, priority=Priority.batch, batch_id=self.batch_id)
         try:
-            return BatchLine(line_number, JobSpec.model_validate(fields), "", client_id)
+            return BatchLine(line_number, self.catalog.admit(JobSpec.model_validate(fields)), "", client_id)
         except ValidationError as invalid:
             return BatchLine(line_number, None, describe_validation_error(invalid), client_id)
+        except ModelRefused as refused:
+            return BatchLine(line_number, None, str(refused), client_id)
 
 
 def _value_problem(fields: dict[str, Any]) -> str:

@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from queue_config.catalog import catalog_of
 from queue_config.jobs import JobSpec
 from queue_config.safety_policy import SafetyPolicy
+from queue_config.settings import get_settings
 from queue_config.stages import stage_plan
 from storage import ObjectStore
 from workers.batches.files import BatchLine
@@ -161,7 +163,8 @@ def retry_failed(status: JobStatusStore, broker: FramequeueBroker, batch_id: str
         pipe.execute()
         status.emit(job_id, "queued", error="retried with its batch")
         retried.append(JobSpec.model_validate(record.spec))
-    broker.enqueue_many([stage_message(stage_plan(spec.kind)[0], StageMessage(job=spec)) for spec in retried])
+    catalog = catalog_of(get_settings())
+    broker.enqueue_many([stage_message(stage_plan(spec.kind)[0], StageMessage(job=spec), catalog) for spec in retried])
     return len(retried)
 
 

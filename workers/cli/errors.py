@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import AliasChoices, ValidationError
 
+from queue_config.catalog import CatalogError
 from queue_config.settings import Settings
 from workers.outages import OUTAGE_ERRORS
 
@@ -72,6 +73,8 @@ def run_command(handler: Callable[[argparse.Namespace, Settings], int], args: ar
         return int(handler(args, settings))
     except CliError as error:
         message, exit_code = str(error), error.exit_code
+    except CatalogError as error:
+        message, exit_code = f"bad model catalog: {error}", EXIT_CONFIG
     except ValidationError as error:
         if settings is not None:
             raise  # a model other than the settings: a bug

@@ -13,13 +13,15 @@ import sys
 
 from pydantic import ValidationError
 
+from queue_config.catalog import Catalog, catalog_of
 from queue_config.settings import Settings, get_settings
-from queue_config.stages import CPU_STAGES, GPU_STAGES, STAGES
+from queue_config.stages import CPU_STAGES, GPU_STAGES, MODEL_STAGES, STAGES
 from workers.cli.dev import add_dev_command
 from workers.cli.errors import EXIT_CODES_HELP, CliError, NotFound, OneLineParser, run_command
 from workers.cli.fleet import add_fleet_commands
 from workers.cli.jobs import add_job_commands
 from workers.cli.keys import add_keys_command
+from workers.cli.models import add_models_command
 from workers.cli.services import add_service_commands
 from workers.cli.submit import add_submit_command, print_outcome
 from workers.embedded_redis import resolve_redis_url, stop_embedded_redis
@@ -42,17 +44,42 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    stages = [s for s in args.stages.split(",") if s] if args.stages else list(STAGES)
-    unknown = sorted(set(stages) - set(STAGES))
-    if unknown:
-        raise CliError(f"unknown stages: {', '.join(unknown)} (known: {', '.join(STAGES)})")
     check_remote_config(settings)
+    queues = worker_queues(catalog_of(settings), split(args.stages), split(args.models))
     resolve_redis_url(settings)  # exported, so every dramatiq process shares the server
     os.environ["dramatiq_worker_timeout"] = str(settings.queue_poll_max_ms)  # noqa: SIM112 - dramatiq reads it so
     command = [sys.executable, "-m", "dramatiq", "workers.actors", "--processes", str(args.processes),
-               "--threads", str(args.threads), "--queues", *(q for s in stages for q in STAGES[s].queue_names())]
+               "--threads", str(args.threads), "--queues", *queues]
     os.execv(sys.executable, command)
     return 0  # not reached
+
+
+def split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def worker_queues(catalog: Catalog, stages: list[str], models: list[str]) -> list[str]:
+    """The queues a worker serves: those of ``stages`` (default all; with ``models``, none but theirs)
+    and of ``models``, the catalog models it keeps resident (default: every model of its stages)."""
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise CliError(f"unknown stages: {', '.join(unknown)} (known: {', '.join(STAGES)})")
+    missing = sorted(set(models) - set(catalog.models))
+    if missing:
+        raise CliError(f"--models: not in the catalog: {', '.join(missing)} (see framequeue models)")
+    served = [catalog.models[model] for model in models]
+    stages = stages or ([] if models else list(STAGES))
+    queues: list[str] = []
+    for stage in STAGES:
+        if stage not in MODEL_STAGES:
+            queues += STAGES[stage].queue_names() if stage in stages else []
+            continue
+        chosen = [model.id for model in served if model.stage == stage]
+        if not models and stage in stages:
+            chosen = [model.id for model in catalog.of_stage(stage)]
+        for model in chosen:
+            queues += STAGES[stage].queue_names(model)
+    return queues
 
 
 def check_remote_config(settings: Settings) -> None:
@@ -92,11 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run stage workers (dramatiq)")
     worker.add_argument("--stages", default="", help=f"comma-separated (default all); GPU: {','.join(GPU_STAGES)}; "
                                                      f"CPU: {','.join(CPU_STAGES)}")
+    worker.add_argument("--models", default="", help="comma-separated catalog models to serve and keep resident "
+                                                     "(default: every model of the stages); see framequeue models")
     worker.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
     worker.add_argument("--threads", type=int, default=2, help="threads per process (default 2)")
     worker.set_defaults(handler=cmd_worker)
 
     add_keys_command(commands)
+    add_models_command(commands)
     add_service_commands(commands)
     add_fleet_commands(commands)
     add_dev_command(commands)

@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import ValidationError
 
+from queue_config.catalog import ModelRefused, catalog_of
 from queue_config.jobs import JobSpec
 from queue_config.settings import Settings
 from workers.broker import build_broker
@@ -38,9 +39,11 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         "frames_backend": args.frames_backend, **({"id": args.id} if args.id else {}),
     }
     try:
-        spec = JobSpec(**{k: v for k, v in fields.items() if v is not None})
+        spec = catalog_of(settings).admit(JobSpec(**{k: v for k, v in fields.items() if v is not None}))
     except ValidationError as error:
         raise CliError(describe_validation_error(error)) from None
+    except ModelRefused as refused:
+        raise CliError(str(refused)) from None
     status = JobStatusStore.from_settings(settings)
     submission = submit_job(build_broker(settings), status, spec)
     print(f"job {submission.job_id}: {submission.state}" + (f" ({submission.reason})" if submission.reason else ""))

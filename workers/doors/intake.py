@@ -34,7 +34,9 @@ import redis
 from dramatiq.logging import get_logger
 from pydantic import ValidationError
 
+from queue_config.catalog import Catalog, ModelRefused, catalog_of
 from queue_config.jobs import JobSpec
+from queue_config.settings import get_settings
 from workers.broker import FramequeueBroker
 from workers.doors.streams import bytes_client, ensure_group, read_group
 from workers.jobs.messages import describe_validation_error
@@ -72,12 +74,15 @@ class Intake:
         namespace: str,
         *,
         claim_idle_ms: int = CLAIM_IDLE_MS,
+        catalog: Catalog | None = None,
     ) -> None:
         self.logger = get_logger(__name__, type(self))
         #: How long an entry read by a silent intake waits before this one claims it.
         self.claim_idle_ms = claim_idle_ms
         self.client = client
         self.broker = broker
+        #: What the jobs may ask of the models (default: the process settings' catalog).
+        self.catalog = catalog or catalog_of(get_settings())
         self.status = status
         self.stream_key = f"{namespace}:intake"
         self.receipt_prefix = f"{namespace}:intake:receipt:"
@@ -153,7 +158,11 @@ class Intake:
             return Receipt("rejected", reason=f"'job' is not valid JSON: {error.msg} at char {error.pos}")
         except ValidationError as error:
             return Receipt("rejected", job_id=str(document.get("id", "")), reason=describe_validation_error(error))
-        submission = submit_job(self.broker, self.status, spec)
+        try:
+            spec = self.catalog.admit(spec)
+        except ModelRefused as refused:
+            return Receipt("rejected", job_id=spec.id, reason=str(refused))
+        submission = submit_job(self.broker, self.status, spec, catalog=self.catalog)
         if submission.state == "blocked":
             return Receipt("rejected", job_id=spec.id, reason=submission.reason)
         self.logger.info("Accepted job %s from intake entry %s.", spec.id, entry_id)

@@ -8,6 +8,7 @@ from typing import Any
 import dramatiq
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from queue_config.catalog import Catalog
 from queue_config.jobs import JobSpec
 from queue_config.stages import STAGES
 from workers.errors import InvalidJob
@@ -20,6 +21,8 @@ class StageMessage(BaseModel):
 
     job: JobSpec
     refs: dict[str, str] = {}
+    #: Models that stages moved to from the job's own choice (fallbacks), by stage.
+    models: dict[str, str] = {}
 
     @classmethod
     def parse(cls, payload: Any) -> StageMessage:
@@ -36,7 +39,11 @@ class StageMessage(BaseModel):
             raise InvalidJob(describe_validation_error(error)) from None
 
     def with_refs(self, **refs: str) -> StageMessage:
-        return StageMessage(job=self.job, refs={**self.refs, **refs})
+        return StageMessage(job=self.job, refs={**self.refs, **refs}, models=self.models)
+
+    def with_model(self, stage: str, model: str) -> StageMessage:
+        """This message with ``stage`` moved to ``model`` (a fallback)."""
+        return StageMessage(job=self.job, refs=self.refs, models={**self.models, stage: model})
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -48,16 +55,19 @@ def describe_validation_error(error: ValidationError) -> str:
     return "invalid job: " + "; ".join(lines[:20])
 
 
-def stage_message(stage: str, message: StageMessage) -> dramatiq.Message:
-    """The dramatiq message that runs ``stage`` on ``message``, for the job's priority."""
-    name = STAGES[stage].actor_name(message.job.priority)
+def stage_message(stage: str, message: StageMessage, catalog: Catalog) -> dramatiq.Message:
+    """The dramatiq message that runs ``stage`` on ``message``, on the queue of the job's priority and
+    of the model ``catalog`` routes the stage to."""
+    name = STAGES[stage].actor_name(message.job.priority, catalog.route(message.job, stage, message.models))
     payload = message.model_dump(mode="json")
+    if not message.models:
+        del payload["models"]  # a message without fallbacks reads as it did before they existed
     return dramatiq.Message(queue_name=name, actor_name=name, args=(payload,), kwargs={}, options={})
 
 
-def enqueue_stage(broker: dramatiq.Broker, stage: str, message: StageMessage) -> None:
+def enqueue_stage(broker: dramatiq.Broker, stage: str, message: StageMessage, catalog: Catalog) -> None:
     """Send ``message`` to ``stage``'s actor on its queue."""
-    queued = stage_message(stage, message)
+    queued = stage_message(stage, message, catalog)
     broker.declare_queue(queued.queue_name)
     broker.enqueue(queued)
 

@@ -26,7 +26,9 @@ from typing import cast
 
 from dramatiq.logging import get_logger
 
+from queue_config.catalog import catalog_of
 from queue_config.jobs import JobSpec
+from queue_config.settings import get_settings
 from workers.broker import FramequeueBroker
 from workers.jobs.messages import StageMessage, enqueue_stage
 from workers.jobs.record import JobRecord, JobStatusStore
@@ -124,7 +126,8 @@ class Reconciler:
             self.logger.warning("Job %s failed: %s.", job_id, reason)
             return False
         refs = {name: str(artifact["key"]) for name, artifact in record.artifacts.items() if "key" in artifact}
-        enqueue_stage(self.broker, stage, StageMessage(job=JobSpec.model_validate(record.spec), refs=refs))
+        enqueue_stage(self.broker, stage, StageMessage(job=JobSpec.model_validate(record.spec), refs=refs),
+                      catalog_of(get_settings()))
         self.status.emit(job_id, "repaired", stage=stage, repairs=str(repairs))
         self.status.client.hincrby(self.stats_key, "repaired", 1)
         self.logger.warning("Job %s had lost its message; stage %s enqueued again (repair %d).", job_id, stage, repairs)

@@ -88,6 +88,8 @@ class JobRecord:
     progress: dict[str, str] = field(default_factory=dict)
     #: Stages served from the cache, each with the job whose run it reused (``cached.{stage}``; stage_cache.py).
     cached: dict[str, str] = field(default_factory=dict)
+    #: The catalog model that served each model stage, with its revision (``model@revision``; ``model.{stage}``).
+    models: dict[str, str] = field(default_factory=dict)
     #: A queued job's place: messages ahead of it on its queue (filled in by the API's job read).
     queue_position: int | None = None
     #: Where a stage that was running when the job was cancelled stopped ("image: step 3 of 50").
@@ -340,6 +342,7 @@ class JobStatusStore:
             stopped_at=raw.get("stopped_at", ""),
             progress={k[9:]: v for k, v in raw.items() if k.startswith("progress.")},
             cached={k[7:]: v for k, v in raw.items() if k.startswith("cached.")},
+            models={k[6:]: v for k, v in raw.items() if k.startswith("model.")},
             spec=JobSpec.model_validate_json(raw["spec"]).model_dump(mode="json") if raw.get("spec") else {},
             traceback=raw.get("traceback", ""), dead_letter=raw.get("dead_letter", ""),
         )

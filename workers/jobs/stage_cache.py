@@ -96,28 +96,30 @@ class StageCache:
         namespace: Prefix of every key.
         store: The object store the outcomes' references point into.
         ttl_s: How long an entry is kept (the retention of finished jobs).
-        identity: What ``stage`` runs its inputs through on this host, as names and values; asked
-          once per stage.
+        identity: What ``stage`` runs its inputs through on this host with catalog model ``model``
+          (None for a stage without one), as names and values; asked once per stage and model.
     """
 
     def __init__(self, client: redis.Redis, namespace: str, store: ObjectStore, *, ttl_s: float,
-                 identity: Callable[[str], Mapping[str, str]]) -> None:
+                 identity: Callable[[str, str | None], Mapping[str, str]]) -> None:
         self.client = client
         self.namespace = namespace
         self.store = store
         self.ttl_ms = max(1, round(ttl_s * 1000))
         self._identity = identity
-        self._identities: dict[str, Mapping[str, str]] = {}
+        self._identities: dict[tuple[str, str | None], Mapping[str, str]] = {}
         self.logger = get_logger(__name__, type(self))
 
     def entry_key(self, stage: str, key: str) -> str:
         return f"{self.namespace}:stage_cache:{stage}:{key}"
 
-    def run(self, stage: str, message: StageMessage, compute: Callable[[], StageOutcome]) -> StageOutcome:
-        """The outcome of an earlier identical run of ``stage`` if one is usable, else ``compute()``'s (then kept)."""
+    def run(self, stage: str, message: StageMessage, compute: Callable[[], StageOutcome],
+            model: str | None = None) -> StageOutcome:
+        """The outcome of an earlier identical run of ``stage`` (with catalog model ``model``) if one is
+        usable, else ``compute()``'s (then kept)."""
         if stage not in CACHED_STAGE_FIELDS:
             return compute()
-        key = cache_key(stage, message, self.identity(stage))
+        key = cache_key(stage, message, self.identity(stage, model))
         if key is None:
             return compute()
         if message.job.cache:
@@ -132,10 +134,10 @@ class StageCache:
         self.keep(stage, key, CachedRun(message.job.id, outcome))
         return outcome
 
-    def identity(self, stage: str) -> Mapping[str, str]:
-        if stage not in self._identities:
-            self._identities[stage] = self._identity(stage)
-        return self._identities[stage]
+    def identity(self, stage: str, model: str | None = None) -> Mapping[str, str]:
+        if (stage, model) not in self._identities:
+            self._identities[stage, model] = self._identity(stage, model)
+        return self._identities[stage, model]
 
     def lookup(self, stage: str, key: str) -> CachedRun | None:
         """The kept run under ``key``, if every object it references is still stored."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from queue_config.catalog import Catalog, catalog_of
 from queue_config.jobs import JobSpec
 from queue_config.safety_policy import SafetyPolicy
 from queue_config.settings import get_settings
@@ -31,24 +32,26 @@ def accept_jobs(
     emit: bool = True,
     policy: SafetyPolicy | None = None,
     screen: Screen | None = None,
+    catalog: Catalog | None = None,
 ) -> list[bool]:
     """Screen validated jobs, then record them: blocked ones as ``blocked`` with no message, the rest
     with their first stages enqueued, each job all or nothing. For each, whether it was new.
 
-    ``policy`` defaults to the process settings' ``safety_policy``; ``screen`` to the process's screen.
+    ``policy`` defaults to the process settings' ``safety_policy``; ``screen`` to the process's screen;
+    ``catalog``, which routes each first stage to its model's queue, to the settings' catalog.
     """
     verdicts = screen_jobs(screen or default_screen(), policy or get_settings().safety_policy, specs)
-    return _record_screened(broker, status, specs, verdicts, emit=emit)
+    return _record_screened(broker, status, specs, verdicts, catalog or catalog_of(get_settings()), emit=emit)
 
 
 def _record_screened(
     broker: FramequeueBroker, status: JobStatusStore, specs: Sequence[JobSpec], verdicts: Sequence[Verdict],
-    *, emit: bool = True,
+    catalog: Catalog, *, emit: bool = True,
 ) -> list[bool]:
     fields = {spec.id: verdict.record_fields() for spec, verdict in zip(specs, verdicts, strict=True)}
     blocked = [spec for spec, verdict in zip(specs, verdicts, strict=True) if verdict.blocked is not None]
     passed = [spec for spec, verdict in zip(specs, verdicts, strict=True) if verdict.blocked is None]
-    first = {spec.id: stage_message(stage_plan(spec.kind)[0], StageMessage(job=spec)) for spec in passed}
+    first = {spec.id: stage_message(stage_plan(spec.kind)[0], StageMessage(job=spec), catalog) for spec in passed}
     for message in first.values():
         broker.declare_queue(message.queue_name)
     new: dict[int, bool] = {}
@@ -80,19 +83,21 @@ def submit_job(
     *,
     policy: SafetyPolicy | None = None,
     screen: Screen | None = None,
+    catalog: Catalog | None = None,
 ) -> Submission:
     """Screen, record and enqueue a validated job. Submitting the same id twice enqueues it once.
 
     ``queued`` means accepted: the record and the first message are in Redis together. A job
     resubmitted after it lost its message (see ``Reconciler``) is sent on again. ``blocked``
     comes with the reason, which the record's ``error`` also holds. ``policy`` and ``screen``
-    default as ``accept_jobs``'s do.
+    and ``catalog`` default as ``accept_jobs``'s do.
     """
     verdict = screen_jobs(screen or default_screen(), policy or get_settings().safety_policy, [spec])[0]
+    catalog = catalog or catalog_of(get_settings())
     if verdict.blocked is not None:
-        created = _record_screened(broker, status, [spec], [verdict])[0]
+        created = _record_screened(broker, status, [spec], [verdict], catalog)[0]
         return Submission(spec.id, "blocked", created, verdict.blocked.reason())
-    if not _record_screened(broker, status, [spec], [verdict])[0]:
+    if not _record_screened(broker, status, [spec], [verdict], catalog)[0]:
         reconciler = Reconciler(status, broker)
         if reconciler.lost([spec.id]):
             reconciler.repair(spec.id)

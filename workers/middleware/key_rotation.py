@@ -14,20 +14,20 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
-from queue_config.stages import stage_of_actor
+from queue_config.stages import model_of_actor
 from workers.errors import NoUsableKey
 from workers.keys import KeyPool
 from workers.middleware.put_back import fail_with_reason, put_back
 
 
 class KeyRotation(Middleware):
-    """Gates each remote stage on its provider's pool: ``pools_by_stage[stage]``."""
+    """Gates each remote catalog model on its provider's pool: ``pools_by_model[model]``."""
 
-    def __init__(self, pools_by_stage: dict[str, KeyPool]) -> None:
-        self.pools_by_stage = pools_by_stage
+    def __init__(self, pools_by_model: dict[str, KeyPool]) -> None:
+        self.pools_by_model = pools_by_model
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        pool = self.pools_by_stage.get(stage_of_actor(message.actor_name))
+        pool = self.pools_by_model.get(model_of_actor(message.actor_name) or "")
         if pool is None:
             return
         try:

@@ -19,7 +19,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
 from queue_config.remote import ModelLimits
-from queue_config.stages import stage_of_actor
+from queue_config.stages import model_of_actor
 from workers.limits import RedisLimiter
 from workers.middleware.put_back import put_back
 
@@ -34,25 +34,25 @@ BOOKED_SLOT_OPTION = "framequeue_booked_slot"
 
 
 class ModelRateLimits(Middleware):
-    """Applies ``limits_by_stage[stage]`` to that stage's messages."""
+    """Applies ``limits_by_model[model]`` to the messages of catalog model ``model``'s queues."""
 
     def __init__(
         self,
         limiter: RedisLimiter,
-        limits_by_stage: dict[str, ModelLimits],
+        limits_by_model: dict[str, ModelLimits],
         *,
         slot_lease_ms: int = DEFAULT_SLOT_LEASE_MS,
         slot_wait_ms: int = DEFAULT_SLOT_WAIT_MS,
         burst: int = DEFAULT_BURST,
     ) -> None:
         self.limiter = limiter
-        self.limits_by_stage = limits_by_stage
+        self.limits_by_model = limits_by_model
         self.slot_lease_ms = slot_lease_ms
         self.slot_wait_ms = slot_wait_ms
         self.burst = burst
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        limits = self.limits_by_stage.get(stage_of_actor(message.actor_name))
+        limits = self.limits_by_model.get(model_of_actor(message.actor_name) or "")
         if limits is None:
             return
         name = f"{limits.provider}:{limits.model}"
@@ -78,6 +78,6 @@ class ModelRateLimits(Middleware):
         self._release(message)
 
     def _release(self, message: MessageProxy) -> None:
-        limits = self.limits_by_stage.get(stage_of_actor(message.actor_name))
+        limits = self.limits_by_model.get(model_of_actor(message.actor_name) or "")
         if limits is not None and limits.concurrency:
             self.limiter.release(f"{limits.provider}:{limits.model}", message.message_id)

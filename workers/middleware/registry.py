@@ -65,7 +65,7 @@ class WorkerRegistry(Middleware):
     """Keeps this worker process's entry in the registry: written at boot, beaten, removed at shutdown.
 
     Parameters:
-        describe_models: Called once at boot with the stages the process serves; returns what it
+        describe_models: Called once at boot with the queues the process serves; returns what it
             runs them with (``workers.ops.workers.WorkerEntry.models``).
         interval_ms: Milliseconds between heartbeats.
         stale_after_ms: Heartbeat age after which readers mark the entry stale.
@@ -76,7 +76,7 @@ class WorkerRegistry(Middleware):
     def __init__(
         self,
         *,
-        describe_models: Callable[[Sequence[str]], dict[str, str]] = lambda stages: {},
+        describe_models: Callable[[Sequence[str]], dict[str, str]] = lambda queues: {},
         interval_ms: int = DEFAULT_INTERVAL_MS,
         stale_after_ms: int = DEFAULT_STALE_AFTER_MS,
         ttl_ms: int = DEFAULT_TTL_MS,
@@ -102,7 +102,7 @@ class WorkerRegistry(Middleware):
         stages = sorted({stage_of_actor(queue) for queue in queues})
         description: dict[str, Any] = {
             "host": host, "pid": pid, "stages": json.dumps(stages), "queues": json.dumps(queues),
-            "models": json.dumps(self.describe_models(stages)), "threads": worker.worker_threads,
+            "models": json.dumps(self.describe_models(queues)), "threads": worker.worker_threads,
             "started_at": time.time(), "version": framequeue_version(), "stale_after_ms": self.stale_after_ms,
         }
         self._fields = [str(part) for pair in description.items() for part in pair]

@@ -5,8 +5,9 @@ message ids per queue with the bodies in a ``.msgs`` hash, a ``.DQ`` pair for de
 ``.XQ`` sorted set (by dead-letter time, ms) plus its ``.XQ.msgs`` hash, one
 ``__acks__.{worker}.{queue}`` set per worker holding what it has fetched, and the ``__heartbeats__``
 sorted set. Every stage has two queues, its interactive one (``image``) and its batch one
-(``image_batch``, see ``queue_config.stages``); each is listed on its own, so a batch backlog shows
-beside the interactive queue.
+(``image_batch``, see ``queue_config.stages``), and a stage that runs a catalog model has that pair
+per model (``image.sd-turbo``, ``image_batch.sd-turbo``); each is listed on its own, so a batch
+backlog shows beside the interactive queue and one model's depth beside another's.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, cast
 
-from queue_config.stages import STAGES, stage_of_actor
+from queue_config.catalog import Catalog, catalog_of
+from queue_config.settings import get_settings
+from queue_config.stages import MODEL_STAGES, STAGES, is_batch_queue, model_of_actor, stage_of_actor
 from workers.jobs.messages import job_id_in
 from workers.jobs.record import JobStatusStore
 from workers.keys.pool import redis_now_ms
@@ -55,12 +58,17 @@ class QueueStats:
 
     @property
     def stage(self) -> str:
-        """The stage whose messages this queue carries (``image`` for ``image_batch``)."""
+        """The stage whose messages this queue carries (``image`` for ``image_batch.sd-turbo``)."""
         return stage_of_actor(self.name)
 
     @property
+    def model(self) -> str | None:
+        """The catalog model whose messages this queue carries (None for a stage without models)."""
+        return model_of_actor(self.name)
+
+    @property
     def batch(self) -> bool:
-        return self.name != self.stage
+        return is_batch_queue(self.name)
 
 
 @dataclass(frozen=True)
@@ -85,9 +93,13 @@ class DelayedMessage:
     retries: int
 
 
-def queue_names() -> list[str]:
-    """Every stage queue in stage order, each stage's interactive queue before its batch queue."""
-    return [queue for options in STAGES.values() for queue in options.queue_names()]
+def queue_names(catalog: Catalog | None = None) -> list[str]:
+    """Every stage queue in stage order, a model stage's by model in ``catalog`` order (default: the
+    process settings' catalog), each interactive queue before its batch queue."""
+    catalog = catalog or catalog_of(get_settings())
+    return [queue for stage, options in STAGES.items()
+            for model in ([m.id for m in catalog.of_stage(stage)] if stage in MODEL_STAGES else [None])
+            for queue in options.queue_names(model)]
 
 
 def message_fields(body: bytes | str | None) -> dict[str, Any]:

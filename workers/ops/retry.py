@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dramatiq
 
+from queue_config.catalog import catalog_of
 from queue_config.jobs import JobSpec
+from queue_config.settings import get_settings
 from queue_config.stages import stage_plan
 from workers.jobs.messages import StageMessage, enqueue_stage
 from workers.jobs.record import JobStatusStore
@@ -31,5 +33,5 @@ def retry_job(broker: dramatiq.Broker, status: JobStatusStore, job_id: str) -> b
     spec = JobSpec.model_validate(record.spec)
     if not reopen_failed_job(status, job_id, from_start=True):
         return False
-    enqueue_stage(broker, stage_plan(spec.kind)[0], StageMessage(job=spec))
+    enqueue_stage(broker, stage_plan(spec.kind)[0], StageMessage(job=spec), catalog_of(get_settings()))
     return True

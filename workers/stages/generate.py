@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines import TextToImage, encode_h264
+from pipelines import CameraMotionFrames, Img2ImgFrames, TextToImage, encode_h264
 from queue_config.safety_policy import Check, flags_field
 from workers.jobs.cancellations import cancellation_check, job_cancelled
 from workers.jobs.messages import StageMessage
@@ -38,7 +38,8 @@ def prompt_enhance(runtime: Runtime, message: StageMessage) -> StageOutcome:
     if not job.enhance_prompt:
         prompt, record = job.prompt, {}
     else:
-        prompt = runtime.prompt_enhancer()(job.prompt, seed=job.seed).prompt
+        model_id, enhancer = runtime.model_for("prompt_enhance", message)
+        prompt = enhancer(job.prompt, seed=job.seed).prompt
         findings = runtime.prompt_screen().screen(prompt, Check.enhanced_prompt)
         policy = runtime.settings.safety_policy
         if (block := policy.first_block(findings)) is not None:
@@ -46,6 +47,7 @@ def prompt_enhance(runtime: Runtime, message: StageMessage) -> StageOutcome:
         flags = flags_field(policy.flags(findings))
         record = {"safety_flags": merged_flags(recorded_flags(runtime, job.id), Check.enhanced_prompt, flags)} \
             if flags else {}
+        record |= served_by(runtime, "prompt_enhance", model_id)
     stored = runtime.store.put_content(f"jobs/{job.id}/prompt", prompt.encode(), "txt", "text/plain; charset=utf-8")
     return StageOutcome(refs={"prompt": stored.key}, artifacts={"prompt": stored}, record=record)
 
@@ -58,9 +60,9 @@ def image(runtime: Runtime, message: StageMessage) -> StageOutcome:
     """
     job = message.job
     prompt = read_ref(runtime.store, message, "prompt").decode()
-    model = runtime.text_to_image()
+    model_id, model = runtime.model_for("image", message)
     if isinstance(model, TextToImage):  # batched with other threads' jobs of its shape when configured
-        picture = runtime.image_batcher().render(RenderRequest(
+        picture = runtime.image_batcher(model_id).render(RenderRequest(
             prompt, job.seed, job.width, job.height, job.steps, negative_prompt=job.negative_prompt or None,
             should_stop=cancellation_check(), progress=StageProgress(runtime.status, job.id, "image"),
         ))
@@ -71,29 +73,33 @@ def image(runtime: Runtime, message: StageMessage) -> StageOutcome:
     if verdict.block is not None:  # nothing is stored, so no frames, video or upload can follow
         return verdict.blocked()
     stored = runtime.store.put_content(f"jobs/{job.id}/image", png_bytes(picture), "png", "image/png")
-    return replace(StageOutcome.stored("image", stored), record=verdict.record)
+    return replace(StageOutcome.stored("image", stored), record=verdict.record | served_by(runtime, "image", model_id))
 
 
 def frames(runtime: Runtime, message: StageMessage) -> StageOutcome:
     """The video's frames, grown from the key image by the job's frames backend."""
     job = message.job
     key_image = image_from_bytes(read_ref(runtime.store, message, "image"))
-    backend = job.frames_backend or runtime.settings.frames_backend
+    model_id, maker = runtime.model_for("frames", message)
     progress = StageProgress(runtime.status, job.id, "frames")
-    if backend == "img2img":
+    if isinstance(maker, Img2ImgFrames):
         prompt = read_ref(runtime.store, message, "prompt").decode()
-        output = runtime.img2img_frames()(
-            key_image, prompt, num_frames=job.num_frames, fps=job.fps, seed=job.seed, steps=job.steps,
-            should_stop=job_cancelled, progress=progress,
-        )
+        output = maker(key_image, prompt, num_frames=job.num_frames, fps=job.fps, seed=job.seed, steps=job.steps,
+                       should_stop=job_cancelled, progress=progress)
+    elif isinstance(maker, CameraMotionFrames):
+        output = maker(key_image, num_frames=job.num_frames, fps=job.fps, seed=job.seed, should_stop=job_cancelled,
+                       progress=progress)
     else:
-        output = runtime.camera_frames()(
-            key_image, num_frames=job.num_frames, fps=job.fps, seed=job.seed, should_stop=job_cancelled,
-            progress=progress,
-        )
+        output = maker(key_image, num_frames=job.num_frames, fps=job.fps, seed=job.seed, steps=job.steps,
+                       should_stop=job_cancelled, progress=progress)
     data = frames_bytes(output.frames)
     stored = runtime.store.put_content(f"jobs/{job.id}/frames", data, "npy.zlib", "application/octet-stream")
-    return StageOutcome.stored("frames", stored)
+    return replace(StageOutcome.stored("frames", stored), record=served_by(runtime, "frames", model_id))
+
+
+def served_by(runtime: Runtime, stage: str, model_id: str) -> dict[str, str]:
+    """The record field naming the catalog model that ran ``stage``, and its revision."""
+    return {f"model.{stage}": f"{model_id}@{runtime.model_revision(model_id)}"}
 
 
 def counted(frames: np.ndarray, progress: StageProgress) -> Iterator[np.ndarray]:

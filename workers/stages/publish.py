@@ -44,6 +44,7 @@ def upload(runtime: Runtime, message: StageMessage) -> StageOutcome:
     name, extension, content_type = _RESULTS[job.kind]
     store = runtime.store
     result = store.put_content("results", read_ref(store, message, name), extension, content_type)
+    served = runtime.status.get(job.id)
     manifest = {
         "job_id": job.id,
         "schema_version": job.schema_version,
@@ -51,6 +52,8 @@ def upload(runtime: Runtime, message: StageMessage) -> StageOutcome:
         "spec": job.model_dump(mode="json"),
         "result": result.as_dict(),
         "intermediates": dict(sorted(message.refs.items())),
+        #: The catalog model that served each model stage, with its revision.
+        "models": dict(sorted(served.models.items())) if served is not None else {},
     }
     manifest_key = f"manifests/{job.id}.json"
     store.put_bytes(manifest_key, json.dumps(manifest, indent=2, sort_keys=True).encode(), "application/json")
