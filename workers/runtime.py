@@ -66,7 +66,8 @@ class Runtime:
 
     @cached_property
     def models(self) -> ModelRegistry:
-        return ModelRegistry(device=self.settings.device or None)
+        return ModelRegistry(device=self.settings.device or None,
+                             memory_budget_bytes=self.settings.model_memory_budget_bytes)
 
     @cached_property
     def profile(self) -> ModelProfile:
