@@ -334,9 +334,15 @@ def load_catalog(path: Path) -> Catalog:
     try:
         return Catalog.model_validate(data)
     except ValidationError as error:
-        problems = [f"{'.'.join(str(part) for part in item['loc']) or '(catalog)'}: {item['msg']}"
+        # A key of the file is quoted when it holds a line break or another unprintable character.
+        problems = [f"{'.'.join(_key_text(part) for part in item['loc']) or '(catalog)'}: {item['msg']}"
                     for item in error.errors(include_input=False, include_url=False)]
         raise CatalogError(f"{path}: " + "; ".join(problems[:10])) from None
+
+
+def _key_text(part: object) -> str:
+    text = str(part)
+    return text if text.isprintable() else repr(text)
 
 
 def shipped_catalog(profile: str) -> Path:
