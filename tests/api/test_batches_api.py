@@ -19,6 +19,7 @@ from queue_config.settings import Settings
 from storage import open_store
 from tests.api.test_jobs_api import TOKEN, api_server, client_of
 from tests.api.test_ops import Namespace, cleaned_namespace
+from tests.queues import PROMPT_BATCH_QUEUE, PROMPT_QUEUE
 from workers import ops
 from workers.api import batches as batches_api
 from workers.batches.files import derive_batch_id
@@ -28,7 +29,7 @@ GOOD_AND_BAD = (json.dumps({"id": "fox", "prompt": "a red fox", "width": 64, "he
                 + '{"prompt": "sk-live-secret", "width": 65}\n'
                 + json.dumps({"prompt": "a hare", "width": 64, "height": 64}) + "\n").encode()
 #: Where a batch's image jobs wait: the batch queue of their first stage.
-BATCH_QUEUE = "prompt_enhance_batch"
+BATCH_QUEUE = PROMPT_BATCH_QUEUE
 
 
 @dataclass
@@ -108,7 +109,7 @@ def test_an_upload_queues_its_good_lines_at_batch_priority_once_and_lists_the_ba
         record = status.get(job_id)
         assert record is not None and record.state == "queued"
         assert (record.spec["priority"], record.spec["batch_id"]) == ("batch", batch_id)
-    assert batch_api.queued_job_ids() == [fox, hare] and batch_api.queued_job_ids("prompt_enhance") == []
+    assert batch_api.queued_job_ids() == [fox, hare] and batch_api.queued_job_ids(PROMPT_QUEUE) == []
 
 
 def test_a_strict_upload_with_a_bad_line_is_refused_whole_with_the_line_numbers(batch_api: BatchApi) -> None:

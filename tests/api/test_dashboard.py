@@ -23,6 +23,7 @@ from queue_config.stages import stage_plan
 from storage import open_store
 from tests.api.test_jobs_api import api_server
 from tests.api.test_ops import Namespace, cleaned_namespace, failed_job, namespace_for
+from tests.queues import FRAMES_QUEUE, IMAGE_QUEUE, PROMPT_QUEUE
 from tests.servers import wait_for
 from workers import ops
 from workers.jobs.outcome import StageOutcome
@@ -34,7 +35,7 @@ TOKEN = "test-token"
 BROWSER_DIR = Path(__file__).resolve().parent / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
 #: Pages every signed-in operator can open (relative to /dashboard).
-PAGES = ("", "/jobs", "/jobs?state=failed", "/failed", "/failed?queue=image", "/queues/image")
+PAGES = ("", "/jobs", "/jobs?state=failed", "/failed", f"/failed?queue={IMAGE_QUEUE}", f"/queues/{IMAGE_QUEUE}")
 
 
 @pytest.fixture(scope="module")
@@ -81,16 +82,16 @@ def signed_in(base_url: str) -> Iterator[Operator]:
 
 
 def post(client: Operator, path: str, **fields: str) -> httpx.Response:
-    return client.post(path, data=client.form(back="/dashboard/failed?queue=image", **fields))
+    return client.post(path, data=client.form(back=f"/dashboard/failed?queue={IMAGE_QUEUE}", **fields))
 
 
 def test_a_browser_that_has_not_signed_in_is_sent_to_the_login_form(dashboard: tuple[Namespace, str]) -> None:
     _, url = dashboard
-    response = httpx.get(f"{url}/dashboard/failed?queue=image")
+    response = httpx.get(f"{url}/dashboard/failed?queue={IMAGE_QUEUE}")
 
     assert response.status_code == 303
-    assert response.headers["location"] == "/dashboard/login?next=/dashboard/failed%3Fqueue%3Dimage"
-    assert httpx.post(f"{url}/dashboard/queues/image/empty", data={"confirmed": "yes"}).status_code == 401
+    assert response.headers["location"] == f"/dashboard/login?next=/dashboard/failed%3Fqueue%3D{IMAGE_QUEUE}"
+    assert httpx.post(f"{url}/dashboard/queues/{IMAGE_QUEUE}/empty", data={"confirmed": "yes"}).status_code == 401
     assert httpx.get(f"{url}/dashboard", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
 
 
@@ -121,7 +122,7 @@ def test_every_page_renders_without_secrets_and_refuses_framing(dashboard: tuple
             assert response.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in \
                 response.headers["content-security-policy"]
         overview = client.get("/dashboard").text
-    assert "0a1b2c3d4e5f" in overview and 'data-queue="image"' in overview and "Throughput" in overview
+    assert "0a1b2c3d4e5f" in overview and f'data-queue="{IMAGE_QUEUE}"' in overview and "Throughput" in overview
 
 
 def test_a_job_page_shows_its_stages_error_and_artifact_previews(dashboard: tuple[Namespace, str],
@@ -154,15 +155,17 @@ def test_requeue_and_delete_act_on_dead_letters_and_say_so(dashboard: tuple[Name
     spec, requeued = failed_job(ns)
     _, deleted = failed_job(ns)
 
+    deleting = f"/dashboard/failed/{IMAGE_QUEUE}/{deleted.options['redis_message_id']}/delete"
     with signed_in(url) as client:
-        answer = post(client, f"/dashboard/failed/image/{requeued.options['redis_message_id']}/requeue")
-        ask = post(client, f"/dashboard/failed/image/{deleted.options['redis_message_id']}/delete")
+        answer = post(client, f"/dashboard/failed/{IMAGE_QUEUE}/{requeued.options['redis_message_id']}/requeue")
+        ask = post(client, deleting)
         assert ns.status.dead_letter_reason(deleted.message_id) is not None
-        done = post(client, f"/dashboard/failed/image/{deleted.options['redis_message_id']}/delete", confirmed="yes")
-        again = post(client, f"/dashboard/failed/image/{deleted.options['redis_message_id']}/delete", confirmed="yes")
+        done = post(client, deleting, confirmed="yes")
+        again = post(client, deleting, confirmed="yes")
         flash = client.get(answer.headers["location"]).text
 
-    assert answer.status_code == 303 and answer.headers["location"] == "/dashboard/failed?queue=image&done=requeued"
+    assert answer.status_code == 303
+    assert answer.headers["location"] == f"/dashboard/failed?queue={IMAGE_QUEUE}&done=requeued"
     assert "Requeued" in flash and ns.status.state_of(spec.id) == "queued"
     assert ask.status_code == 200 and "Are you sure?" in ask.text and 'name="confirmed" value="yes"' in ask.text
     assert done.headers["location"].endswith("done=deleted") and again.headers["location"].endswith("done=gone")
@@ -181,13 +184,14 @@ def test_requeue_all_puts_every_dead_letter_of_the_queue_back_with_its_retries_r
     key = f"{ns.settings.namespace}:image"
 
     with signed_in(url) as client:
-        page = client.get("/dashboard/failed?queue=image").text
-        answer = post(client, "/dashboard/failed/image/requeue-all")
+        page = client.get(f"/dashboard/failed?queue={IMAGE_QUEUE}").text
+        answer = post(client, f"/dashboard/failed/{IMAGE_QUEUE}/requeue-all")
 
-    assert 'action="/dashboard/failed/image/requeue-all"' in page
-    assert answer.status_code == 303 and answer.headers["location"] == "/dashboard/failed?queue=image&done=requeued"
+    assert f'action="/dashboard/failed/{IMAGE_QUEUE}/requeue-all"' in page
+    assert answer.status_code == 303
+    assert answer.headers["location"] == f"/dashboard/failed?queue={IMAGE_QUEUE}&done=requeued"
     assert ns.status.client.zcard(f"{key}.XQ") == ns.status.client.hlen(f"{key}.XQ.msgs") == 0
-    queued = ops.ready_messages(ns.status, "image", limit=len(letters) + 1)
+    queued = ops.ready_messages(ns.status, IMAGE_QUEUE, limit=len(letters) + 1)
     assert sorted(body["message_id"] for body in queued) == sorted(letter.message_id for letter in letters.values())
     assert all(body["options"].get("retries", 0) == 0 for body in queued)
     assert all(letter.options["retries"] == 3 for letter in letters.values())
@@ -205,15 +209,15 @@ def test_emptying_a_queue_asks_first_then_cancels_the_jobs_it_carried(dashboard:
     submit_job(ns.broker, ns.status, waiting)
 
     with signed_in(url) as client:
-        ask = client.post("/dashboard/queues/prompt_enhance/empty", data=client.form(back="/dashboard"))
+        ask = client.post(f"/dashboard/queues/{PROMPT_QUEUE}/empty", data=client.form(back="/dashboard"))
         assert ns.status.state_of(waiting.id) == "queued"
-        emptied = client.post("/dashboard/queues/prompt_enhance/empty",
+        emptied = client.post(f"/dashboard/queues/{PROMPT_QUEUE}/empty",
                               data=client.form(back="/dashboard", confirmed="yes"))
         unknown = client.post("/dashboard/queues/nope/empty", data=client.form(confirmed="yes"))
 
     assert "Are you sure?" in ask.text and emptied.headers["location"] == "/dashboard?done=emptied"
     assert ns.status.state_of(waiting.id) == "cancelled" and ns.status.client.llen(
-        f"{ns.settings.namespace}:prompt_enhance") == 0
+        f"{ns.settings.namespace}:{PROMPT_QUEUE}") == 0
     assert unknown.status_code == 404
 
 
@@ -243,7 +247,7 @@ def test_cancelling_a_running_job_asks_first_then_cancels_it_and_says_so(dashboa
 def test_cross_site_posts_and_foreign_return_addresses_are_refused(dashboard: tuple[Namespace, str]) -> None:
     ns, url = dashboard
     _, letter = failed_job(ns)
-    path = f"/dashboard/failed/image/{letter.options['redis_message_id']}/requeue"
+    path = f"/dashboard/failed/{IMAGE_QUEUE}/{letter.options['redis_message_id']}/requeue"
 
     with signed_in(url) as client:
         forged = client.post(path, data=client.form(), headers={"Origin": "https://evil.example"})
@@ -269,7 +273,8 @@ def test_links_follow_the_url_prefix(settings: Settings) -> None:
     assert 'href="/ops/fq/dashboard/static/dashboard.css"' in login and 'action="/ops/fq/dashboard/login"' in login
     assert answer.headers["location"] == "/ops/fq/dashboard/jobs"
     assert "path=/ops/fq/" in answer.headers["set-cookie"].lower()
-    assert 'href="/ops/fq/dashboard/queues/image"' in page and 'action="/ops/fq/dashboard/queues/image/empty"' in page
+    assert f'href="/ops/fq/dashboard/queues/{IMAGE_QUEUE}"' in page
+    assert f'action="/ops/fq/dashboard/queues/{IMAGE_QUEUE}/empty"' in page
     assert redirect.headers["location"].startswith("/ops/fq/dashboard/login?next=/ops/fq/dashboard/failed")
     assert 'src="/ops/fq/docs/assets/swagger-ui-bundle.js"' in docs
     assert 'data-openapi-url="/ops/fq/openapi.json"' in docs
@@ -309,8 +314,8 @@ def test_an_operator_sees_a_job_succeed_and_requeues_a_failed_message_in_a_real_
     if reason := browser_ready():
         pytest.skip(reason)
     payload = {"job": {"prompt": "a cat", "width": 100}}
-    invalid = dramatiq.Message(queue_name="image", actor_name="image", args=(payload,), kwargs={}, options={})
-    broker.declare_queue("image")
+    invalid = dramatiq.Message(queue_name=IMAGE_QUEUE, actor_name=IMAGE_QUEUE, args=(payload,), kwargs={}, options={})
+    broker.declare_queue(IMAGE_QUEUE)
     broker.enqueue(invalid)
     queue_key = f"{settings.namespace}:image"
     first = wait_for(lambda: status.dead_letter_reason(invalid.message_id) and dead_lettered(
@@ -318,7 +323,8 @@ def test_an_operator_sees_a_job_succeed_and_requeues_a_failed_message_in_a_real_
     spec = JobSpec(prompt="a lighthouse in fog", kind=JobKind.image, width=64, height=64, enhance_prompt=False)
     submit_job(broker, status, spec)
 
-    config = {"token": TOKEN, "jobId": spec.id, "messageId": invalid.message_id, "artifactsDir": str(artifacts_dir)}
+    config = {"token": TOKEN, "jobId": spec.id, "messageId": invalid.message_id, "artifactsDir": str(artifacts_dir),
+              "imageQueue": IMAGE_QUEUE, "framesQueue": FRAMES_QUEUE}
     with api_server(settings.model_copy(update={"api_token": TOKEN})) as url:
         run = subprocess.run(["node", "dashboard.mjs", json.dumps({**config, "baseUrl": url})], cwd=BROWSER_DIR,
                              capture_output=True, text=True, timeout=400, check=False)
@@ -330,7 +336,7 @@ def test_an_operator_sees_a_job_succeed_and_requeues_a_failed_message_in_a_real_
     assert seen["imageWidth"] == 64
     assert "InvalidJob" in seen["reason"] and "must be a multiple of 8" in seen["reason"]
     assert "Requeued" in seen["flash"]
-    assert seen["dialogs"] == ["Remove every waiting message of frames and cancel their jobs?"]
+    assert seen["dialogs"] == [f"Remove every waiting message of {FRAMES_QUEUE} and cancel their jobs?"]
     assert seen["urlAfterDismiss"] == "/dashboard"
     assert seen["counts"]["succeeded"] >= 1 and TOKEN not in seen["html"]
     # The requeued message ran again and, being invalid, was dead-lettered again: later, under a new broker id.
@@ -345,7 +351,7 @@ def test_a_job_page_shows_its_place_in_the_queue_then_its_progress_and_the_formi
 ) -> None:
     ns, url = dashboard
     spec = JobSpec(prompt="a moth, forming", kind=JobKind.image, width=64, height=64)
-    ahead = ns.status.client.llen(f"{ns.settings.namespace}:prompt_enhance")
+    ahead = ns.status.client.llen(f"{ns.settings.namespace}:{PROMPT_QUEUE}")
     submit_job(ns.broker, ns.status, spec)
     with signed_in(url) as client:
         queued_page = client.get(f"/dashboard/jobs/{spec.id}").text

@@ -18,6 +18,7 @@ from queue_config.stages import stage_plan
 from tests.api.test_dashboard import TOKEN, signed_in
 from tests.api.test_jobs_api import api_server
 from tests.api.test_ops import Namespace, failed_job, namespace_for
+from tests.queues import IMAGE_QUEUE, PROMPT_QUEUE
 from tests.servers import wait_for
 from workers import ops
 from workers.broker import build_broker
@@ -125,14 +126,14 @@ def test_a_failed_job_whose_dead_letter_is_gone_is_retried_from_its_first_stage(
     batch_key = ns.status.batch_key("b-retry")
     ns.status.client.hset(ns.status.job_key(spec.id), mapping={"batch_key": batch_key})
     ns.status.client.hset(batch_key, mapping={"finished": 1, "n_failed": 1, "completed_at": 1.0})
-    ops.delete_dead_letter(ns.status, "image", letter.options["redis_message_id"])
+    ops.delete_dead_letter(ns.status, IMAGE_QUEUE, letter.options["redis_message_id"])
 
     assert ops.retry_job(ns.broker, ns.status, spec.id)
     assert not ops.retry_job(ns.broker, ns.status, spec.id)
 
-    [queued] = ops.ready_messages(ns.status, "prompt_enhance")
+    [queued] = ops.ready_messages(ns.status, PROMPT_QUEUE)
     record = ns.status.get(spec.id)
-    assert queued["args"][0]["job"]["id"] == spec.id and ops.ready_messages(ns.status, "image") == []
+    assert queued["args"][0]["job"]["id"] == spec.id and ops.ready_messages(ns.status, IMAGE_QUEUE) == []
     assert record is not None and record.state == "queued" and record.stage == "" and record.error == ""
     assert ns.status.client.hgetall(batch_key) == {"finished": "0", "n_failed": "0"}
     assert ns.status.client.ttl(ns.status.job_key(spec.id)) == -1
@@ -141,20 +142,20 @@ def test_a_failed_job_whose_dead_letter_is_gone_is_retried_from_its_first_stage(
 
 def test_a_queue_page_lists_its_delayed_messages_soonest_due_first(settings: Settings) -> None:
     ns = namespace_for(settings, "delayed")
-    later = ns.enqueue("image", {"job": {"id": "job-later"}}, delay_ms=3_600_000)
-    sooner = ns.enqueue("image", {"job": {"id": "job-sooner"}}, delay_ms=120_000, retries=2)
-    ns.enqueue("image", {"job": {"id": "job-ready"}})
-    for queue in ("image", "image.DQ"):  # bytes that are no message, where a worker would find them
+    later = ns.enqueue(IMAGE_QUEUE, {"job": {"id": "job-later"}}, delay_ms=3_600_000)
+    sooner = ns.enqueue(IMAGE_QUEUE, {"job": {"id": "job-sooner"}}, delay_ms=120_000, retries=2)
+    ns.enqueue(IMAGE_QUEUE, {"job": {"id": "job-ready"}})
+    for queue in (IMAGE_QUEUE, f"{IMAGE_QUEUE}.DQ"):  # bytes that are no message, where a worker would find them
         ns.status.client.hset(f"{ns.settings.namespace}:{queue}.msgs", f"poison-{queue}", "\xff not json")
     ns.status.client.rpush(f"{ns.settings.namespace}:image", "poison-image")
 
-    delayed, read = ops.delayed_messages(ns.status, "image")
+    delayed, read = ops.delayed_messages(ns.status, IMAGE_QUEUE)
     with api_server(ns.settings.model_copy(update={"api_token": TOKEN})) as url, signed_in(url) as client:
-        page = client.get("/dashboard/queues/image").text
+        page = client.get(f"/dashboard/queues/{IMAGE_QUEUE}").text
 
     assert [message.job_id for message in delayed] == ["", "job-sooner", "job-later"] and read == 3
-    assert delayed[0].due_at == 0 and [m["args"][0]["job"]["id"] for m in ops.ready_messages(ns.status, "image")] == [
-        "job-ready"]
+    ready = ops.ready_messages(ns.status, IMAGE_QUEUE)
+    assert delayed[0].due_at == 0 and [m["args"][0]["job"]["id"] for m in ready] == ["job-ready"]
     assert delayed[1].retries == 2 and delayed[1].due_at == sooner.options["eta"] / 1000
     section = page[page.index('id="delayed"'):page.index("Dead letters")]
     rows = [section.index(f'data-message-id="{m.message_id}"') for m in (sooner, later)]

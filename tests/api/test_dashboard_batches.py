@@ -13,11 +13,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from queue_config.catalog import catalog_of
 from queue_config.settings import Settings
 from queue_config.stages import STAGES
 from tests.api.test_dashboard import TOKEN, signed_in
 from tests.api.test_jobs_api import api_server
 from tests.api.test_ops import Namespace, cleaned_namespace, namespace_for, stats_of
+from tests.queues import IMAGE_BATCH_QUEUE, IMAGE_QUEUE, PROMPT_BATCH_QUEUE, PROMPT_QUEUE
 from workers import batches, ops
 from workers.batches.files import parse_batch
 
@@ -54,47 +56,51 @@ def fail(ns: Namespace, job_id: str) -> None:
 def test_every_stage_has_its_interactive_and_its_batch_queue_listed(ns: Namespace) -> None:
     names = ops.queue_names()
 
-    assert names[:2] == ["prompt_enhance", "prompt_enhance_batch"]
-    assert set(names) == {queue for options in STAGES.values() for queue in options.queue_names()}
+    assert names[:2] == [PROMPT_QUEUE, PROMPT_BATCH_QUEUE]
+    catalog = catalog_of(Settings())
+    assert set(names) == {queue for stage, options in STAGES.items()
+                          for model in ([model.id for model in catalog.of_stage(stage)] or [None])
+                          for queue in options.queue_names(model)}
+    assert "image.tiny-sd-alt" in names and "video_batch" in names
     assert [stats.name for stats in ops.queue_stats(ns.status)] == names
-    assert stats_of(ns, "image_batch").batch and stats_of(ns, "image_batch").stage == "image"
-    assert not stats_of(ns, "image").batch
+    assert stats_of(ns, IMAGE_BATCH_QUEUE).batch and stats_of(ns, IMAGE_BATCH_QUEUE).stage == "image"
+    assert not stats_of(ns, IMAGE_QUEUE).batch
 
 
 def test_a_submitted_batch_is_counted_on_its_first_stage_batch_queue_only(ns: Namespace) -> None:
     submit_batch(ns)
-    ns.enqueue("prompt_enhance_batch", {"job": {}}, delay_ms=60_000)
-    ns.fetch("prompt_enhance_batch")
+    ns.enqueue(PROMPT_BATCH_QUEUE, {"job": {}}, delay_ms=60_000)
+    ns.fetch(PROMPT_BATCH_QUEUE)
 
-    assert stats_of(ns, "prompt_enhance_batch") == ops.QueueStats("prompt_enhance_batch", 2, 1, 1, 0)
-    assert stats_of(ns, "prompt_enhance") == ops.QueueStats("prompt_enhance", 0, 0, 0, 0)
+    assert stats_of(ns, PROMPT_BATCH_QUEUE) == ops.QueueStats(PROMPT_BATCH_QUEUE, 2, 1, 1, 0)
+    assert stats_of(ns, PROMPT_QUEUE) == ops.QueueStats(PROMPT_QUEUE, 0, 0, 0, 0)
     held = {worker.id: worker.in_flight for worker in ops.broker_heartbeats(ns.status, heartbeat_timeout_ms=60_000)}
-    assert held[ns.broker.broker_id] == {"prompt_enhance_batch": 1}
+    assert held[ns.broker.broker_id] == {PROMPT_BATCH_QUEUE: 1}
 
 
 def test_batch_dead_letters_are_listed_requeued_and_deleted_like_any_other(ns: Namespace) -> None:
     _, [job_id, other_id, _] = submit_batch(ns)
     for queued in (job_id, other_id):
         fail(ns, queued)
-    requeued = ns.dead_letter("image_batch", {"job": {"id": job_id}}, "RuntimeError: out of memory", job_id=job_id)
-    deleted = ns.dead_letter("image_batch", {"job": {"id": other_id}}, job_id=other_id)
+    requeued = ns.dead_letter(IMAGE_BATCH_QUEUE, {"job": {"id": job_id}}, "RuntimeError: out of memory", job_id=job_id)
+    deleted = ns.dead_letter(IMAGE_BATCH_QUEUE, {"job": {"id": other_id}}, job_id=other_id)
 
-    letters = {letter.message_id: letter for letter in ops.dead_letters(ns.status, "image_batch")}
-    assert stats_of(ns, "image_batch").dead == 2 and stats_of(ns, "image").dead == 0
-    assert letters[requeued.message_id].queue == "image_batch" and letters[requeued.message_id].job_id == job_id
+    letters = {letter.message_id: letter for letter in ops.dead_letters(ns.status, IMAGE_BATCH_QUEUE)}
+    assert stats_of(ns, IMAGE_BATCH_QUEUE).dead == 2 and stats_of(ns, IMAGE_QUEUE).dead == 0
+    assert letters[requeued.message_id].queue == IMAGE_BATCH_QUEUE and letters[requeued.message_id].job_id == job_id
 
-    assert ops.requeue_dead_letter(ns.broker, ns.status, "image_batch", requeued.options["redis_message_id"])
-    assert ops.delete_dead_letter(ns.status, "image_batch", deleted.options["redis_message_id"])
+    assert ops.requeue_dead_letter(ns.broker, ns.status, IMAGE_BATCH_QUEUE, requeued.options["redis_message_id"])
+    assert ops.delete_dead_letter(ns.status, IMAGE_BATCH_QUEUE, deleted.options["redis_message_id"])
 
-    assert stats_of(ns, "image_batch") == ops.QueueStats("image_batch", ready=1, delayed=0, in_flight=0, dead=0)
-    assert ops.ready_messages(ns.status, "image_batch")[0]["message_id"] == requeued.message_id
+    assert stats_of(ns, IMAGE_BATCH_QUEUE) == ops.QueueStats(IMAGE_BATCH_QUEUE, ready=1, delayed=0, in_flight=0, dead=0)
+    assert ops.ready_messages(ns.status, IMAGE_BATCH_QUEUE)[0]["message_id"] == requeued.message_id
     assert ns.status.state_of(job_id) == "queued"
 
 
 def test_emptying_a_batch_queue_cancels_its_jobs_and_counts_them_in_the_batch(ns: Namespace) -> None:
     batch_id, job_ids = submit_batch(ns)
 
-    assert ops.empty_queue(ns.status, "prompt_enhance_batch") == 3
+    assert ops.empty_queue(ns.status, PROMPT_BATCH_QUEUE) == 3
 
     assert [ns.status.state_of(job_id) for job_id in job_ids] == ["cancelled"] * 3
     progress = batches.batch_progress(ns.status, batch_id)
@@ -129,7 +135,7 @@ def test_the_overview_lists_batches_and_the_batch_page_shows_progress_and_jobs_b
     row = re.search(rf'<tr data-batch="{batch_id}">(.*?)</tr>', overview, re.S)
     assert row and f'href="/dashboard/batches/{batch_id}"' in row.group(1)
     assert 'data-batch-count="failed"' in row.group(1)
-    assert 'data-queue="prompt_enhance_batch"' in overview
+    assert f'data-queue="{PROMPT_BATCH_QUEUE}"' in overview
     assert page.status_code == 200 and missing.status_code == 404
     assert 'data-finished="1"' in page.text and "1 of 3" in page.text and 'data-batch-count="failed"' in page.text
     assert re.findall(r'<tr data-job="([^"]+)">', page.text) == job_ids
@@ -143,7 +149,7 @@ def test_retry_failed_asks_first_then_queues_the_failed_jobs_again(dashboard: tu
     batch_id, job_ids = submit_batch(ns, ("a wren", "a robin"))
     fail(ns, job_ids[0])
     path, back = f"/dashboard/batches/{batch_id}/retry-failed", f"/dashboard/batches/{batch_id}"
-    ready_before = stats_of(ns, "prompt_enhance_batch").ready
+    ready_before = stats_of(ns, PROMPT_BATCH_QUEUE).ready
 
     with signed_in(url) as client:
         ask = client.post(path, data=client.form(back=back))
@@ -157,7 +163,7 @@ def test_retry_failed_asks_first_then_queues_the_failed_jobs_again(dashboard: tu
     assert done.status_code == 303 and done.headers["location"] == f"{back}?done=retried"
     assert again.headers["location"] == f"{back}?done=gone" and unknown.status_code == 404
     assert "queued again" in flash and ns.status.state_of(job_ids[0]) == "queued"
-    assert stats_of(ns, "prompt_enhance_batch").ready == ready_before + 1
+    assert stats_of(ns, PROMPT_BATCH_QUEUE).ready == ready_before + 1
     progress = batches.batch_progress(ns.status, batch_id)
     assert progress is not None and (progress["finished"], progress["counts"]["failed"]) == (0, 0)
 
@@ -190,13 +196,13 @@ def test_emptying_a_batch_queue_from_the_dashboard_completes_the_batches_it_ends
     dashboard: tuple[Namespace, str]
 ) -> None:
     ns, url = dashboard
-    ops.empty_queue(ns.status, "prompt_enhance_batch")
+    ops.empty_queue(ns.status, PROMPT_BATCH_QUEUE)
     batch_id, job_ids = submit_batch(ns, ("a pier", "a buoy"))
 
     with signed_in(url) as client:
-        emptied = client.post("/dashboard/queues/prompt_enhance_batch/empty",
+        emptied = client.post(f"/dashboard/queues/{PROMPT_BATCH_QUEUE}/empty",
                               data=client.form(back="/dashboard", confirmed="yes"))
-        queue_page = client.get("/dashboard/queues/prompt_enhance_batch").text
+        queue_page = client.get(f"/dashboard/queues/{PROMPT_BATCH_QUEUE}").text
 
     assert emptied.headers["location"] == "/dashboard?done=emptied"
     assert [ns.status.state_of(job_id) for job_id in job_ids] == ["cancelled", "cancelled"]

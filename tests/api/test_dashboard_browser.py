@@ -14,6 +14,7 @@ from tests.api.test_dashboard import BROWSER_DIR, TOKEN, browser_ready
 from tests.api.test_dashboard_actions import PROVIDER_KEY, finished, flaky_worker, upload_job
 from tests.api.test_job_search import recorded
 from tests.api.test_jobs_api import api_server
+from tests.queues import IMAGE_QUEUE
 
 #: Jobs of the search: more than one page of ``PAGE_SIZE``.
 SEARCH_JOBS, PAGE_SIZE = 25, 20
@@ -31,7 +32,7 @@ def test_an_operator_reads_the_stage_rows_pages_through_a_search_and_retries_a_f
         kites = recorded(ns, SEARCH_JOBS, "a paper kite")
         recorded(ns, 3, "a heron")
         for _ in range(2):  # no worker here runs the image stage: these stay ready
-            ns.enqueue("image", {"job": {"id": "job-ready"}})
+            ns.enqueue(IMAGE_QUEUE, {"job": {"id": "job-ready"}})
         config = {"token": TOKEN, "failedJobId": failed.id, "searchText": "KITE", "pageSize": PAGE_SIZE,
                   "artifactsDir": str(artifacts_dir)}
         with api_server(ns.settings) as url:
@@ -40,7 +41,7 @@ def test_an_operator_reads_the_stage_rows_pages_through_a_search_and_retries_a_f
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     seen = json.loads(run.stdout.strip().splitlines()[-1])
 
-    image, upload_row = seen["stageRows"]["image"], seen["stageRows"]["upload"]
+    image, upload_row = seen["stageRows"][IMAGE_QUEUE], seen["stageRows"]["upload"]
     assert image["ready"] == "2" and image["dead"] == "0" and image["oldest"] != "—"
     assert upload_row["dead"] == "1" and upload_row["failed"] == "1" and upload_row["ready"] == "0"
     assert set(seen["stageRows"]) >= {"image_batch", "upload_batch"}

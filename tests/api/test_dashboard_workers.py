@@ -28,6 +28,7 @@ from queue_config.settings import Settings
 from tests.api.test_dashboard import BROWSER_DIR, TOKEN, browser_ready, signed_in
 from tests.api.test_jobs_api import api_server
 from tests.api.test_ops import Namespace, cleaned_namespace
+from tests.queues import PROMPT_QUEUE
 from tests.servers import wait_for
 from workers.jobs.submit import submit_job
 from workers.middleware.registry import WorkerRegistry
@@ -35,6 +36,7 @@ from workers.ops.workers import WorkerEntry, list_workers
 
 #: The first stage of an image job: the one the held job is running.
 HELD_STAGE = "prompt_enhance"
+HELD_QUEUE = PROMPT_QUEUE
 
 
 @dataclass
@@ -57,7 +59,7 @@ def worker_holding_a_job(ns: Namespace) -> Iterator[HeldJob]:
         started.set()
         release.wait(120)
 
-    dramatiq.actor(hold, broker=broker, actor_name=HELD_STAGE, queue_name=HELD_STAGE, max_retries=0)
+    dramatiq.actor(hold, broker=broker, actor_name=HELD_QUEUE, queue_name=HELD_QUEUE, max_retries=0)
     spec = JobSpec(prompt="a heron waiting", kind=JobKind.image, width=64, height=64, steps=1)
     submit_job(ns.broker, ns.status, spec)
     worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
@@ -94,7 +96,7 @@ def test_the_workers_page_lists_a_live_worker_with_the_job_it_runs(served: tuple
     assert f'href="/dashboard/jobs/{held.job_id}"' in page and 'href="/dashboard/workers"' in page
     [worker] = listed
     assert (worker["host"], worker["pid"], worker["stages"]) == (socket.gethostname(), os.getpid(), [HELD_STAGE])
-    assert worker["queues"] == [HELD_STAGE] and worker["threads"] == 1 and worker["stale"] is False
+    assert worker["queues"] == [HELD_QUEUE] and worker["threads"] == 1 and worker["stale"] is False
     assert worker["models"] == {"profile": "tiny", "device": "cpu"}
     assert [(job["job_id"], job["stage"]) for job in worker["current_jobs"]] == [(held.job_id, HELD_STAGE)]
     # Stopped cleanly, the worker has left the list.

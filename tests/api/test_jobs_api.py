@@ -36,7 +36,7 @@ INVALID_BODIES: dict[str, tuple[bytes, list[str], str]] = {
     "wrong types": (json.dumps({"prompt": "a fox", "width": SECRET, "steps": [4]}).encode(),
                     ["width", "steps"], "int_parsing"),
     "oversize prompt": (json.dumps({"prompt": SECRET + "x" * 1000}).encode(), ["prompt"], "string_too_long"),
-    "schema_version 2": (json.dumps({"schema_version": 2, "prompt": SECRET}).encode(),
+    "schema_version 3": (json.dumps({"schema_version": 3, "prompt": SECRET}).encode(),
                          ["schema_version"], "literal_error"),
     "unknown field": (json.dumps({"prompt": "a fox", "api_key": SECRET}).encode(), ["api_key"], "extra_forbidden"),
     "no prompt": (json.dumps({"negative_prompt": SECRET}).encode(), ["prompt"], "missing"),

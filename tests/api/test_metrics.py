@@ -12,9 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
-from queue_config.stages import STAGES, stage_plan
+from queue_config.stages import STAGES, model_of_actor, stage_plan
 from tests.api.test_jobs_api import api_server
 from tests.api.test_ops import Namespace, namespace_for
+from tests.queues import FRAMES_BATCH_QUEUE, FRAMES_QUEUE, IMAGE_BATCH_QUEUE
 from tests.servers import wait_for
 from workers.jobs.outcome import StageOutcome
 from workers.jobs.stage_stats import record_outcome, record_run
@@ -41,6 +42,9 @@ def scrape(client: httpx.Client) -> Samples:
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sample of ``name`` with ``labels``; a queue depth without a model label is its stage's queue's."""
+    if name == "framequeue_queue_messages" and "model" not in labels:
+        labels["model"] = model_of_actor(labels["stage"]) or ""
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
@@ -94,8 +98,8 @@ def test_batch_queue_depths_are_reported_apart_from_the_interactive_ones(
     ns, client = scraped
     before = scrape(client)
     for _ in range(3):
-        ns.enqueue("frames_batch", {"job": {}})
-    ns.dead_letter("frames_batch", {"job": {}})
+        ns.enqueue(FRAMES_BATCH_QUEUE, {"job": {}})
+    ns.dead_letter(FRAMES_BATCH_QUEUE, {"job": {}})
 
     samples = scrape(client)
 
@@ -103,9 +107,10 @@ def test_batch_queue_depths_are_reported_apart_from_the_interactive_ones(
         return value(samples, "framequeue_queue_messages", stage=stage, kind=kind) - \
             value(before, "framequeue_queue_messages", stage=stage, kind=kind)
 
-    assert (grew("frames_batch", "ready"), grew("frames_batch", "dead")) == (3, 1)
-    assert (grew("frames", "ready"), grew("frames", "dead")) == (0, 0)
-    assert ("framequeue_queue_messages", frozenset({("stage", "upload_batch"), ("kind", "in_flight")})) in samples
+    assert (grew(FRAMES_BATCH_QUEUE, "ready"), grew(FRAMES_BATCH_QUEUE, "dead")) == (3, 1)
+    assert (grew(FRAMES_QUEUE, "ready"), grew(FRAMES_QUEUE, "dead")) == (0, 0)
+    upload_in_flight = frozenset({("stage", "upload_batch"), ("kind", "in_flight"), ("model", "")})
+    assert ("framequeue_queue_messages", upload_in_flight) in samples
 
 
 def test_failures_are_counted_by_stage_and_reason_class(scraped: tuple[Namespace, httpx.Client]) -> None:
@@ -177,7 +182,7 @@ def test_the_oldest_ready_message_age_is_reported_per_queue(scraped: tuple[Names
 
     assert 120 <= value(samples, "framequeue_queue_oldest_message_age_seconds", queue="upload") < 600
     assert value(samples, "framequeue_queue_oldest_message_age_seconds", queue="upload_batch") == 0
-    assert ("framequeue_queue_oldest_message_age_seconds", frozenset({("queue", "image_batch")})) in samples
+    assert ("framequeue_queue_oldest_message_age_seconds", frozenset({("queue", IMAGE_BATCH_QUEUE)})) in samples
 
 
 def test_rate_limit_waits_are_counted_once_each_across_scrapes(scraped: tuple[Namespace, httpx.Client]) -> None:

@@ -12,6 +12,7 @@ from queue_config.stages import stage_plan
 from tests.api.test_dashboard import TOKEN, signed_in
 from tests.api.test_jobs_api import api_server
 from tests.api.test_ops import failed_job, namespace_for
+from tests.queues import FRAMES_BATCH_QUEUE, IMAGE_QUEUE
 from workers import ops
 from workers.jobs.stage_stats import record_outcome, record_run
 from workers.keys.pool import redis_now_ms
@@ -21,25 +22,25 @@ from workers.limits import JobCap, RedisLimiter
 def test_each_stage_queue_has_a_row_with_its_backlog_and_last_hour(settings: Settings) -> None:
     ns = namespace_for(settings, "rows")
     failed_job(ns)
-    old = ns.enqueue("image", {"job": {"id": "a"}})
-    ns.status.client.hset(f"{ns.settings.namespace}:image.msgs", old.options["redis_message_id"],
+    old = ns.enqueue(IMAGE_QUEUE, {"job": {"id": "a"}})
+    ns.status.client.hset(f"{ns.settings.namespace}:{IMAGE_QUEUE}.msgs", old.options["redis_message_id"],
                           old.copy(message_timestamp=int((time.time() - 90) * 1000)).encode())
-    ns.enqueue("image", {"job": {"id": "b"}}, delay_ms=60_000)
-    ns.enqueue("frames_batch", {"job": {"id": "c"}})
-    ns.fetch("frames_batch")
+    ns.enqueue(IMAGE_QUEUE, {"job": {"id": "b"}}, delay_ms=60_000)
+    ns.enqueue(FRAMES_BATCH_QUEUE, {"job": {"id": "c"}})
+    ns.fetch(FRAMES_BATCH_QUEUE)
     pipe = ns.status.client.pipeline()
     for duration_s in (0.2, 0.3, 0.4, 8.0):
-        record_run(pipe, ns.settings.namespace, "image", duration_s)
-    record_outcome(pipe, ns.settings.namespace, "image", "failed")
+        record_run(pipe, ns.settings.namespace, IMAGE_QUEUE, duration_s)
+    record_outcome(pipe, ns.settings.namespace, IMAGE_QUEUE, "failed")
     pipe.execute()
 
     rows = {row.queue: row for row in ops.stage_rows(ns.status)}
 
-    image = rows["image"]
+    image = rows[IMAGE_QUEUE]
     assert (image.ready, image.delayed, image.running, image.dead) == (1, 1, 0, 1)
     assert 85 < image.oldest_age_s < 150 and (image.succeeded, image.failed) == (4, 1)
     assert image.p50_s is not None and image.p95_s is not None and 0.25 <= image.p50_s <= 0.5 < image.p95_s <= 10
-    assert rows["frames_batch"].running == 1 and rows["frames_batch"].batch
+    assert rows[FRAMES_BATCH_QUEUE].running == 1 and rows[FRAMES_BATCH_QUEUE].batch
     assert rows["upload"].p50_s is None and rows["upload"].oldest_age_s == 0
     assert [row.queue for row in rows.values()] == ops.queue_names()
 
@@ -110,13 +111,13 @@ def test_the_overview_shows_the_rows_reasons_and_limits(settings: Settings) -> N
     spec = JobSpec(prompt="a newt", kind=JobKind.image, width=64, height=64)
     ns.status.create(spec, stage_plan(spec.kind))
     ns.status.stage_waiting(spec.id, "image", "waiting 90 ms: outside the batch window 22:00-06:00")
-    ns.enqueue("image", {"job": {"id": spec.id}})
+    ns.enqueue(IMAGE_QUEUE, {"job": {"id": spec.id}})
 
     with api_server(ns.settings.model_copy(update={"api_token": TOKEN})) as url, signed_in(url) as client:
         page = client.get("/dashboard").text
         data = client.get("/dashboard?format=json").json()
 
-    row = re.search(r'<tr data-queue="image">.*?</tr>', page, re.S)
+    row = re.search(rf'<tr data-queue="{re.escape(IMAGE_QUEUE)}">.*?</tr>', page, re.S)
     assert row and re.search(r'data-col="ready">1<', row.group(0)) and 'data-col="p95">—<' in row.group(0)
     assert 'data-reason="outside the batch window 22:00-06:00"' in page
     assert 'data-limit="unfinished jobs:API token"' in page

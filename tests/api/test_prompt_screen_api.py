@@ -17,12 +17,13 @@ from queue_config.settings import Settings
 from tests.api.test_batches_api import BatchApi, upload
 from tests.api.test_jobs_api import TOKEN, api_server, client_of
 from tests.api.test_ops import cleaned_namespace
+from tests.queues import PROMPT_BATCH_QUEUE, PROMPT_QUEUE
 from workers.jobs.submit import accept_jobs
 
 OBFUSCATED = "a n.u.d.e person, gore, beheading"
 #: Hate only flags in this deployment.
 FLAGGED_ONLY = "a nazi propaganda poster glorifying hitler"
-FIRST_QUEUES = ("prompt_enhance", "prompt_enhance_batch")
+FIRST_QUEUES = (PROMPT_QUEUE, PROMPT_BATCH_QUEUE)
 
 
 @pytest.fixture

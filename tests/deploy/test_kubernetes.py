@@ -22,10 +22,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from queue_config.catalog import catalog_of
 from queue_config.settings import Settings
-from queue_config.stages import STAGES
 from tests.deploy.test_container import procfile
 from tests.servers import REPO_ROOT
+from workers.cli.main import worker_queues
 
 K8S = REPO_ROOT / "deploy" / "k8s"
 KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
@@ -85,19 +86,22 @@ def test_each_worker_deployment_runs_its_procfile_line_and_keda_watches_its_stag
     scaled = of_kind("ScaledObject")[name]
     namespace = of_kind("ConfigMap")["framequeue-settings"]["data"]["FRAMEQUEUE_NAMESPACE"]
     stages = args[args.index("--stages") + 1].split(",")
-    queues = {queue for stage in stages for queue in STAGES[stage].queue_names()}
+    profile = of_kind("ConfigMap")["framequeue-settings"]["data"]["FRAMEQUEUE_MODEL_PROFILE"]
+    served = worker_queues(catalog_of(Settings(model_profile=profile)), stages, [])
+    queues = {re.sub(r"[^a-z0-9_]", "_", queue) for queue in served}
     triggers = scaled["spec"]["triggers"]
     modifiers = scaled["spec"]["advanced"]["scalingModifiers"]
 
     assert args == procfile()[worker]
     assert scaled["spec"]["scaleTargetRef"]["name"] == name
     # dramatiq's Redis broker keeps a queue's ready message ids in the list <namespace>:<queue>.
-    assert {trigger["metadata"]["listName"] for trigger in triggers} == {f"{namespace}:{queue}" for queue in queues}
+    assert {trigger["metadata"]["listName"] for trigger in triggers} == {f"{namespace}:{queue}" for queue in served}
     assert {trigger["name"] for trigger in triggers} == queues
-    assert set(re.findall(r"[a-z_]+", modifiers["formula"])) == queues
+    assert set(re.findall(r"[a-z0-9_]+", modifiers["formula"])) == queues
     assert set(modifiers["formula"].replace("\n", " ").split()) - queues == {"+"}
     for trigger in triggers:
-        assert trigger["metadata"]["listName"] == f"{namespace}:{trigger['name']}"
+        queue = trigger["metadata"]["listName"].removeprefix(f"{namespace}:")
+        assert trigger["name"] == re.sub(r"[^a-z0-9_]", "_", queue)
         assert trigger["authenticationRef"]["name"] in of_kind("TriggerAuthentication")
 
 

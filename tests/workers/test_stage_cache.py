@@ -19,6 +19,8 @@ import dramatiq
 import pytest
 from prometheus_client.core import Metric
 
+from pipelines import model_paths
+from pipelines.model_paths import weights_revision
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from tests.workers.test_job_flow import wait_until_finished
@@ -30,8 +32,8 @@ from workers.jobs.stage_cache import cache_counts, cache_key
 from workers.jobs.submit import submit_job
 from workers.runtime import Runtime
 from workers.stage_actor import declare_stage_actors
-from workers.stages import STAGE_FUNCTIONS, StageFunction, StageOutcome, cache_identity
-from workers.stages.cache_identity import model_revision, stage_cache_of, stage_identity
+from workers.stages import STAGE_FUNCTIONS, StageFunction, StageOutcome
+from workers.stages.cache_identity import stage_cache_of, stage_identity
 
 CACHED = ("prompt_enhance", "image", "frames", "video")
 ALWAYS_RUN = ("safety_check", "upload")
@@ -172,11 +174,13 @@ def test_the_key_follows_the_safety_policy_and_ignores_which_job_holds_the_bytes
     digest = "ab" + "0" * 62
     message = StageMessage(job=spec, refs={"prompt": f"jobs/{spec.id}/prompt/ab/{digest}.txt"})
     elsewhere = StageMessage(job=again(spec), refs={"prompt": f"jobs/another/prompt/ab/{digest}.txt"})
-    identity = stage_identity(Runtime(settings), "image")
-    stricter = stage_identity(Runtime(settings.model_copy(update={"safety_threshold": 0.5})), "image")
+    identity = stage_identity(Runtime(settings), "image", "tiny-sd")
+    stricter = stage_identity(Runtime(settings.model_copy(update={"safety_threshold": 0.5})), "image", "tiny-sd")
+    other_model = stage_identity(Runtime(settings), "image", "tiny-sd-alt")
 
     assert cache_key("image", message, identity) == cache_key("image", elsewhere, identity)
     assert cache_key("image", message, identity) != cache_key("image", message, stricter)
+    assert cache_key("image", message, identity) != cache_key("image", message, other_model)
     assert cache_key("upload", message, identity) is None and cache_key("safety_check", message, identity) is None
     assert cache_key("image", message.with_refs(prompt="noop/prompt"), identity) is None
 
@@ -207,8 +211,14 @@ def test_a_hub_model_is_named_with_the_revision_its_cache_resolved(
     refs = tmp_path / "models--stabilityai--sd-turbo" / "refs"
     refs.mkdir(parents=True)
     (refs / "main").write_text("b261bac6fd2cf515557d5d0707481eafa0485ec2\n")
-    monkeypatch.setattr(cache_identity, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(model_paths, "HF_HUB_CACHE", str(tmp_path))
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "model.safetensors").write_bytes(b"first")
 
-    assert model_revision("stabilityai/sd-turbo") == "stabilityai/sd-turbo@b261bac6fd2cf515557d5d0707481eafa0485ec2"
-    assert model_revision("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"
-    assert model_revision(str(tmp_path)) == str(tmp_path)
+    assert weights_revision("stabilityai/sd-turbo") == "stabilityai/sd-turbo@b261bac6fd2cf515557d5d0707481eafa0485ec2"
+    assert weights_revision("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"
+    first = weights_revision(str(weights))
+    weights_revision.cache_clear()
+    (weights / "model.safetensors").write_bytes(b"other")
+    assert first.startswith("sha256:") and weights_revision(str(weights)) != first

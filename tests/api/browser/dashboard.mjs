@@ -1,7 +1,7 @@
 // Drives the framequeue dashboard in the system's headless chromium, as an operator would.
 //
-// Usage: node dashboard.mjs '<json>' where the JSON names baseUrl, token, jobId, messageId and
-// artifactsDir. Prints one JSON line of what it saw; exits non-zero (with the error) otherwise.
+// Usage: node dashboard.mjs '<json>' where the JSON names baseUrl, token, jobId, messageId,
+// artifactsDir, and the queues of the image and frames stages (imageQueue, framesQueue). Prints one JSON line of what it saw; exits non-zero (with the error) otherwise.
 import { launchChromium } from "./chromium.mjs";
 
 // The first job of a test session waits for the worker to load every tiny model.
@@ -38,7 +38,7 @@ try {
   await page.screenshot({ path: `${config.artifactsDir}/dashboard-job.png`, fullPage: true });
 
   // The failed message is listed with its reason; requeueing it reports back.
-  await page.goto(`${base}/dashboard/failed?queue=image`);
+  await page.goto(`${base}/dashboard/failed?queue=${config.imageQueue}`);
   const row = page.locator(`tr.dead-letter[data-message-id="${config.messageId}"]`);
   seen.reason = await row.locator("pre.reason").textContent();
   await page.screenshot({ path: `${config.artifactsDir}/dashboard-failed.png`, fullPage: true });
@@ -51,7 +51,7 @@ try {
   // A destructive action asks first; dismissed, nothing happens.
   await page.goto(`${base}/dashboard`);
   page.once("dialog", (dialog) => { seen.dialogs.push(dialog.message()); dialog.dismiss(); });
-  await page.click('tr[data-queue="frames"] button.danger');
+  await page.click(`tr[data-queue="${config.framesQueue}"] button.danger`);
   await page.waitForTimeout(300);
   seen.urlAfterDismiss = new URL(page.url()).pathname + new URL(page.url()).search;
 
