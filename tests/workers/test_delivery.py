@@ -9,9 +9,11 @@ import dramatiq
 import pytest
 import redis
 
+from queue_config.catalog import catalog_of
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from tests.conftest import settings_env
+from tests.queues import IMAGE_QUEUE, PROMPT_QUEUE
 from tests.servers import WorkerProcess, wait_for
 from tests.workers.test_job_flow import wait_until_finished
 from workers.broker import build_broker
@@ -31,27 +33,28 @@ def dead_lettered_ids(settings: Settings, queue_name: str) -> set[str]:
     ("payload", "expected"),
     [
         ({"job": {"prompt": "a cat", "width": 100}}, "job.width: Value error, must be a multiple of 8"),
-        ({"job": {"prompt": "a cat", "schema_version": 9}}, "job.schema_version: Input should be 1"),
+        ({"job": {"prompt": "a cat", "schema_version": 9}}, "job.schema_version: Input should be 1 or 2"),
         ('{"job": {"prompt": ', "Invalid JSON"),
         ({"job": {"prompt": "a cat", "steps": "many"}}, "job.steps: Input should be a valid integer"),
     ],
     ids=["size-not-multiple-of-8", "unknown-schema-version", "malformed-json", "wrong-type"],
 )
 def test_an_invalid_message_is_dead_lettered_with_its_reason(broker, status, settings, payload, expected) -> None:
-    message = dramatiq.Message(queue_name="image", actor_name="image", args=(payload,), kwargs={}, options={})
-    broker.declare_queue("image")
+    message = dramatiq.Message(queue_name=IMAGE_QUEUE, actor_name=IMAGE_QUEUE, args=(payload,), kwargs={}, options={})
+    broker.declare_queue(IMAGE_QUEUE)
     broker.enqueue(message)
 
     dead_letter = wait_for(lambda: status.dead_letter_reason(message.message_id), 60, "the dead-letter reason")
 
+    # The entry names the stage, not the model's actor: the failures metric counts by stage.
     assert dead_letter["actor"] == "image" and "InvalidJob: invalid job" in dead_letter["reason"]
     assert expected in dead_letter["reason"]
-    assert message.message_id in dead_lettered_ids(settings, "image")
+    assert message.message_id in dead_lettered_ids(settings, IMAGE_QUEUE)
 
 
 @pytest.mark.usefixtures("workers")
 def test_the_worker_keeps_serving_after_invalid_messages(broker, status) -> None:
-    broker.enqueue(dramatiq.Message(queue_name="prompt_enhance", actor_name="prompt_enhance", args=("garbage",),
+    broker.enqueue(dramatiq.Message(queue_name=PROMPT_QUEUE, actor_name=PROMPT_QUEUE, args=("garbage",),
                                     kwargs={}, options={}))
     spec = JobSpec(prompt="a quiet harbour", kind=JobKind.image, width=64, height=64)
     submit_job(broker, status, spec)
@@ -93,7 +96,7 @@ def test_a_stage_whose_input_is_late_is_retried_with_backoff_until_it_appears(br
     spec = JobSpec(prompt="a kite over dunes", kind=JobKind.image, width=64, height=64)
     status.create(spec, ("prompt_enhance", "image", "safety_check", "upload"))
     late_key = f"jobs/{spec.id}/prompt/late.txt"
-    enqueue_stage(broker, "image", StageMessage(job=spec, refs={"prompt": late_key}))
+    enqueue_stage(broker, "image", StageMessage(job=spec, refs={"prompt": late_key}), catalog_of(settings))
 
     def retrying() -> bool:
         events = [fields for _, fields in status.client.xrange(status.events_key) if fields["job_id"] == spec.id]

@@ -12,6 +12,7 @@ import pytest
 
 from pipelines.outputs import EnhancedPrompt
 from pipelines.prompt_safety import PromptScreen
+from queue_config.catalog import catalog_of
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.safety_policy import Category
 from queue_config.settings import Settings
@@ -38,8 +39,13 @@ class EnhancingRuntime:
         self.settings, self.store, self.status = settings, store, status
         self._screen, self._enhancer = screen, WritesText(enhanced)
 
-    def prompt_enhancer(self) -> WritesText:
-        return self._enhancer
+    def model_for(self, stage: str, message: StageMessage) -> tuple[str, WritesText]:
+        model_id = catalog_of(self.settings).route(message.job, stage, message.models)
+        assert stage == "prompt_enhance" and model_id is not None
+        return model_id, self._enhancer
+
+    def model_revision(self, model_id: str) -> str:
+        return "stand-in"
 
     def prompt_screen(self) -> PromptScreen:
         return self._screen
@@ -92,4 +98,6 @@ def test_a_safe_enhanced_prompt_goes_on_unflagged(
 ) -> None:
     outcome = run_stage(settings, screen, status, job, "a quiet street at night, wet cobblestones, warm lamplight")
 
-    assert outcome.final_state == "" and outcome.record == {} and "prompt" in outcome.refs
+    assert outcome.final_state == "" and "prompt" in outcome.refs
+    served = catalog_of(settings).defaults["prompt_enhance"]
+    assert outcome.record == {"model.prompt_enhance": f"{served}@stand-in"}  # the model that ran it, no flags

@@ -37,14 +37,14 @@ class RiggedRuntime(Runtime):
         super().__init__(settings)
         self.key_image, self.frames_image = key_image, frames_image
 
-    def text_to_image(self) -> Any:
-        return lambda prompts, **_: ImageOutput(images=[self.key_image.copy() for _ in prompts])
-
-    def camera_frames(self) -> Any:
-        if self.frames_image is None:
-            return super().camera_frames()
-        frame = np.asarray(self.frames_image.convert("RGB"))
-        return lambda _, *, num_frames, fps, **__: FramesOutput(frames=np.stack([frame] * num_frames), fps=fps)
+    def model(self, model_id: str) -> Any:
+        stage = self.catalog.models[model_id].stage
+        if stage == "image":
+            return lambda prompts, **_: ImageOutput(images=[self.key_image.copy() for _ in prompts])
+        if stage == "frames" and self.frames_image is not None:
+            frame = np.asarray(self.frames_image.convert("RGB"))
+            return lambda _, *, num_frames, fps, **__: FramesOutput(frames=np.stack([frame] * num_frames), fps=fps)
+        return super().model(model_id)
 
 
 def rigged(settings: Settings, key_image: Image.Image, frames_image: Image.Image | None = None,

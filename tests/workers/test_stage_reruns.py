@@ -15,7 +15,7 @@ from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from queue_config.stages import stage_plan
 from tests.pipelines.conftest import DEFAULT_SAFETY_THRESHOLD, build_unsafe_image
-from workers.jobs.messages import StageMessage
+from workers.jobs.messages import StageMessage, stage_message
 from workers.middleware import JobStatusMiddleware
 from workers.runtime import Runtime
 from workers.stage_actor import declare_stage_actors
@@ -38,16 +38,18 @@ def image_job_at_safety_check(runtime: Runtime, image: Image.Image | None = None
 
 
 def run_on_stub_broker(runtime: Runtime, stages: list[str], *messages: tuple[str, StageMessage]) -> StubBroker:
-    """Declare ``stages`` on a stub broker with the status middleware, send ``messages``, work them off."""
+    """Declare ``stages`` on a stub broker with the status middleware, send ``messages`` each to the queue
+    of the model that runs its stage, work them off."""
     broker = StubBroker()
     broker.add_middleware(JobStatusMiddleware(runtime.status), before=Retries)
-    actors = declare_stage_actors(broker, {stage: STAGE_FUNCTIONS[stage] for stage in stages}, lambda: runtime)
+    actors = declare_stage_actors(broker, {stage: STAGE_FUNCTIONS[stage] for stage in stages}, lambda: runtime,
+                                  catalog=runtime.catalog)
     worker = dramatiq.Worker(broker, worker_timeout=50)
     worker.start()
     try:
         for stage, message in messages:
-            actors[stage].send(message.model_dump(mode="json"))
-            for queue_name in stages:
+            broker.enqueue(stage_message(stage, message, runtime.catalog))
+            for queue_name in actors:
                 broker.join(queue_name, fail_fast=True)
         worker.join()
     finally:

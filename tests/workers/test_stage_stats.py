@@ -8,9 +8,11 @@ import uuid
 import pytest
 import redis
 
+from queue_config.catalog import catalog_of
 from queue_config.jobs import JobKind, JobSpec, Priority
 from queue_config.settings import Settings
 from queue_config.stages import STAGES, stage_plan
+from tests.queues import IMAGE_BATCH_QUEUE, IMAGE_QUEUE, default_queue
 from tests.workers.test_job_flow import wait_until_finished
 from workers.jobs import stage_stats
 from workers.jobs.messages import StageMessage, enqueue_stage
@@ -45,12 +47,14 @@ def test_each_stage_of_a_job_counts_one_successful_run_in_both_views(broker, sta
     window = {stats.queue: stats for stats in last_hour(status.client, status.namespace)}
 
     for stage in stage_plan(spec.kind):
-        assert grown(before, after, stage, "count") == 1, stage
-        assert grown(before, after, stage, "succeeded") == 1, stage
-        assert grown(before, after, stage, "sum_s") > 0, stage
-        assert window[stage].succeeded >= 1 and window[stage].p50_s is not None, stage
-        assert 0 < window[stage].p50_s <= window[stage].p95_s <= stage_stats.BUCKET_BOUNDS_S[-1]  # type: ignore
-    assert "frames" not in after or grown(before, after, "frames", "count") == 0
+        queue = default_queue(stage)
+        assert grown(before, after, queue, "count") == 1, queue
+        assert grown(before, after, queue, "succeeded") == 1, queue
+        assert grown(before, after, queue, "sum_s") > 0, queue
+        assert after[queue].stage == stage and window[queue].stage == stage, queue
+        assert window[queue].succeeded >= 1 and window[queue].p50_s is not None, queue
+        assert 0 < window[queue].p50_s <= window[queue].p95_s <= stage_stats.BUCKET_BOUNDS_S[-1]  # type: ignore
+    assert all(grown(before, after, queue, "count") == 0 for queue in after if after[queue].stage == "frames")
 
 
 @pytest.mark.usefixtures("workers")
@@ -62,26 +66,29 @@ def test_batch_runs_are_counted_apart_from_interactive_ones(broker, status: JobS
 
     after = by_queue(cumulative(status.client, status.namespace))
 
-    assert grown(before, after, "image_batch", "succeeded") == 1
-    assert after["image_batch"].stage == "image"
-    assert grown(before, after, "image", "succeeded") == 0
+    assert grown(before, after, IMAGE_BATCH_QUEUE, "succeeded") == 1
+    assert after[IMAGE_BATCH_QUEUE].stage == "image"
+    assert grown(before, after, IMAGE_QUEUE, "succeeded") == 0
 
 
 @pytest.mark.usefixtures("workers")
-def test_retries_and_the_final_failure_of_a_stage_are_counted(broker, status: JobStatusStore) -> None:
+def test_retries_and_the_final_failure_of_a_stage_are_counted(
+    broker, status: JobStatusStore, settings: Settings
+) -> None:
     before = by_queue(cumulative(status.client, status.namespace))
     spec = JobSpec(prompt="a kite that never flies", kind=JobKind.image, width=64, height=64)
     status.create(spec, stage_plan(spec.kind))
-    enqueue_stage(broker, "image", StageMessage(job=spec, refs={"prompt": f"jobs/{spec.id}/prompt/never.txt"}))
+    enqueue_stage(broker, "image", StageMessage(job=spec, refs={"prompt": f"jobs/{spec.id}/prompt/never.txt"}),
+                  catalog_of(settings))
 
     assert wait_until_finished(status, spec.id).state == "failed"
     after = by_queue(cumulative(status.client, status.namespace))
     window = {stats.queue: stats for stats in last_hour(status.client, status.namespace)}
 
-    assert grown(before, after, "image", "retried") == STAGES["image"].max_retries
-    assert grown(before, after, "image", "failed") == 1
-    assert grown(before, after, "image", "count") == 0
-    assert window["image"].failed >= 1
+    assert grown(before, after, IMAGE_QUEUE, "retried") == STAGES["image"].max_retries
+    assert grown(before, after, IMAGE_QUEUE, "failed") == 1
+    assert grown(before, after, IMAGE_QUEUE, "count") == 0
+    assert window[IMAGE_QUEUE].failed >= 1
 
 
 def test_buckets_sum_and_percentiles_follow_the_recorded_durations(fresh: tuple[redis.Redis, str]) -> None:

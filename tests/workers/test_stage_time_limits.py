@@ -7,7 +7,8 @@ from dramatiq.brokers.stub import StubBroker
 from pydantic import ValidationError
 
 from queue_config.settings import Settings
-from queue_config.stages import STAGES
+from queue_config.stages import STAGES, stage_of_actor
+from tests.queues import IMAGE_BATCH_QUEUE, IMAGE_QUEUE
 from workers.stage_actor import declare_stage_actors
 from workers.stages import STAGE_FUNCTIONS
 
@@ -28,7 +29,9 @@ def test_a_deployment_sets_one_stages_limit_and_the_actors_run_under_it(monkeypa
 
     actors = declare_stage_actors(StubBroker(), STAGE_FUNCTIONS, lambda: None, time_limits_ms=limits)  # type: ignore[arg-type,return-value]
 
-    assert actors["image"].options["time_limit"] == actors["image_batch"].options["time_limit"] == 1_800_000
+    assert actors[IMAGE_QUEUE].options["time_limit"] == actors[IMAGE_BATCH_QUEUE].options["time_limit"] == 1_800_000
+    image_actors = [actor for name, actor in actors.items() if stage_of_actor(name) == "image"]
+    assert len(image_actors) > 2 and all(actor.options["time_limit"] == 1_800_000 for actor in image_actors)
     assert actors["upload"].options["time_limit"] == 500
     assert actors["video"].options["time_limit"] == STAGES["video"].time_limit_ms
 

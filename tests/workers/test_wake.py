@@ -16,8 +16,10 @@ import dramatiq
 import pytest
 from dramatiq.broker import MessageProxy
 
+from queue_config.catalog import catalog_of
 from queue_config.jobs import JobSpec
 from queue_config.settings import Settings
+from tests.queues import IMAGE_QUEUE
 from tests.servers import wait_for
 from workers.broker import FramequeueBroker, build_broker
 from workers.consumer import WAKE_TOKENS_KEPT, FramequeueConsumer, wake_key
@@ -69,21 +71,23 @@ def waiting_on_wake_list(broker: FramequeueBroker, queue: str) -> bool:
 
 
 def test_an_enqueue_wakes_the_idle_consumer_at_once(own_broker: FramequeueBroker) -> None:
-    consumer = idle_consumer(own_broker, "image")
+    consumer = idle_consumer(own_broker, IMAGE_QUEUE)
     found = next_message_in_background(consumer)
-    wait_for(lambda: waiting_on_wake_list(own_broker, "image"), 20, "the consumer to go idle")
+    wait_for(lambda: waiting_on_wake_list(own_broker, IMAGE_QUEUE), 20, "the consumer to go idle")
 
-    sent = own_broker.enqueue(dramatiq.Message(queue_name="image", actor_name="image", args=("x",), kwargs={},
-                                               options={}))
+    sent = own_broker.enqueue(dramatiq.Message(queue_name=IMAGE_QUEUE, actor_name=IMAGE_QUEUE, args=("x",),
+                                               kwargs={}, options={}))
 
     message = found.result(timeout=WOKEN_WITHIN_S)
     assert message.message_id == sent.message_id
 
 
-def test_accepting_a_job_wakes_the_consumer_of_its_first_stage(own_broker: FramequeueBroker) -> None:
+def test_accepting_a_job_wakes_the_consumer_of_its_first_stage(
+    own_broker: FramequeueBroker, settings: Settings
+) -> None:
     status = JobStatusStore(own_broker.client, own_broker.namespace)
     spec = JobSpec(prompt="a lighthouse at dusk", enhance_prompt=False)
-    first = stage_message("prompt_enhance", StageMessage(job=spec))
+    first = stage_message("prompt_enhance", StageMessage(job=spec), catalog_of(settings))
     consumer = idle_consumer(own_broker, first.queue_name)
     found = next_message_in_background(consumer)
     wait_for(lambda: waiting_on_wake_list(own_broker, first.queue_name), 20, "the consumer to go idle")
