@@ -158,6 +158,11 @@ class Settings(BaseSettings):
         return mb * 1024 * 1024 if mb is not None else None
 
     @property
+    def pulled_models_dir(self) -> Path:
+        """``models_dir``, else ``data_dir/models/pulled``: where pulled hub models are, for pulls and workers."""
+        return self.models_dir or self.data_dir / "models" / "pulled"
+
+    @property
     def safety_policy(self) -> SafetyPolicy:
         return SafetyPolicy(blocked=self.safety_block_categories, flagged=self.safety_flag_categories)
 

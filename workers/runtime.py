@@ -28,7 +28,8 @@ from pipelines import (
     resolve_profile,
 )
 from pipelines.loading import diffusers_class
-from pipelines.model_paths import weights_path, weights_revision
+from pipelines.model_paths import pulled_dir, weights_path, weights_revision
+from pipelines.model_pull import hub_offline, in_hub_cache, is_hub_id
 from pipelines.remote import (
     OpenAICompatibleClient,
     ProviderClient,
@@ -76,7 +77,7 @@ class Runtime:
     @property
     def models_dir(self) -> Path:
         """Where ``framequeue models pull`` leaves hub models for workers to load offline."""
-        return self.settings.models_dir or self.settings.data_dir / "models" / "pulled"
+        return self.settings.pulled_models_dir
 
     @cached_property
     def catalog(self) -> Catalog:
@@ -149,7 +150,7 @@ class Runtime:
                                                    **pinned)
             return ImageToVideoFrames.from_pretrained(path, device, **pinned)
         except Exception as error:  # a missing model must read as one line in the job's record
-            raise ModelUnavailable(unloadable(entry, error)) from None
+            raise ModelUnavailable(unloadable(entry, error, self.models_dir)) from None
 
     def image_batcher(self, model_id: str) -> ImageBatcher:
         """Local image model ``model_id`` behind a batcher: up to ``image_batch_max`` renders in one call."""
@@ -171,15 +172,27 @@ class Runtime:
         return self.models.get("safety_classifier", lambda device: SafetyClassifier.from_pretrained(device=device))
 
 
-def unloadable(entry: CatalogModel, error: Exception) -> str:
-    """One line on why catalog model ``entry`` did not load, naming what is missing."""
-    backend = entry.backend
-    detail = " ".join(str(error).split())[:300] or type(error).__name__
-    where = getattr(backend, "model", "")
-    hint = ""
-    if isinstance(error, OSError) and "/" in where and not where.startswith("/"):
-        hint = f"; fetch it with `framequeue models pull {entry.id}` where the hub is reachable"
-    return f"model {entry.id!r} ({where}) could not be loaded: {type(error).__name__}: {detail}{hint}"
+def unloadable(entry: CatalogModel, error: Exception, models_dir: Path | None = None) -> str:
+    """One line on why catalog model ``entry`` did not load, for the job's record.
+
+    It says what is missing when that can be told from here: a hub model neither pulled into
+    ``models_dir`` nor in the hub cache (with the command that fetches it), a directory that is not
+    there. Otherwise it is the loader's error, in one line.
+    """
+    weights = getattr(entry.backend, "model", "")
+    head = f"model {entry.id!r} could not be loaded"
+    detail = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+    pulled = pulled_dir(models_dir, weights) if models_dir is not None and is_hub_id(weights) else None
+    if pulled is not None and pulled.is_dir():
+        return f"{head} from {pulled} (pulled {weights}): {detail}"
+    if is_hub_id(weights) and not in_hub_cache(weights):
+        where = f"pulled into {models_dir}" if models_dir is not None else "pulled"
+        why = "the hub is off (HF_HUB_OFFLINE)" if hub_offline() else f"fetching them failed ({detail})"
+        return (f"{head}: its weights, hub model {weights}, are neither {where} nor in the hub cache, and {why}; "
+                f"fetch them with `framequeue models pull {entry.id}` where the hub can be reached")
+    if weights.startswith(("/", ".", "~")) and not Path(weights).expanduser().exists():
+        return f"{head}: its weights directory {weights} does not exist"
+    return f"{head} from {weights}: {detail}"
 
 
 def provider_client(name: str, config: ProviderConfig) -> ProviderClient:
