@@ -197,5 +197,6 @@ def test_a_job_on_a_model_without_weights_fails_in_one_line_and_the_worker_serve
     assert failed.state == "failed" and failed.attempts["image"] == 1, worker.log_text()[-3000:]
     assert failed.error == "ModelUnavailable: " + missing_weights_message(root / "pulled")
     assert "Traceback" not in failed.error and 'File "' not in failed.error
+    assert failed.traceback == ""  # a foreseen failure is its one-line reason, in every field of the record
     assert served.state == "succeeded", served.error
     assert worker.process.poll() is None

@@ -23,6 +23,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 
 from queue_config.jobs import JobKind
 from queue_config.stages import stage_of_actor, stage_plan
+from workers.errors import InvalidJob, ModelUnavailable, NoUsableKey
 from workers.jobs.cancellations import CancelledJobs
 from workers.jobs.messages import job_named_by
 from workers.jobs.outcome import take_over
@@ -115,7 +116,11 @@ class JobStatusMiddleware(Middleware):
                 self._batch_job_finished(message)
             return
         reason = self.scrub(f"{type(exception).__name__}: {exception}")[:MAX_ERROR_CHARS]
-        self._record_failure(message, stage, reason, traceback=traceback_text(exception, self.scrub))
+        # A failure framequeue foresaw (a bad message, no key, a model that cannot load) is its reason
+        # alone: the traceback would only show framequeue's own code.
+        foreseen = isinstance(exception, (InvalidJob, NoUsableKey, ModelUnavailable))
+        self._record_failure(message, stage, reason,
+                             traceback="" if foreseen else traceback_text(exception, self.scrub))
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         """A message put back to wait, or failed before it ran (age limit, no usable key)."""
