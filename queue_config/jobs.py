@@ -119,6 +119,9 @@ class JobSpec(BaseModel):
     webhook_url: Annotated[str, AfterValidator(_webhook_url)] | None = None
     priority: Priority = Priority.interactive
     batch_id: str | None = Field(default=None, max_length=64)
+    #: The tenant that submitted the job (queue_config/tenants.py), set by the door from the credentials
+    #: the job came with: whatever a client writes here is replaced. None: the operator, or no tenants.
+    tenant: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
 
     @property
     def compute_pixel_steps(self) -> int:
