@@ -280,6 +280,9 @@ def main() -> None:
         from scripts.bench_batching import bench_batching
 
         bench_batching(url, data_dir)
+        from scripts.bench_models import bench_models
+
+        bench_models(url, data_dir)
 
 
 if __name__ == "__main__":
