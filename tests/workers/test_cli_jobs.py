@@ -19,6 +19,7 @@ import redis
 from queue_config.jobs import JobSpec
 from queue_config.settings import Settings
 from tests.conftest import settings_env
+from tests.queues import PROMPT_QUEUE
 from tests.servers import REPO_ROOT, WorkerProcess, wait_for
 from workers.broker import build_broker
 from workers.jobs.record import JobStatusStore
@@ -118,12 +119,12 @@ def test_cancel_cancels_an_unfinished_job_once_and_names_what_it_cannot_cancel(n
 
 def dead_letter_first_message(ns: Namespace, job_id: str) -> str:
     """Fail the job's first message as a worker that gave up on it does: on the queue's dead letters."""
-    [body] = ns.broker.do_fetch("prompt_enhance", 1)
+    [body] = ns.broker.do_fetch(PROMPT_QUEUE, 1)
     message = json.loads(body)
-    ns.broker.do_nack("prompt_enhance", message["options"]["redis_message_id"])
+    ns.broker.do_nack(PROMPT_QUEUE, message["options"]["redis_message_id"])
     redis_id = str(message["options"]["redis_message_id"])
     ns.status.stage_failed(job_id, "prompt_enhance", "RuntimeError: the model fell over", message["message_id"],
-                           dead_letter=f"prompt_enhance\t{redis_id}")
+                           dead_letter=f"{PROMPT_QUEUE}\t{redis_id}")
     return redis_id
 
 
@@ -138,7 +139,7 @@ def test_requeue_runs_a_failed_jobs_dead_letter_again_to_success(
 
     assert requeued.returncode == 0, requeued.stderr
     assert ns.status.state_of(job_id) == "queued"
-    assert ns.status.client.zcard(f"{ns.settings.namespace}:prompt_enhance.XQ") == 0
+    assert ns.status.client.zcard(f"{ns.settings.namespace}:{PROMPT_QUEUE}.XQ") == 0
     worker = WorkerProcess(settings_env(ns.settings), artifacts_dir / "worker-cli-requeue.log", "--threads", "2")
     try:
         wait_for(lambda: ns.status.state_of(job_id) == "succeeded", 240, "the requeued job to succeed")
@@ -152,12 +153,12 @@ def test_requeue_by_queue_and_broker_id_puts_the_message_back(ns: Namespace) -> 
     redis_id = dead_letter_first_message(ns, job_id)
 
     wrong_queue = ns.run("requeue", redis_id, "--queue", "nowhere")
-    requeued = ns.run("requeue", redis_id, "--queue", "prompt_enhance")
-    again = ns.run("requeue", redis_id, "--queue", "prompt_enhance")
+    requeued = ns.run("requeue", redis_id, "--queue", PROMPT_QUEUE)
+    again = ns.run("requeue", redis_id, "--queue", PROMPT_QUEUE)
 
     assert wrong_queue.returncode == 2 and "--queue: no queue nowhere" in wrong_queue.stderr
     assert requeued.returncode == 0, requeued.stderr
-    assert ns.status.client.lrange(f"{ns.settings.namespace}:prompt_enhance", 0, -1) != []
+    assert ns.status.client.lrange(f"{ns.settings.namespace}:{PROMPT_QUEUE}", 0, -1) != []
     assert ns.status.state_of(job_id) == "queued"
     assert again.returncode == 1 and "no dead letter" in again.stderr
 

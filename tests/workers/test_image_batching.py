@@ -324,11 +324,11 @@ def batching_worker(settings: Settings, tiny_profile) -> Iterator[Worked]:  # ty
     own = settings.model_copy(update={"namespace": f"batching-{uuid.uuid4().hex[:8]}", "image_batch_max": 4,
                                       "image_batch_window_ms": 5_000.0})
     broker, runtime = build_broker(own), Runtime(own)
-    batcher = runtime.image_batcher()
+    batcher = runtime.image_batcher(runtime.catalog.defaults["image"])
     assert (batcher.max_batch, batcher.window_ms) == (4, 5_000.0)
     counting = CountingTextToImage(batcher.model)
     batcher.model = counting
-    declare_stage_actors(broker, STAGE_FUNCTIONS, lambda: runtime)
+    declare_stage_actors(broker, STAGE_FUNCTIONS, lambda: runtime, catalog=runtime.catalog)
     worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
     worker.start()
     try:
@@ -352,7 +352,7 @@ def test_eight_image_jobs_through_a_batching_worker_all_succeed_with_their_own_i
     assert [record.state for record in records] == ["succeeded"] * len(specs), [r.error for r in records]
     assert sum(counting.batch_sizes) == len(specs)  # each job's image rendered once
     assert max(counting.batch_sizes) > 1  # and some shared a call
-    model = runtime.local_text_to_image()
+    model = runtime.model(runtime.catalog.defaults["image"])
     for spec, record in zip(specs, records, strict=True):
         stored = Image.open(io.BytesIO(runtime.store.get_bytes(record.artifacts["image"]["key"])))
         single = model([spec.prompt], seeds=[spec.seed], width=64, height=64, steps=2).images[0]

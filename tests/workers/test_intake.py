@@ -16,6 +16,7 @@ from queue_config.jobs import MAX_PROMPT_CHARS
 from queue_config.settings import Settings
 from tests.api.test_ops import Namespace, cleaned_namespace
 from tests.conftest import settings_env
+from tests.queues import PROMPT_QUEUE
 from tests.servers import REPO_ROOT, wait_for
 from tests.workers.test_job_flow import wait_until_finished
 from workers import ops
@@ -73,7 +74,7 @@ def test_a_job_written_with_redis_cli_is_accepted_and_runs(settings: Settings, s
         (["job", '{"prompt": "a fox", '], "'job' is not valid JSON"),
         (["job", '{"prompt": "a fox", "width": "wide"}'], "width: Input should be a valid integer"),
         (["job", json.dumps({"prompt": "x" * (MAX_PROMPT_CHARS + 1)})], "prompt: String should have at most 1000"),
-        (["job", '{"prompt": "a fox", "schema_version": 2}'], "schema_version: Input should be 1"),
+        (["job", '{"prompt": "a fox", "schema_version": 3}'], "schema_version: Input should be 1 or 2"),
         (["job", '["a fox"]'], "'job' must be a JSON object"),
         (["prompt", "a fox"], "the entry has no 'job' field"),
         (["job", '{"prompt": "a n.u.d.e figure"}'], "blocked by the prompt check: sexual"),
@@ -142,7 +143,7 @@ def test_an_accepted_entry_redelivered_after_its_intake_died_is_enqueued_once(
 
     assert client.hgetall(f"{stream}:receipt:{entry_id}") == {"status": "accepted", "job_id": job_id, "reason": ""}
     assert client.xpending(stream, "intake")["pending"] == 0
-    assert [ops.job_id_of(body) for body in ops.ready_messages(ns.status, "prompt_enhance")] == [job_id]
+    assert [ops.job_id_of(body) for body in ops.ready_messages(ns.status, PROMPT_QUEUE)] == [job_id]
     assert client.zrange(ns.status.index_key, 0, -1) == [job_id]
     events = [fields["event"] for _, fields in client.xrange(ns.status.events_key) if fields["job_id"] == job_id]
     assert events == ["queued"]

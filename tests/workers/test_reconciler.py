@@ -11,6 +11,7 @@ from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from tests.api.test_jobs_api import TOKEN, api_server, client_of
 from tests.conftest import settings_env
+from tests.queues import PROMPT_QUEUE
 from tests.servers import RestartableRedis, WorkerProcess, wait_for, worker_and_reconciler
 from workers.broker import FramequeueBroker, build_broker
 from workers.jobs.reconciler import Reconciler
@@ -51,7 +52,7 @@ def test_an_accepted_job_has_its_record_and_its_first_message_together(settings)
     assert submit_job(broker, status, spec).state == "queued"
 
     queue, redis_id = status.client.hget(status.inflight_key, spec.id).split("\t")
-    assert queue == "prompt_enhance" and status.client.hexists(f"{status.namespace}:{queue}.msgs", redis_id)
+    assert queue == PROMPT_QUEUE and status.client.hexists(f"{status.namespace}:{queue}.msgs", redis_id)
     assert status.client.lrange(f"{status.namespace}:{queue}", 0, -1) == [redis_id]
     assert status.client.zscore(status.active_key, spec.id) is not None
     assert Reconciler(status, broker).lost([spec.id]) == []
@@ -63,8 +64,8 @@ def test_a_job_whose_message_is_waiting_or_held_is_not_lost(settings) -> None:
     submit_job(broker, status, spec)
     ns = status.namespace
     # A worker fetching it moves the id to its ack set; the body stays until the ack.
-    redis_id = status.client.lpop(f"{ns}:prompt_enhance")
-    status.client.sadd(f"{ns}:__acks__.some-worker.prompt_enhance", redis_id)
+    redis_id = status.client.lpop(f"{ns}:{PROMPT_QUEUE}")
+    status.client.sadd(f"{ns}:__acks__.some-worker.{PROMPT_QUEUE}", redis_id)
 
     assert Reconciler(status, broker, stale_after_s=0).run_once().repaired == []
 
@@ -76,7 +77,7 @@ def test_a_job_that_lost_its_message_is_sent_on_again_and_then_runs_once(
     specs = [image_job(n) for n in range(3)]
     for spec in specs:
         submit_job(broker, status, spec)
-    assert lose_messages(status, "prompt_enhance") == 3
+    assert lose_messages(status, PROMPT_QUEUE) == 3
     reconciler = Reconciler(status, broker, stale_after_s=0)
 
     assert sorted(reconciler.run_once().repaired) == sorted(spec.id for spec in specs)
@@ -101,7 +102,7 @@ def test_a_job_that_keeps_losing_its_message_fails_saying_so(settings) -> None:
     reconciler = Reconciler(status, broker, stale_after_s=0, max_repairs=2)
 
     for _ in range(3):
-        lose_messages(status, "prompt_enhance")
+        lose_messages(status, PROMPT_QUEUE)
         reconciler.run_once()
 
     record = status.get(spec.id)
@@ -114,14 +115,14 @@ def test_resubmitting_a_job_that_lost_its_message_sends_it_on_again(settings) ->
     _, status, broker = quiet(settings)
     spec = image_job()
     submit_job(broker, status, spec)
-    lose_messages(status, "prompt_enhance")
+    lose_messages(status, PROMPT_QUEUE)
 
     again = submit_job(broker, status, spec)
 
     assert (again.created, again.state) == (False, "queued")
-    assert status.client.llen(f"{status.namespace}:prompt_enhance") == 1
+    assert status.client.llen(f"{status.namespace}:{PROMPT_QUEUE}") == 1
     assert submit_job(broker, status, spec).created is False
-    assert status.client.llen(f"{status.namespace}:prompt_enhance") == 1  # present now: nothing added
+    assert status.client.llen(f"{status.namespace}:{PROMPT_QUEUE}") == 1  # present now: nothing added
 
 
 def test_every_job_finishes_once_when_redis_dies_mid_run_and_comes_back(
@@ -155,7 +156,7 @@ def test_repairs_are_counted_on_metrics_and_shown_on_the_dashboard(settings) -> 
     submit_job(broker, status, spec)
     with api_server(namespaced.model_copy(update={"api_token": TOKEN})) as url, client_of(url) as client:
         assert "no pass yet" in client.get("/dashboard").text
-        lose_messages(status, "prompt_enhance")
+        lose_messages(status, PROMPT_QUEUE)
 
         assert Reconciler(status, broker, stale_after_s=0).run_once().repaired == [spec.id]
 
