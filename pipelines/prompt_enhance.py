@@ -17,7 +17,7 @@ from sentence_transformers import SentenceTransformer
 from transformers import AutoModelForCausalLM, AutoTokenizer, BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 from pipelines.errors import InvalidInputError
-from pipelines.loading import resolve_dtype
+from pipelines.loading import LOADING_LOCK, resolve_dtype
 from pipelines.outputs import EnhancedPrompt
 from pipelines.prompt_text import (
     MAX_PROMPT_CHARS,
@@ -72,10 +72,11 @@ class PromptEnhancer:
         """Load the LM (float16 on CUDA, float32 elsewhere, unless ``dtype`` names another; ``revision``
         pins a hub commit) and the embedder onto ``device``."""
         pinned = {"revision": revision} if revision else {}
-        tokenizer = AutoTokenizer.from_pretrained(text_model, **pinned)
-        model = AutoModelForCausalLM.from_pretrained(
-            text_model, dtype=resolve_dtype(dtype, device), device_map=device, **pinned)
-        embedder = SentenceTransformer(embedding_model, device=device)
+        with LOADING_LOCK:
+            tokenizer = AutoTokenizer.from_pretrained(text_model, **pinned)
+            model = AutoModelForCausalLM.from_pretrained(
+                text_model, dtype=resolve_dtype(dtype, device), device_map=device, **pinned)
+            embedder = SentenceTransformer(embedding_model, device=device)
         return cls(model, tokenizer, embedder)
 
     def __call__(self, prompt: str, seed: int, max_new_tokens: int = 24) -> EnhancedPrompt:

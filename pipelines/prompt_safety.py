@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
+from pipelines.loading import LOADING_LOCK
 from pipelines.safety_concepts import CONCEPTS, NEGATIVE_CONCEPTS, REQUIRED_PRESENCE, SAFE_SCENES
 from queue_config.prompt_screen import normalise
 from queue_config.safety_policy import Category, Check, SafetyFinding
@@ -111,7 +112,8 @@ class PromptScreen:
             from pipelines.profiles import EMBEDDING_MODEL
 
             path = EMBEDDING_MODEL
-        return cls(SentenceTransformer(path, device=device))
+        with LOADING_LOCK:
+            return cls(SentenceTransformer(path, device=device))
 
     def scores(self, text: str, check: Check = Check.prompt) -> dict[Category, float]:
         """Each category's score for ``text``: its best clause's similarity to the category, less the margin."""

@@ -180,14 +180,17 @@ class ModelRegistry:
         return sum(union.values())
 
     def _release(self, evicted: list[tuple[str, Any, int]]) -> None:
-        """Drop the evicted models, collect them, and give their cached CUDA memory back.
+        """Drop the evicted models and, on CUDA, collect them and give their cached memory back.
 
-        A thread still holding one keeps a working model: only the registry's reference goes.
+        A thread still holding one keeps a working model: only the registry's reference goes. Dropped
+        tensors are freed when their last reference goes; a full collection (for tensors caught in
+        reference cycles) costs hundreds of milliseconds with the GIL held, so it runs only where the
+        device's cache must be emptied for the next model to fit.
         """
         freed = [(name, freed_bytes) for name, _, freed_bytes in evicted]
         evicted.clear()
-        gc.collect()
         if torch.cuda.is_available():
+            gc.collect()
             torch.cuda.empty_cache()
         for name, freed_bytes in freed:
             self.on_evict(name, freed_bytes)
