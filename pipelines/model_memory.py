@@ -65,11 +65,12 @@ def _walk(obj: object, depth: int, visited: set[int], found: dict[StorageKey, in
     elif isinstance(obj, torch.nn.Module):
         for tensor in chain(obj.parameters(), obj.buffers()):
             _add(tensor, found)
-    elif isinstance(obj, Mapping):
-        for value in obj.values():
-            _walk(value, depth, visited, found)
-    elif isinstance(obj, list | tuple | set | frozenset):
-        for item in obj:
+    elif isinstance(obj, Mapping | list | tuple | set | frozenset):
+        try:
+            items = list(obj.values() if isinstance(obj, Mapping) else obj)
+        except Exception:  # one that refuses to be read (urllib3's pool of connections) holds no weights
+            return
+        for item in items:
             _walk(item, depth, visited, found)
     elif depth < MAX_DEPTH and hasattr(obj, "__dict__"):
         for value in vars(obj).values():

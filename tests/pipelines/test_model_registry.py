@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pipelines.registry import ModelRegistry
+from pipelines.remote import OpenAICompatibleClient
 
 
 def test_registry_loads_a_model_once_when_many_threads_ask_at_once() -> None:
@@ -69,3 +70,16 @@ def test_loaded_names_lists_models_in_load_order() -> None:
     registry.get("embedding", lambda device: 2)
     registry.get("text", lambda device: 3)
     assert registry.loaded_names() == ["text", "embedding"]
+
+
+def test_a_remote_client_loads_and_is_charged_its_declared_size_and_its_tensors() -> None:
+    """A remote backend holds an HTTP session, whose urllib3 pool of connections refuses to be iterated."""
+    registry = ModelRegistry(device="cpu", memory_budget_bytes=10 * 2**20)
+    client = OpenAICompatibleClient("http://127.0.0.1:9", timeout_s=1.0, name="nowhere")
+    weights = torch.zeros(256)  # beside the session: the walk goes on past the pool it cannot read
+
+    loaded = registry.get("remote", lambda device: (client, weights))
+    declared = registry.get("remote-alone", lambda device: client, size_bytes=2**20)
+
+    assert loaded == (client, weights) and declared is client
+    assert registry.resident() == [("remote", 256 * 4), ("remote-alone", 2**20)]
