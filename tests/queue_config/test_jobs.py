@@ -9,7 +9,12 @@ from queue_config.stages import stage_plan
 
 def test_a_minimal_job_gets_an_id_and_safe_defaults() -> None:
     spec = JobSpec(prompt="a cat")
-    assert len(spec.id) == 32 and spec.kind is JobKind.image and spec.schema_version == 1
+    assert len(spec.id) == 32 and spec.kind is JobKind.image and spec.schema_version == 2 and spec.models == {}
+
+
+def test_a_version_1_job_is_still_accepted_and_names_its_frames_by_frames_backend() -> None:
+    spec = JobSpec(prompt="a cat", kind=JobKind.video, schema_version=1, frames_backend="img2img")
+    assert spec.schema_version == 1 and spec.frames_backend == "img2img" and spec.models == {}
 
 
 @pytest.mark.parametrize(
@@ -23,7 +28,11 @@ def test_a_minimal_job_gets_an_id_and_safe_defaults() -> None:
         {"prompt": "a cat", "steps": 0},
         {"prompt": "a cat", "num_frames": 10_000},
         {"prompt": "a cat", "fps": 0},
-        {"prompt": "a cat", "schema_version": 2},
+        {"prompt": "a cat", "schema_version": 3},
+        {"prompt": "a cat", "schema_version": 1, "models": {"image": "tiny-sd"}},
+        {"prompt": "a cat", "models": {"upload": "tiny-sd"}},
+        {"prompt": "a cat", "models": {"image": "Tiny SD"}},
+        {"prompt": "a cat", "kind": "video", "models": {"frames": "camera"}, "frames_backend": "img2img"},
         {"prompt": "a cat", "kind": "audio"},
         {"prompt": "a cat", "id": "../etc/passwd"},
         {"prompt": "a cat", "unexpected": 1},
