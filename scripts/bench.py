@@ -126,11 +126,12 @@ def framequeue_jobs_per_s(
         broker.middleware[:] = [m for m in broker.middleware if not isinstance(m, JobStatusMiddleware)]
         done_key = f"{settings.namespace}:bench-done"
         functions = no_op_stages(lambda: status.client.incr(done_key))
-    declare_stage_actors(broker, functions or no_op_stages(), lambda: runtime)
+    declare_stage_actors(broker, functions or no_op_stages(), lambda: runtime, catalog=runtime.catalog)
     ids = []
     for number in range(jobs):
         spec = JobSpec(prompt=f"benchmark job {number}", kind=kind, enhance_prompt=False, width=64, height=64)
-        submit_job(broker, status, spec, screen=NothingFound())  # (a) times the queue; (l) times the screen
+        # (a) times the queue; (l) times the screen.
+        submit_job(broker, status, spec, screen=NothingFound(), catalog=runtime.catalog)
         ids.append(spec.id)
 
     if not status_middleware:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import dramatiq
 
-from queue_config.jobs import JobKind, JobSpec
+from queue_config.jobs import JobKind, JobSpec, Priority
 from queue_config.settings import Settings
+from queue_config.stages import STAGES
 from scripts.bench import no_op_stages, wait_until
 from workers.batches import batch_progress, cancel_batch, submit_lines
 from workers.batches.files import parse_batch
@@ -31,7 +32,7 @@ ITEMS = 10_000
 def interactive_latency_s(settings: Settings, runtime: Runtime, broker: dramatiq.Broker) -> float:
     spec = JobSpec(prompt="an urgent job", kind=JobKind.image, enhance_prompt=False)
     started = time.perf_counter()
-    submit_job(broker, runtime.status, spec)
+    submit_job(broker, runtime.status, spec, catalog=runtime.catalog)
     wait_until(lambda: runtime.status.state_of(spec.id) == "succeeded", interval_s=0.002)
     return time.perf_counter() - started
 
@@ -45,21 +46,22 @@ def bench_batches(redis_url: str, data_dir: Path, *, threads: int) -> None:
     runtime = Runtime(settings)
     before = int(client.info("memory")["used_memory"])
     started = time.perf_counter()
-    summary = submit_lines(runtime.status, broker, "bench", "bench", lines)
+    summary = submit_lines(runtime.status, broker, "bench", "bench", lines, catalog=runtime.catalog)
     elapsed_s = time.perf_counter() - started
     per_job = (int(client.info("memory")["used_memory"]) - before) / summary["enqueued"]
     print(f"(g) {summary['enqueued']} batch items submitted in {elapsed_s:.2f} s "
           f"({summary['enqueued'] / elapsed_s:,.0f} items/s); Redis memory {per_job:,.0f} bytes per queued job "
           f"(job record + message + index)")
 
-    declare_stage_actors(broker, no_op_stages(), lambda: runtime)
+    declare_stage_actors(broker, no_op_stages(), lambda: runtime, catalog=runtime.catalog)
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
     worker.start()
     try:
         behind = [interactive_latency_s(settings, runtime, broker) for _ in range(5)]
         left = batch_progress(runtime.status, "bench")["unfinished"]  # type: ignore[index]
         cancel_batch(runtime.status, broker, "bench")  # the rest of the backlog is skipped, not run
-        wait_until(lambda: client.llen("bench-batch:prompt_enhance_batch") == 0, interval_s=0.5)
+        backlog = STAGES["prompt_enhance"].actor_name(Priority.batch, runtime.catalog.defaults["prompt_enhance"])
+        wait_until(lambda: client.llen(f"{settings.namespace}:{backlog}") == 0, interval_s=0.5)
         idle = [interactive_latency_s(settings, runtime, broker) for _ in range(5)]
     finally:
         worker.stop()

@@ -65,17 +65,17 @@ def run_round(redis_url: str, data_dir: Path, batch_max: int) -> tuple[float, fl
     settings = Settings(redis_url=redis_url, namespace=f"bench-batching-{uuid.uuid4().hex[:6]}", data_dir=data_dir,
                         model_profile="tiny", device="cpu", image_batch_max=batch_max, image_batch_window_ms=50.0)
     broker, runtime = build_broker(settings), Runtime(settings)
-    batcher = runtime.image_batcher()
+    batcher = runtime.image_batcher(runtime.catalog.defaults["image"])
     timed = TimedModel(batcher.model)
     batcher.model = timed
-    declare_stage_actors(broker, STAGE_FUNCTIONS, lambda: runtime)
+    declare_stage_actors(broker, STAGE_FUNCTIONS, lambda: runtime, catalog=runtime.catalog)
     worker = dramatiq.Worker(broker, worker_threads=THREADS, worker_timeout=100)
     worker.start()
 
     def finish(specs: list[JobSpec]) -> float:
         started = time.perf_counter()
         for spec in specs:
-            submit_job(broker, runtime.status, spec)
+            submit_job(broker, runtime.status, spec, catalog=runtime.catalog)
         wait_until(lambda: all(runtime.status.state_of(spec.id) in TERMINAL_STATES for spec in specs),
                    interval_s=0.02)
         elapsed_s = time.perf_counter() - started

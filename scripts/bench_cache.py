@@ -17,6 +17,7 @@ from pathlib import Path
 
 import dramatiq
 
+from queue_config.catalog import Catalog
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from scripts.bench import wait_until
@@ -37,10 +38,10 @@ def spec_of(seed: int, **fields: object) -> JobSpec:
                    num_frames=24, fps=12, seed=seed, **fields)  # type: ignore[arg-type]
 
 
-def run_s(broker: FramequeueBroker, status: JobStatusStore, spec: JobSpec) -> tuple[float, JobRecord]:
+def run_s(broker: FramequeueBroker, status: JobStatusStore, spec: JobSpec, catalog: Catalog) -> tuple[float, JobRecord]:
     """Wall seconds from submission to the job's end, and its record."""
     started = time.perf_counter()
-    submit_job(broker, status, spec)
+    submit_job(broker, status, spec, catalog=catalog)
     wait_until(lambda: status.state_of(spec.id) in TERMINAL_STATES, interval_s=0.005)
     elapsed_s = time.perf_counter() - started
     record = status.get(spec.id)
@@ -52,19 +53,21 @@ def bench_cache(redis_url: str, data_dir: Path) -> None:
     settings = Settings(redis_url=redis_url, namespace=f"bench-cache-{uuid.uuid4().hex[:6]}", data_dir=data_dir,
                         model_profile="tiny")
     broker, runtime = build_broker(settings), Runtime(settings)
-    declare_stage_actors(broker, STAGE_FUNCTIONS, lambda: runtime, stage_cache=stage_cache_of)
+    declare_stage_actors(broker, STAGE_FUNCTIONS, lambda: runtime, catalog=runtime.catalog,
+                         stage_cache=stage_cache_of)
     worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
     worker.start()
     uncached_s: list[float] = []
     cached_s: list[float] = []
     split: list[tuple[float, float]] = []
     try:
-        run_s(broker, runtime.status, spec_of(seed=1000, cache=False))  # warm-up: loads the models
+        run_s(broker, runtime.status, spec_of(seed=1000, cache=False), runtime.catalog)  # warm-up: loads the models
         for seed in range(ROUNDS):
             first = spec_of(seed)
-            elapsed_s, _ = run_s(broker, runtime.status, first)
+            elapsed_s, _ = run_s(broker, runtime.status, first, runtime.catalog)
             uncached_s.append(elapsed_s)
-            elapsed_s, record = run_s(broker, runtime.status, first.model_copy(update={"id": uuid.uuid4().hex}))
+            again = first.model_copy(update={"id": uuid.uuid4().hex})
+            elapsed_s, record = run_s(broker, runtime.status, again, runtime.catalog)
             assert set(record.cached) == {"prompt_enhance", "image", "frames", "video"}, record.cached
             cached_s.append(elapsed_s)
             running = sum(record.timings_s[stage] for stage in ALWAYS_RUN)

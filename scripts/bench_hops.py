@@ -84,11 +84,12 @@ def framequeue_ms_per_hop(redis_url: str, data_dir: Path, *, namespace: str = "b
     for extra in middleware:
         broker.add_middleware(extra)
     runtime = Runtime(settings)
-    declare_stage_actors(broker, no_op_stages(), lambda: runtime)
+    declare_stage_actors(broker, no_op_stages(), lambda: runtime, catalog=runtime.catalog)
 
     def send(number: int) -> Callable[[], bool]:
         spec = JobSpec(prompt=f"a lone job {number}", kind=JobKind.video, enhance_prompt=False, width=64, height=64)
-        accept_jobs(broker, runtime.status, [spec], screen=NothingFound())  # the hops, not the prompt screen
+        # The hops, not the prompt screen.
+        accept_jobs(broker, runtime.status, [spec], screen=NothingFound(), catalog=runtime.catalog)
         return lambda: runtime.status.state_of(spec.id) == "succeeded"
 
     return _ms_per_hop(broker, send)

@@ -17,7 +17,9 @@ from pathlib import Path
 import dramatiq
 from dramatiq.broker import MessageProxy
 
+from queue_config.catalog import catalog_of
 from queue_config.settings import Settings
+from queue_config.stages import STAGES
 from scripts.bench_hops import framequeue_ms_per_hop
 from workers.broker import build_broker
 from workers.middleware.registry import WorkerRegistry
@@ -35,10 +37,11 @@ def hooks_us_per_message(redis_url: str, data_dir: Path) -> float:
     worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
     worker.start()
     timings = []
+    queue = STAGES["image"].actor_name(model=catalog_of(settings).defaults["image"])
     try:
         for number in range(HOOK_MESSAGES):
             payload = {"job": {"id": f"job-{number}", "kind": "image"}}
-            message = MessageProxy(dramatiq.Message(queue_name="image", actor_name="image", args=(payload,),
+            message = MessageProxy(dramatiq.Message(queue_name=queue, actor_name=queue, args=(payload,),
                                                     kwargs={}, options={}))
             started = time.perf_counter()
             registry.before_process_message(broker, message)

@@ -15,6 +15,7 @@ from pathlib import Path
 import dramatiq
 import redis
 
+from queue_config.catalog import Catalog
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from scripts.bench import NothingFound, no_op_stages, wait_until
@@ -43,7 +44,7 @@ def used_memory(client: redis.Redis) -> int:
 
 
 def soak(
-    client: redis.Redis, broker: FramequeueBroker, status: JobStatusStore, jobs: int, label: str
+    client: redis.Redis, broker: FramequeueBroker, status: JobStatusStore, jobs: int, label: str, catalog: Catalog
 ) -> tuple[int, Trimmed]:
     """Submit ``jobs`` no-op jobs, wait until all have finished and expired, run one reconciler pass.
 
@@ -53,7 +54,7 @@ def soak(
              for n in range(jobs)]
     peak = 0
     for start in range(0, jobs, CHUNK):
-        accept_jobs(broker, status, specs[start : start + CHUNK], screen=NothingFound())
+        accept_jobs(broker, status, specs[start : start + CHUNK], screen=NothingFound(), catalog=catalog)
         peak = max(peak, used_memory(client))
 
     chunks = [[status.job_key(spec.id) for spec in specs[start : start + CHUNK]] for start in range(0, jobs, CHUNK)]
@@ -78,14 +79,14 @@ def bench_retention(data_dir: Path, *, threads: int) -> None:
         for middleware in broker.middleware:
             if isinstance(middleware, JobStatusMiddleware):
                 middleware.store.retention_s = settings.retention_s
-        declare_stage_actors(broker, no_op_stages(), lambda: runtime)
+        declare_stage_actors(broker, no_op_stages(), lambda: runtime, catalog=runtime.catalog)
         worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
         worker.start()
         try:
-            soak(client, broker, runtime.status, WARM_UP_JOBS, "warm-up")
+            soak(client, broker, runtime.status, WARM_UP_JOBS, "warm-up", runtime.catalog)
             before = used_memory(client)
             started = time.perf_counter()
-            peak, trimmed = soak(client, broker, runtime.status, JOBS, "soak")
+            peak, trimmed = soak(client, broker, runtime.status, JOBS, "soak", runtime.catalog)
             elapsed_s = time.perf_counter() - started
             after = used_memory(client)
         finally:
