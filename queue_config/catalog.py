@@ -158,6 +158,9 @@ class CatalogModel(_Strict):
     max_wait_s: float | None = Field(default=None, gt=0)
     #: Provider 5xx answers or timeouts in a row before the stage moves to the next fallback.
     failures_before_fallback: int = Field(default=3, ge=1)
+    #: How long a model stays skipped after those failures (LiteLLM's ``cooldown_time``, 5 s there; a queue
+    #: can wait longer before it probes again). After it, one more failure starts the next cooldown.
+    cooldown_s: float = Field(default=30.0, gt=0)
     #: Resident size, for the worker's memory budget before the model has been loaded and measured.
     memory_mb: int | None = Field(default=None, ge=0)
 

@@ -29,6 +29,7 @@ from workers.jobs.cancellations import CancelledJobs, running_job
 from workers.jobs.messages import StageMessage, enqueue_stage
 from workers.jobs.outcome import StageOutcome, hand_over
 from workers.jobs.stage_cache import StageCache
+from workers.middleware.fallback import CANNOT_SERVE, fallbacks_of
 from workers.middleware.job_status import JobStatusMiddleware
 from workers.middleware.put_back import put_back
 from workers.runtime import Runtime
@@ -66,9 +67,11 @@ def declare_stage_actors(
     A message older than ``max_age_ms`` (e.g. one that has waited that long for quota) fails. A
     stage runs at most ``time_limits_ms[stage]`` (default: its ``StageOptions.time_limit_ms``).
     With a ``stage_cache``, a stage whose inputs match an earlier run hands on that run's output
-    instead of running (workers/jobs/stage_cache.py).
+    instead of running (workers/jobs/stage_cache.py). A stage whose provider fails it is handed to
+    the broker's fallback middleware, added before this is called, which may move it to the next
+    model of its chain (workers/middleware/fallback.py).
     """
-    cancelled = cancellations_of(broker)
+    cancelled, fallbacks = cancellations_of(broker), fallbacks_of(broker)
     catalog = catalog or catalog_of(get_settings())
     logger = get_logger(__name__)
 
@@ -90,6 +93,10 @@ def declare_stage_actors(
             except Deferred as wait:
                 current = cast(MessageProxy, CurrentMessage.get_current_message())
                 put_back(broker, current, wait.delay_ms, wait.reason)
+            except CANNOT_SERVE as error:  # the provider's failure, not the job's: it may move to a fallback
+                if fallbacks is not None:
+                    fallbacks.stage_failed(broker, cast(MessageProxy, CurrentMessage.get_current_message()), error)
+                raise
             except Interrupted as stopped:  # the job was cancelled: it stays so, with where it stopped
                 logger.info("Job %s was cancelled: %s stopped after %s.", message.job.id, stage, stopped.where)
                 hand_over(StageOutcome(record={"stopped_at": f"{stage}: {stopped.where}"}))

@@ -110,6 +110,11 @@ class ProviderSimulator:
         """Answer the next ``count`` requests from known keys with HTTP ``status`` (a 5xx)."""
         self.state.ledger.start_fault_burst(count, status)
 
+    def refuse_prompts_with(self, *words: str) -> None:
+        """Refuse every later prompt holding one of ``words`` (case-blind) as the content policy does:
+        HTTP 400 (422 for predictions), the request's fault. No words: refuse none."""
+        self.state.refused_words = frozenset(word.lower() for word in words)
+
     def reset_quotas(self) -> None:
         """Empty every key's 60 s window."""
         self.state.ledger.reset_quotas()

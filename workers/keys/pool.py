@@ -183,13 +183,23 @@ class KeyPools:
 
     @classmethod
     def for_config(cls, client: redis.Redis, namespace: str, config: RemoteConfig) -> KeyPools:
-        """A pool for every provider that a stage uses, with its keys loaded."""
-        used = {route.provider for route in config.stages.values()}
-        return cls({
-            name: KeyPool(client, namespace, name, provider, provider.load_keys())
-            for name, provider in config.providers.items()
-            if name in used
-        })
+        """A pool for every provider with keys, which catalog models may name; a provider that a stage
+        route uses must have keys (else ``NoUsableKey``)."""
+        routed = {route.provider for route in config.stages.values()}
+        pools = {}
+        for name, provider in config.providers.items():
+            keys = provider.load_keys()
+            if keys or name in routed:
+                pools[name] = KeyPool(client, namespace, name, provider, keys)
+        return cls(pools)
 
     def call(self, provider: str, model: str, request: Callable[[str], Any]) -> Any:
-        return self.pools[provider].call(model, request)
+        """``request`` with a key of ``provider``'s pool (see ``KeyPool.call``).
+
+        Raises:
+            NoUsableKey: also when the provider has no keys at all.
+        """
+        pool = self.pools.get(provider)
+        if pool is None:
+            raise NoUsableKey(f"provider {provider!r} has no keys")
+        return pool.call(model, request)

@@ -10,6 +10,7 @@
 ``POST /_sim/reset-stats``                forget counts and timestamps
 ``POST /_sim/pending-polls``              ``{"polls": 2}``: predictions need 2 polls to finish
 ``POST /_sim/fail-predictions``           ``{"count": 1}``: the next prediction ends ``failed``
+``POST /_sim/refused-words``              ``{"words": ["castle"]}``: prompts holding one get 400
 ========================================  ==============================================
 """
 
@@ -88,6 +89,14 @@ def fail_predictions(state: SimState, request: SimRequest) -> SimResponse:
     return json_response(200, {"count": count})
 
 
+def set_refused_words(state: SimState, request: SimRequest) -> SimResponse:
+    words = request.body.get("words")
+    if not isinstance(words, list) or not all(isinstance(word, str) and word.strip() for word in words):
+        raise SimError(400, "words must be a list of non-empty strings")
+    state.refused_words = frozenset(word.strip().lower() for word in words)
+    return json_response(200, {"words": sorted(state.refused_words)})
+
+
 #: The control endpoints.
 ADMIN_ROUTES: tuple[Route, ...] = (
     route("GET", "/_sim/stats", stats),
@@ -99,4 +108,5 @@ ADMIN_ROUTES: tuple[Route, ...] = (
     route("POST", "/_sim/reset-stats", reset_stats),
     route("POST", "/_sim/pending-polls", set_pending_polls),
     route("POST", "/_sim/fail-predictions", fail_predictions),
+    route("POST", "/_sim/refused-words", set_refused_words),
 )

@@ -42,10 +42,17 @@ def _text(body: dict[str, Any], name: str, status: int = 400) -> str:
     return value
 
 
+def _allowed(state: SimState, prompt: str, status: int = 400) -> str:
+    """Return ``prompt`` unless the content policy refuses it, as OpenAI's does with a 400."""
+    if state.refuses(prompt):
+        raise SimError(status, "the prompt was refused by the content policy", "content_policy_violation")
+    return prompt
+
+
 def openai_images(state: SimState, request: SimRequest) -> SimResponse:
     body = request.body
     _text(body, "model")
-    prompt = _text(body, "prompt")
+    prompt = _allowed(state, _text(body, "prompt"))
     match = re.fullmatch(r"(\d+)x(\d+)", str(body.get("size", "1024x1024")))
     if not match or not all(1 <= int(side) <= MAX_SIDE_PX for side in match.groups()):
         raise SimError(400, f"size must be WxH with sides in [1, {MAX_SIDE_PX}]")
@@ -73,7 +80,7 @@ def openai_chat(state: SimState, request: SimRequest) -> SimResponse:
     if not user:
         raise SimError(400, "messages need a user message")
     max_tokens = _int(body, "max_tokens", body.get("max_completion_tokens") or 16, 1, 4096)
-    content = render_text(user[-1], _int(body, "seed", 0, 0, 2**63 - 1), max_tokens)
+    content = render_text(_allowed(state, user[-1]), _int(body, "seed", 0, 0, 2**63 - 1), max_tokens)
     return json_response(
         200,
         {
@@ -89,7 +96,7 @@ def openai_chat(state: SimState, request: SimRequest) -> SimResponse:
 
 def _prediction_output(state: SimState, request: SimRequest, inputs: dict[str, Any]) -> Any:
     """Compute what the model would output: text chunks for language models, image URLs otherwise."""
-    prompt = _text(inputs, "prompt", 422)
+    prompt = _allowed(state, _text(inputs, "prompt", 422), 422)
     seed = _int(inputs, "seed", 0, 0, 2**63 - 1, 422)
     if "max_tokens" in inputs or "max_new_tokens" in inputs:
         limit = inputs.get("max_tokens") or inputs.get("max_new_tokens")

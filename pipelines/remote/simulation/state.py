@@ -46,6 +46,8 @@ class SimState:
         self.ledger = ledger
         self.latency_ms = latency_ms
         self.pending_polls = 0
+        #: Words whose prompts the content policy refuses (HTTP 400: the request's fault, not the provider's).
+        self.refused_words: frozenset[str] = frozenset()
         self._failures_left = 0
         self._predictions: OrderedDict[str, _Prediction] = OrderedDict()
         self._files: OrderedDict[str, bytes] = OrderedDict()
@@ -55,6 +57,11 @@ class SimState:
         """Make the next ``count`` predictions end ``failed`` instead of ``succeeded``."""
         with self._lock:
             self._failures_left = max(0, count)
+
+    def refuses(self, prompt: str) -> bool:
+        """Whether the content policy refuses ``prompt``: it holds one of :attr:`refused_words`."""
+        words = set(prompt.lower().split())
+        return any(word in words for word in self.refused_words)
 
     def store_file(self, data: bytes, suffix: str = ".png") -> str:
         """Keep an output file and return its name under ``/_files/``."""

@@ -195,3 +195,33 @@ def test_prediction_controls_work_over_http(simulator: ProviderSimulator, http: 
     http.post(f"{base}/_sim/pending-polls", json={"polls": 0}, timeout=5)
     assert create()["status"] == "failed"
     assert create()["status"] == "succeeded"
+
+
+def test_a_prompt_holding_a_refused_word_gets_the_content_policy_4xx_on_every_api(
+    simulator: ProviderSimulator, http: requests.Session
+) -> None:
+    base, headers = simulator.base_url, {"Authorization": f"Bearer {KEY_A}"}
+    assert http.post(f"{base}/_sim/refused-words", json={"words": ["Castle"]}, timeout=5).status_code == 200
+    assert http.post(f"{base}/_sim/refused-words", json={"words": [""]}, timeout=5).status_code == 400
+
+    def image(prompt: str) -> requests.Response:
+        body: dict[str, Any] = {"model": "m", "prompt": prompt, "size": "8x8"}
+        return http.post(f"{base}/v1/images/generations", headers=headers, json=body, timeout=5)
+
+    def text(prompt: str) -> requests.Response:
+        body: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": prompt}], "max_tokens": 4}
+        return http.post(f"{base}/v1/chat/completions", headers=headers, json=body, timeout=5)
+
+    def prediction(prompt: str) -> requests.Response:
+        body: dict[str, Any] = {"input": {"prompt": prompt, "width": 8, "height": 8}}
+        return http.post(f"{base}/v1/models/o/n/predictions", headers=headers, json=body, timeout=5)
+
+    try:
+        refused = [image("a castle at dusk"), text("the CASTLE gate"), prediction("castle")]
+        allowed = [image("a castles' shadow"), text("a moat"), prediction("a tower")]
+    finally:
+        simulator.refuse_prompts_with()
+    assert [response.status_code for response in refused] == [400, 400, 422]
+    assert all("content_policy_violation" in response.text for response in refused)
+    assert [response.status_code for response in allowed] == [200, 200, 201]
+    assert image("a castle at dusk").status_code == 200  # no words: nothing refused
