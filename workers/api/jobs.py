@@ -102,6 +102,10 @@ class JobEvent(BaseModel):
     #: A ``progress`` event's steps done and steps in all.
     step: int | None = None
     total: int | None = None
+    #: A ``fallback`` event's models (the stage moved from one to the other) and why it moved.
+    from_model: str = ""
+    to_model: str = ""
+    reason: str = ""
 
 
 _NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {404: {"model": Problem, "description": "No job with this id"}}
