@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from queue_config.catalog import Catalog, ModelRefused, catalog_of
 from queue_config.jobs import JobSpec, Priority
 from queue_config.settings import get_settings
+from queue_config.stages import MODEL_STAGES
 from workers.batches.rows import BatchFileError as BatchFileError
 from workers.batches.rows import Row, csv_rows, decoded_text, jsonl_rows
 from workers.jobs.messages import describe_validation_error
@@ -151,8 +152,13 @@ class _BatchBuilder:
 
 def _value_problem(fields: dict[str, Any]) -> str:
     """Why a field's value is none a job takes before the model looks: a list or object (a job's fields are
-    single values, and nothing should walk a deep one), or a string with a NUL in it."""
+    single values, and nothing should walk a deep one; ``models`` is one flat object of a model id per
+    stage), or a string with a NUL in it."""
     for field, value in fields.items():
+        if field == "models" and isinstance(value, dict):
+            if not (set(value) <= set(MODEL_STAGES) and all(isinstance(model, str) for model in value.values())):
+                return f"models: must name a model id for stages among {', '.join(MODEL_STAGES)}"
+            continue
         if isinstance(value, dict | list):
             return f"{field}: must be a single value, not a {'list' if isinstance(value, list) else 'JSON object'}"
         if isinstance(value, str) and "\x00" in value:
