@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from queue_config.catalog import catalog_of
 from queue_config.settings import Settings
 from workers.broker import build_broker
 from workers.cli.errors import EXIT_CONFIG, CliError, NotFound
@@ -96,7 +97,7 @@ def cmd_intake(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     status = JobStatusStore.from_settings(settings)
     intake = Intake(status.client, build_broker(settings), status, settings.namespace,
-                    claim_idle_ms=settings.intake_claim_idle_ms)
+                    claim_idle_ms=settings.intake_claim_idle_ms, catalog=catalog_of(settings))
     print(f"intake: reading {intake.stream_key}", flush=True)
     intake.run()
     return 0
@@ -152,6 +153,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
     from workers.api import create_app
 
+    catalog_of(settings)  # a bad catalog is one line and exit 78 now, not a 500 at the first submission
     if not settings.api_token:
         print("api: FRAMEQUEUE_API_TOKEN is not set: every request to /v1, /metrics and the dashboard is refused "
               "(set one, or run framequeue dev, which makes one)", file=sys.stderr, flush=True)
