@@ -139,10 +139,11 @@ def submit_batch(
     line is refused either way, and so is one whose good lines would put the token's unfinished jobs
     over ``api_max_queued_jobs`` (429, nothing queued).
     """
+    catalog = catalog_of(context(request).settings)
     try:
         batch_id = batch_id_from_name(upload.form.name) if upload.form.name else derive_batch_id(upload.data)
         lines = parse_batch(upload.data, batch_id=batch_id, fmt=upload.form.format, filename=upload.filename,
-                            catalog=catalog_of(context(request).settings))
+                            catalog=catalog)
     except BatchFileError as error:  # its reason quotes nothing of the file
         return JSONResponse({"detail": error.reason, "line": error.line_number}, status.HTTP_422_UNPROCESSABLE_CONTENT)
     except ValueError as error:
@@ -159,7 +160,7 @@ def submit_batch(
     with within_queued_jobs_cap(request, fingerprint, [line.spec.id for line in lines if line.spec is not None]):
         summary = submit_lines(api.status, api.broker, batch_id, upload.form.name or upload.filename, lines,
                                policy=api.settings.safety_policy, store=open_store(api.settings),
-                               url_ttl_s=api.settings.presigned_url_ttl_s)
+                               url_ttl_s=api.settings.presigned_url_ttl_s, catalog=catalog)
     content = {"batch_id": batch_id, "accepted": accepted, **_listed(lines), **summary}
     return JSONResponse(content, status.HTTP_202_ACCEPTED,
                         headers={"Location": str(request.url_for("get_batch", batch_id=batch_id))})

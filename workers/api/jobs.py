@@ -153,12 +153,13 @@ def submit(spec: JobSpec, request: Request, response: Response, fingerprint: Cal
     serve it (an unknown model, or a size, step or frame count out of a model's reach), with the reason.
     """
     api = context(request)
+    catalog = catalog_of(api.settings)
     try:
-        spec = catalog_of(api.settings).admit(spec)
+        spec = catalog.admit(spec)
     except ModelRefused as refused:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(refused)) from None
     with within_queued_jobs_cap(request, fingerprint, [spec.id]):
-        submission = submit_job(api.broker, api.status, spec, policy=api.settings.safety_policy)
+        submission = submit_job(api.broker, api.status, spec, policy=api.settings.safety_policy, catalog=catalog)
     if not (submission.created and submission.state == "queued"):
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = str(request.url_for("get_job", job_id=submission.job_id))

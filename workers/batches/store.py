@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from queue_config.catalog import catalog_of
+from queue_config.catalog import Catalog, catalog_of
 from queue_config.jobs import JobSpec
 from queue_config.safety_policy import SafetyPolicy
 from queue_config.settings import get_settings
@@ -52,6 +52,7 @@ def submit_lines(
     policy: SafetyPolicy | None = None,
     store: ObjectStore | None = None,
     url_ttl_s: int = 24 * 3600,
+    catalog: Catalog | None = None,
 ) -> dict[str, Any]:
     """Record and enqueue a batch's valid lines; lines already submitted are skipped.
 
@@ -61,7 +62,8 @@ def submit_lines(
     Lines are screened as single jobs are (``policy`` defaults to the settings'): a blocked line
     is recorded ``blocked`` and counts as finished in the batch at once. With ``store``, a batch
     that is finished as soon as it is submitted (every line blocked) completes here, manifest and
-    all, since no worker will finish a job of it.
+    all, since no worker will finish a job of it. ``catalog`` (default: the settings') routes each
+    job's first stage to its model's queue.
     """
     specs = [(line.line_number, line.spec) for line in lines if line.spec is not None]
     key = status.batch_key(batch_id)
@@ -74,7 +76,8 @@ def submit_lines(
     for start in range(0, len(specs), CHUNK):
         chunk = specs[start : start + CHUNK]
         status.client.zadd(items_key(status, batch_id), {spec.id: number for number, spec in chunk})
-        created_count += sum(accept_jobs(broker, status, [spec for _, spec in chunk], emit=False, policy=policy))
+        created_count += sum(accept_jobs(broker, status, [spec for _, spec in chunk], emit=False, policy=policy,
+                                         catalog=catalog))
         if progress:
             progress(len(chunk))
     status.emit(f"batch:{batch_id}", "batch_submitted", batch_id=batch_id, total=str(len(specs)))
