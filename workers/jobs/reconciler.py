@@ -30,6 +30,7 @@ from queue_config.catalog import catalog_of
 from queue_config.jobs import JobSpec
 from queue_config.settings import get_settings
 from workers.broker import FramequeueBroker
+from workers.jobs.legacy_queues import move_legacy_messages
 from workers.jobs.messages import StageMessage, enqueue_stage
 from workers.jobs.record import JobRecord, JobStatusStore
 from workers.jobs.retention import RetentionTrimmer, Trimmed
@@ -92,6 +93,9 @@ class Reconciler:
     def run_once(self) -> Pass:
         """Look at every job that has been still for ``stale_after_s``; repair the lost ones; trim the old."""
         client, now = self.status.client, time.time()
+        if moved := move_legacy_messages(self.broker, catalog_of(get_settings())):
+            self.logger.warning("Moved %d messages from the queues of before the model catalog to their models' "
+                                "queues.", moved)
         stale = cast("list[str]", client.zrangebyscore(self.status.active_key, "-inf", now - self.stale_after_s))
         repaired: list[str] = []
         failed: list[str] = []
