@@ -178,7 +178,6 @@ def test_a_usage_error_is_one_line_and_exit_2(settings: Settings, args: tuple[st
 @pytest.mark.parametrize(("env", "says"), [
     ({"FRAMEQUEUE_MODEL_PROFILE": "huge"}, "FRAMEQUEUE_MODEL_PROFILE: Input should be 'tiny' or 'standard'"),
     ({"FRAMEQUEUE_DEVICE": "gpu"}, "FRAMEQUEUE_DEVICE: allowed: cpu, cuda, cuda:N, or empty"),
-    ({"FRAMEQUEUE_FRAMES_BACKEND": "sora"}, "FRAMEQUEUE_FRAMES_BACKEND: Input should be 'camera' or 'img2img'"),
     ({"FRAMEQUEUE_BATCH_WINDOW": "10pm-6am"}, "FRAMEQUEUE_BATCH_WINDOW: allowed: HH:MM[:SS]-HH:MM[:SS]"),
     ({"FRAMEQUEUE_BATCH_TIMEZONE": "Mars/Olympus"}, "FRAMEQUEUE_BATCH_TIMEZONE: allowed: an IANA time zone"),
 ])
@@ -189,6 +188,16 @@ def test_a_setting_outside_its_allowed_values_is_refused_at_start_up_naming_it_a
 
     refused(result, 78, f"framequeue: bad setting {says}")
     assert next(iter(env.values())) not in result.stderr.partition(":")[2].replace("Input should be", "")
+
+
+@pytest.mark.parametrize("args", [("submit", "a fox", "--width", "64", "--height", "64"), ("worker",)])
+def test_a_frames_backend_the_catalog_lacks_is_refused_by_a_command_that_reads_the_catalog_and_exit_78(
+    settings: Settings, args: tuple[str, ...]
+) -> None:
+    # Any catalog model of the frames stage may be the default, so only the catalog can refuse one.
+    result = framequeue(settings, *args, FRAMEQUEUE_FRAMES_BACKEND="sora")
+
+    refused(result, 78, "framequeue: bad model catalog: frames_backend 'sora' is not a model of the catalog")
 
 
 def test_a_remote_config_file_that_is_missing_is_one_line_and_exit_2(settings: Settings, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from queue_config.catalog import catalog_of
 from queue_config.settings import Settings
 from queue_config.stages import STAGES
 from tests.servers import WorkerProcess, wait_for
@@ -30,8 +31,9 @@ def test_workers_json_names_each_process_with_its_stages_models_and_state(
     settings: Settings, session_worker: dict[str, object]
 ) -> None:
     assert session_worker["host"] == socket.gethostname() and session_worker["threads"] == 2
+    served = ",".join(sorted(catalog_of(settings).models))  # every model: the worker serves every stage
     assert session_worker["stale"] is False and session_worker["models"] == {
-        "profile": "tiny", "device": "cpu", "frames_backend": "camera"}
+        "profile": "tiny", "device": "cpu", "models": served}
     assert session_worker["id"] in [entry["id"] for entry in listed(settings, "--stage", "image", "--live")]
 
 

@@ -116,6 +116,7 @@ def test_a_video_job_can_grow_its_frames_by_img2img(broker, status, artifacts_di
     record = wait_until_finished(status, spec.id)
 
     assert record.state == "succeeded", record.error
+    assert record.models["frames"].startswith("img2img@")  # the job's frames_backend chose the frames model
     path = artifacts_dir / "img2img-job.mp4"
     path.write_bytes(fetch(record.result_url))
     assert imageio_ffmpeg.count_frames_and_secs(str(path))[0] == 8

@@ -21,6 +21,7 @@ from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from tests.api.test_ops import Namespace, cleaned_namespace
 from tests.conftest import settings_env
+from tests.queues import FRAMES_QUEUE, IMAGE_QUEUE, PROMPT_QUEUE
 from tests.servers import WorkerProcess, wait_for
 from tests.workers.test_job_flow import wait_until_finished
 from workers import ops
@@ -35,7 +36,7 @@ WORKER_THREADS = 2
 #: Generous: every tiny model loads cold in a fresh worker process.
 JOBS_TIMEOUT_S = 240
 #: The queues the poison is on.
-QUEUES = ("prompt_enhance", "frames")
+QUEUES = (PROMPT_QUEUE, FRAMES_QUEUE)
 
 
 @dataclass(frozen=True)
@@ -104,15 +105,15 @@ def image_job(prompt: str) -> JobSpec:
 def poison_of_every_kind(off_plan: JobSpec) -> dict[str, Poison]:
     job = {"job": image_job("a lost parcel").model_dump(mode="json")}
     return {
-        "undecodable": Poison("prompt_enhance", str(uuid.uuid4()), b"\xff\xfe\x00 not a message \x80",
+        "undecodable": Poison(PROMPT_QUEUE, str(uuid.uuid4()), b"\xff\xfe\x00 not a message \x80",
                               "DecodeError: not a message: UnicodeDecodeError"),
-        "wrong-shape": Poison("prompt_enhance", str(uuid.uuid4()), json.dumps({"job": {"prompt": "a cat"}}).encode(),
+        "wrong-shape": Poison(PROMPT_QUEUE, str(uuid.uuid4()), json.dumps({"job": {"prompt": "a cat"}}).encode(),
                               "DecodeError: not a message: missing: queue_name"),
-        "wrong-field-type": message_poison("prompt_enhance", ["prompt_enhance"], job,
+        "wrong-field-type": message_poison(PROMPT_QUEUE, [PROMPT_QUEUE], job,
                                            "DecodeError: not a message: of the wrong type: actor_name"),
-        "unknown-actor": message_poison("prompt_enhance", "no_such_stage", job,
+        "unknown-actor": message_poison(PROMPT_QUEUE, "no_such_stage", job,
                                         "ActorNotFound: no actor named 'no_such_stage'"),
-        "stage-not-in-plan": message_poison("frames", "frames", {"job": off_plan.model_dump(mode="json")},
+        "stage-not-in-plan": message_poison(FRAMES_QUEUE, FRAMES_QUEUE, {"job": off_plan.model_dump(mode="json")},
                                             "InvalidJob: stage 'frames' is not part of a image job"),
     }
 
@@ -124,8 +125,8 @@ def poisoned(settings: Settings, tiny_profile, artifacts_dir: Path) -> Iterator[
     ns = next(namespaces)
     off_plan = image_job("a river delta from above")
     run, good = PoisonedRun(ns, poison_of_every_kind(off_plan), off_plan), []
-    raw_client(ns).rpush(f"{ns.settings.namespace}:prompt_enhance", run.bodiless_id)
-    ahead_of_good = [kind for kind in run.poison.values() if kind.queue == "prompt_enhance"]
+    raw_client(ns).rpush(f"{ns.settings.namespace}:{PROMPT_QUEUE}", run.bodiless_id)
+    ahead_of_good = [kind for kind in run.poison.values() if kind.queue == PROMPT_QUEUE]
     for kind in run.poison.values():
         push_raw(ns, kind)
         for _ in range(GOOD_JOBS // len(ahead_of_good) if kind in ahead_of_good else 0):
@@ -159,7 +160,7 @@ def test_each_poison_message_is_dead_lettered_with_its_reason(poisoned: Poisoned
     undecodable = poisoned.poison["undecodable"].redis_id
     assert letters[undecodable].message_id == undecodable  # the synthetic id its reason is recorded under
     assert letters[poisoned.poison["stage-not-in-plan"].redis_id].job_id == poisoned.off_plan.id
-    assert raw_client(poisoned.ns).hget(f"{poisoned.ns.settings.namespace}:prompt_enhance.XQ.msgs",
+    assert raw_client(poisoned.ns).hget(f"{poisoned.ns.settings.namespace}:{PROMPT_QUEUE}.XQ.msgs",
                                         undecodable) == poisoned.poison["undecodable"].body
 
 
@@ -195,24 +196,24 @@ def ns(settings: Settings) -> Iterator[Namespace]:
 
 
 def test_the_dead_letter_listing_copes_with_letters_that_are_not_messages(ns: Namespace) -> None:
-    client, xq = raw_client(ns), f"{ns.settings.namespace}:image.XQ"
+    client, xq = raw_client(ns), f"{ns.settings.namespace}:{IMAGE_QUEUE}.XQ"
     bodies = {"undecodable": b"\xff\xfe\x00 not a message", "not-a-message": b'["a", "list"]'}
     for redis_id, body in bodies.items():  # as a worker's nack leaves them
         client.zadd(xq, {redis_id: time.time() * 1000})
         client.hset(f"{xq}.msgs", redis_id, body)
     ns.status.stage_failed("", "", "DecodeError: not a message", "undecodable")
-    message = ns.dead_letter("image", {"job": image_job("a heron").model_dump(mode="json")}, "InvalidJob: no")
+    message = ns.dead_letter(IMAGE_QUEUE, {"job": image_job("a heron").model_dump(mode="json")}, "InvalidJob: no")
 
-    letters = {letter.redis_id: letter for letter in ops.dead_letters(ns.status, "image")}
+    letters = {letter.redis_id: letter for letter in ops.dead_letters(ns.status, IMAGE_QUEUE)}
 
     assert letters.keys() == {"undecodable", "not-a-message", message.options["redis_message_id"]}
     assert (letters["undecodable"].message_id, letters["undecodable"].reason) == (
         "undecodable", "DecodeError: not a message")
     assert (letters["not-a-message"].actor, letters["not-a-message"].reason) == ("", "")
-    assert not ops.requeue_dead_letter(ns.broker, ns.status, "image", "undecodable")
+    assert not ops.requeue_dead_letter(ns.broker, ns.status, IMAGE_QUEUE, "undecodable")
     assert client.hget(f"{xq}.msgs", "undecodable") == bodies["undecodable"]
-    assert ops.delete_dead_letter(ns.status, "image", "undecodable")
-    assert ops.delete_dead_letter(ns.status, "image", "not-a-message")
+    assert ops.delete_dead_letter(ns.status, IMAGE_QUEUE, "undecodable")
+    assert ops.delete_dead_letter(ns.status, IMAGE_QUEUE, "not-a-message")
     assert ns.status.dead_letter_reason("undecodable") is None
-    assert [letter.redis_id for letter in ops.dead_letters(ns.status, "image")] == [
+    assert [letter.redis_id for letter in ops.dead_letters(ns.status, IMAGE_QUEUE)] == [
         message.options["redis_message_id"]]

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from queue_config.catalog import catalog_of
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from queue_config.stages import CPU_STAGES, GPU_STAGES, STAGES
@@ -77,7 +78,14 @@ def slow_image_job() -> JobSpec:
 def test_each_worker_process_lists_its_host_pid_stages_models_and_version(fleet: Fleet) -> None:
     gpu, cpu = fleet.serving(GPU_STAGES), fleet.serving(CPU_STAGES)
     assert gpu is not None and cpu is not None
-    assert gpu.queues == tuple(sorted([*GPU_STAGES, *(f"{stage}_batch" for stage in GPU_STAGES)]))
+    catalog = catalog_of(fleet.settings)
+    gpu_models = sorted(model.id for stage in GPU_STAGES for model in catalog.of_stage(stage))
+    # A model stage has an interactive and a batch queue per model of the catalog.
+    assert gpu.queues == tuple(sorted(queue for stage in GPU_STAGES for model in catalog.of_stage(stage)
+                                      for queue in STAGES[stage].queue_names(model.id)))
+    assert len(gpu.queues) == 2 * len(gpu_models) and all("." in queue for queue in gpu.queues)
+    assert gpu.models["models"] == ",".join(gpu_models)
+    assert cpu.models["models"] == ",".join(sorted(model.id for model in catalog.of_stage("prompt_enhance")))
     for entry in (gpu, cpu):
         assert entry.host == socket.gethostname() and not entry.stale
         os.kill(entry.pid, 0)  # a live process of this host
