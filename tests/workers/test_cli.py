@@ -67,3 +67,18 @@ def test_submit_no_cache_asks_for_every_stage_to_be_computed(settings) -> None:
     assert submitted.returncode == 0, submitted.stderr
     record = JobStatusStore.from_settings(settings.model_copy(update={"namespace": "cli-no-cache"})).get(job_id)
     assert record is not None and record.spec["cache"] is False
+
+
+def test_submit_model_names_a_stages_catalog_model_and_refuses_a_bad_one(settings) -> None:
+    chosen = settings.model_copy(update={"namespace": f"cli-model-{uuid.uuid4().hex[:8]}"})
+    submitted = framequeue(chosen, "submit", "a heron", "--kind", "image", "--width", "64", "--height", "64",
+                           "--id", "chosen-model", "--model", "image=tiny-sd-alt")
+    unknown = framequeue(chosen, "submit", "a heron", "--model", "image=nope")
+    shapeless = framequeue(chosen, "submit", "a heron", "--model", "tiny-sd-alt")
+
+    assert submitted.returncode == 0, submitted.stderr
+    record = JobStatusStore.from_settings(chosen).get("chosen-model")
+    assert record is not None and record.spec["models"] == {"image": "tiny-sd-alt"}
+    assert (unknown.returncode, unknown.stderr.strip()) == (
+        2, "framequeue: models.image: no model 'nope' in the catalog (models of image: tiny-sd, tiny-sd-alt)")
+    assert shapeless.returncode == 2 and "--model takes STAGE=MODEL" in shapeless.stderr

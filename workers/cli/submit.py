@@ -37,6 +37,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         "steps": args.steps, "num_frames": args.frames, "fps": args.fps, "enhance_prompt": not args.no_enhance,
         "cache": not args.no_cache,
         "frames_backend": args.frames_backend, **({"id": args.id} if args.id else {}),
+        "models": chosen_models(args.model) or None,
     }
     try:
         spec = catalog_of(settings).admit(JobSpec(**{k: v for k, v in fields.items() if v is not None}))
@@ -114,6 +115,17 @@ def _stderr_console() -> Any:
     return Console(stderr=True)
 
 
+def chosen_models(choices: list[str] | None) -> dict[str, str]:
+    """``--model STAGE=MODEL`` options as a job's ``models``."""
+    models = {}
+    for choice in choices or []:
+        stage, equals, model = choice.partition("=")
+        if not equals or not stage or not model:
+            raise CliError(f"--model takes STAGE=MODEL (e.g. image=sd-turbo), not {choice!r}")
+        models[stage.strip()] = model.strip()
+    return models
+
+
 def add_submit_command(commands: Any) -> None:
     """Register ``submit`` on the ``framequeue`` parser's subparsers."""
     submit = commands.add_parser("submit", help="submit an image or video job")
@@ -128,6 +140,9 @@ def add_submit_command(commands: Any) -> None:
     submit.add_argument("--fps", type=int, help="video: frames per second (default 8)")
     submit.add_argument("--frames-backend", choices=["camera", "img2img"],
                         help="video: camera motion over one image, or img2img per frame (default: the setting)")
+    submit.add_argument("--model", action="append", metavar="STAGE=MODEL",
+                        help="the catalog model of a stage (repeatable): image=sd-turbo, frames=svd; "
+                             "see framequeue models")
     submit.add_argument("--no-enhance", action="store_true", help="skip prompt enhancement")
     submit.add_argument("--no-cache", action="store_true",
                         help="compute every stage even when an earlier job had the same inputs")
