@@ -74,7 +74,7 @@ def test_a_video_job_whose_key_image_is_blocked_makes_no_frames_video_or_upload(
     with remote_fleet(settings, tmp_path, artifacts_dir, "framequeue-output-safety", toml, ["fake-key"]) as fleet:
         spec = JobSpec(prompt="a lantern in the fog", kind=JobKind.video, width=224, height=224, num_frames=6,
                        fps=6, enhance_prompt=False)
-        submit_job(fleet.broker, fleet.status, spec)
+        submit_job(fleet.broker, fleet.status, spec, catalog=fleet.catalog)
 
         record = wait_until_finished(fleet.status, spec.id)
 

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from pipelines.remote import KeyConfig, ProviderSimulator, key_fingerprint
+from queue_config.catalog import catalog_of
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from tests.conftest import settings_env
@@ -65,6 +66,8 @@ class Fleet:
         self.status = JobStatusStore(redis.Redis.from_url(settings.redis_url, decode_responses=True),
                                      settings.namespace)
         self.broker = build_broker(settings)
+        #: The workers' catalog, with the configuration's routes: it picks the queue a job starts on.
+        self.catalog = catalog_of(settings)
         heartbeats = f"{settings.namespace}:__heartbeats__"
         wait_for(lambda: self.status.client.zcard(heartbeats) >= hosts * processes, 180, "every worker process")
 
@@ -73,7 +76,7 @@ class Fleet:
         specs = [JobSpec(prompt=f"lantern {next(self.numbers)}", kind=JobKind.image, width=64, height=64,
                          enhance_prompt=False) for _ in range(count)]
         for spec in specs:
-            submit_job(self.broker, self.status, spec)
+            submit_job(self.broker, self.status, spec, catalog=self.catalog)
         return [spec.id for spec in specs]
 
     def stop(self) -> None:
@@ -108,6 +111,8 @@ def test_two_hosts_share_the_model_limit_and_no_request_sees_a_429(fleet: Fleet,
     records = [wait_until_finished(fleet.status, job_id) for job_id in job_ids]
 
     assert [record.state for record in records] == ["succeeded"] * 24
+    # The route is the image stage's default model, which the provider serves under its own name.
+    assert {record.models["image"] for record in records} == {f"{fleet.catalog.defaults['image']}@sim:sim-image"}
     stats = simulator.stats()
     assert sum(entry["rate_limited"] for entry in stats.values()) == 0
     accepted = [t for entry in stats.values() for t in entry["accepted_at"]]  # type: ignore[attr-defined]

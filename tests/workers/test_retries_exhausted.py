@@ -85,7 +85,7 @@ def test_a_stage_that_overruns_its_time_limit_is_retried_then_fails_the_job(flee
     broker = build_broker(fleet.settings)
     broker.add_middleware(ShortTimeLimit())
 
-    submit_job(broker, fleet.status, spec)
+    submit_job(broker, fleet.status, spec, catalog=fleet.catalog)
     record = wait_until_finished(fleet.status, spec.id, timeout_s=120)
 
     assert record.state == "failed" and record.stage == "prompt_enhance"
