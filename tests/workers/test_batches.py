@@ -18,6 +18,7 @@ from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from storage import open_store
 from tests.conftest import settings_env
+from tests.queues import PROMPT_BATCH_QUEUE, PROMPT_QUEUE
 from tests.servers import REPO_ROOT, WorkerProcess, wait_for
 from tests.workers.test_job_flow import wait_until_finished
 from workers.batches import batch_progress, cancel_batch, retry_failed, submit_lines
@@ -79,7 +80,7 @@ def test_submitting_the_same_file_again_enqueues_nothing_twice(settings) -> None
     third = submit_lines(status, broker, "b-resubmit", "resubmit", lines)
 
     assert (first["enqueued"], second["enqueued"], third["enqueued"]) == (3, 2, 0)
-    assert queued_messages(status, "prompt_enhance_batch") == 5 and queued_messages(status, "prompt_enhance") == 0
+    assert queued_messages(status, PROMPT_BATCH_QUEUE) == 5 and queued_messages(status, PROMPT_QUEUE) == 0
 
 
 @pytest.mark.usefixtures("workers")
@@ -110,7 +111,7 @@ def test_retry_failed_sends_the_failed_jobs_round_again(settings) -> None:
     record = status.get(failed_id)
     assert record is not None and record.state == "queued" and record.error == ""
     assert batch_progress(status, "b-retry")["finished"] == 0  # type: ignore[index]
-    assert queued_messages(status, "prompt_enhance_batch") == 3
+    assert queued_messages(status, PROMPT_BATCH_QUEUE) == 3
 
 
 def test_cancelling_a_batch_cancels_its_jobs_and_completes_it(settings) -> None:

@@ -20,6 +20,7 @@ import redis
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from tests.conftest import settings_env
+from tests.queues import PROMPT_QUEUE
 from tests.servers import REPO_ROOT, WorkerProcess, wait_for
 from tests.workers.test_webhooks import LOOPBACK, LOOPBACK_ENV, SECRET, hooked_job, receiving, serving
 from workers import ops
@@ -123,7 +124,7 @@ def test_an_intake_killed_again_and_again_answers_every_entry_once_and_enqueues_
         last.wait(10)
 
     answers = [client.hgetall(f"{stream}:receipt:{entry_id}") for entry_id in entry_ids]
-    queued = [ops.job_id_of(body) for body in ops.ready_messages(status, "prompt_enhance", limit=1000)]
+    queued = [ops.job_id_of(body) for body in ops.ready_messages(status, PROMPT_QUEUE, limit=1000)]
     print(f"\nintake chaos: {len(entry_ids)} entries, {INTAKE_KILLS} SIGKILLs, "
           f"{sum(a['status'] == 'accepted' for a in answers)} accepted, {len(queued)} messages queued, "
           f"{len(set(queued))} distinct jobs")
