@@ -6,10 +6,15 @@ file submits nothing new), ``strict`` (refuse the whole file if any line is bad)
 (``jsonl`` or ``csv``; else from the file name, else sniffed). The form is parsed here rather than
 by FastAPI's ``Form``/``UploadFile``, which need the python-multipart package, and it is read with
 a bound: a body over ``MAX_UPLOAD_BYTES`` is refused with 413 before more of it is held.
+
+A tenant's batch is its own: its jobs carry the tenant, another tenant's batch answers 404, a
+name another tenant's batch has is refused with 409, and an unnamed upload's id is derived from
+the tenant's id with the bytes (two tenants sending the same file make two batches).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from email.message import Message
 from email.parser import BytesHeaderParser
 from typing import Annotated, Any, Final, Literal
@@ -20,8 +25,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from queue_config.catalog import catalog_of
+from queue_config.tenants import Tenant
 from workers.api.bounds import TOO_MANY, Caller, within_queued_jobs_cap, within_request_rate
-from workers.api.context import context, require_token
+from workers.api.context import CallerTenant, context, require_caller
 from workers.api.jobs import Problem, RedactedValidationRoute
 from workers.batches.files import (
     BatchFileError,
@@ -32,6 +38,7 @@ from workers.batches.files import (
     parse_batch,
     rejected_lines,
 )
+from workers.tenants import PriorityNotAllowed, batch_owner, claim_batch, may_see, stamped
 
 #: Largest batch file taken (bytes).
 MAX_UPLOAD_BYTES: Final = 50 * 1024 * 1024
@@ -49,7 +56,7 @@ _UPLOAD_OPENAPI: Final = {"requestBody": {"required": True, "content": {"multipa
 }}}}}
 
 router = APIRouter(
-    prefix="/v1", dependencies=[Depends(require_token), Depends(within_request_rate)], tags=["batches"],
+    prefix="/v1", dependencies=[Depends(require_caller), Depends(within_request_rate)], tags=["batches"],
     route_class=RedactedValidationRoute,
     responses={401: {"model": Problem, "description": "Missing or wrong bearer token"}, **TOO_MANY},
 )
@@ -118,6 +125,16 @@ def form_parts(body: bytes, boundary: str) -> tuple[dict[str, str], dict[str, tu
     return fields, files
 
 
+def tenants_line(line: BatchLine, tenant: Tenant | None) -> BatchLine:
+    """The line's job as the caller's; a bad line if it asks for more priority than the tenant may claim."""
+    if line.spec is None:
+        return line
+    try:
+        return replace(line, spec=stamped(line.spec, tenant))
+    except PriorityNotAllowed as refused:
+        return replace(line, spec=None, error=str(refused))
+
+
 def _listed(lines: list[BatchLine]) -> dict[str, Any]:
     rejected = rejected_lines(lines)
     return {"rejected": rejected[:MAX_LISTED_LINES], "rejected_count": len(rejected)}
@@ -131,23 +148,25 @@ def _listed(lines: list[BatchLine]) -> dict[str, Any]:
                                     "line; or strict and a bad line (each listed by ``line`` and ``error``)"}},
 )
 def submit_batch(
-    upload: Annotated[Upload, Depends(read_upload)], request: Request, fingerprint: Caller
+    upload: Annotated[Upload, Depends(read_upload)], request: Request, fingerprint: Caller, tenant: CallerTenant
 ) -> JSONResponse:
     """Check every line and queue the good ones at batch priority; the bad ones are listed by line number.
 
     With ``strict``, one bad line refuses the whole file (422, nothing queued). A file with no good
     line is refused either way, and so is one whose good lines would put the token's unfinished jobs
-    over ``api_max_queued_jobs`` (429, nothing queued).
+    over ``api_max_queued_jobs`` (429, nothing queued), or whose name another tenant's batch has (409).
     """
     catalog = catalog_of(context(request).settings)
     try:
-        batch_id = batch_id_from_name(upload.form.name) if upload.form.name else derive_batch_id(upload.data)
+        derived_from = upload.data if tenant is None else tenant.id.encode() + b"\n" + upload.data
+        batch_id = batch_id_from_name(upload.form.name) if upload.form.name else derive_batch_id(derived_from)
         lines = parse_batch(upload.data, batch_id=batch_id, fmt=upload.form.format, filename=upload.filename,
                             catalog=catalog)
     except BatchFileError as error:  # its reason quotes nothing of the file
         return JSONResponse({"detail": error.reason, "line": error.line_number}, status.HTTP_422_UNPROCESSABLE_CONTENT)
     except ValueError as error:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+    lines = [tenants_line(line, tenant) for line in lines]
     accepted = sum(line.spec is not None for line in lines)
     if not accepted or (upload.form.strict and accepted < len(lines)):
         why = "no line is a valid job" if not accepted else "strict: the file has bad lines, nothing was submitted"
@@ -157,6 +176,8 @@ def submit_batch(
     from workers.batches import submit_lines
 
     api = context(request)
+    if not claim_batch(api.status, batch_id, tenant):
+        raise HTTPException(status.HTTP_409_CONFLICT, "another tenant's batch has this name; choose another")
     with within_queued_jobs_cap(request, fingerprint, [line.spec.id for line in lines if line.spec is not None]):
         summary = submit_lines(api.status, api.broker, batch_id, upload.form.name or upload.filename, lines,
                                policy=api.settings.safety_policy, store=open_store(api.settings),
@@ -167,39 +188,40 @@ def submit_batch(
 
 
 @router.get("/batches/{batch_id}", summary="Read a batch's progress", responses=_NOT_FOUND)
-def get_batch(batch_id: BatchId, request: Request) -> dict[str, Any]:
+def get_batch(batch_id: BatchId, request: Request, tenant: CallerTenant) -> dict[str, Any]:
     """How many of the batch's jobs are in each state, and what the batch was."""
     from workers.batches import batch_progress
 
     progress = batch_progress(context(request).status, batch_id)
-    if progress is None:
+    if progress is None or not may_see(tenant, batch_owner(context(request).status, batch_id)):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such batch")
     return progress
 
 
-def _known_batch(request: Request, batch_id: str) -> None:
-    """404 for a batch id nobody submitted, rather than "0 retried" that reads like success."""
+def _known_batch(request: Request, batch_id: str, tenant: CallerTenant) -> None:
+    """404 for a batch id nobody submitted (rather than "0 retried" that reads like success), or another tenant's."""
     status_store = context(request).status
-    if not status_store.client.exists(status_store.batch_key(batch_id)):
+    if not status_store.client.exists(status_store.batch_key(batch_id)) or \
+            not may_see(tenant, batch_owner(status_store, batch_id)):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such batch")
 
 
 @router.post("/batches/{batch_id}/retry-failed", summary="Queue a batch's failed jobs again", responses=_NOT_FOUND)
-def retry_batch_failures(batch_id: BatchId, request: Request) -> dict[Literal["retried"], int]:
+def retry_batch_failures(batch_id: BatchId, request: Request, tenant: CallerTenant) -> dict[Literal["retried"], int]:
     """Every failed job of the batch is queued again; answers how many."""
     from workers.batches import retry_failed
 
-    _known_batch(request, batch_id)
+    _known_batch(request, batch_id, tenant)
     api = context(request)
     return {"retried": retry_failed(api.status, api.broker, batch_id)}
 
 
 @router.post("/batches/{batch_id}/cancel", summary="Cancel a batch's unfinished jobs", responses=_NOT_FOUND)
-def cancel_whole_batch(batch_id: BatchId, request: Request) -> dict[Literal["cancelled"], int]:
+def cancel_whole_batch(batch_id: BatchId, request: Request, tenant: CallerTenant) -> dict[Literal["cancelled"], int]:
     """Every job of the batch that has not finished is cancelled; answers how many."""
     from workers.batches import cancel_batch
 
-    _known_batch(request, batch_id)
+    _known_batch(request, batch_id, tenant)
     api = context(request)
     from storage import open_store
 

@@ -1,6 +1,7 @@
 """Per-token bounds of the API: a request rate, and a cap on the token's unfinished jobs.
 
-Both are keyed by the fingerprint of the bearer token (``token_fingerprint``), never the token.
+Both are keyed by the caller: a tenant's id for a tenant's token (so a new token keeps the tenant's
+count), else the fingerprint of the bearer token (``token_fingerprint``), never the token.
 
 - **Request rate**: every ``/v1`` request and ``/metrics`` scrape counts against the token's
   ``api_requests_per_minute`` with ``api_request_burst`` more at once, on the project's GCRA
@@ -22,7 +23,7 @@ from typing import Annotated, Any, Final
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from workers.api.context import context, require_token
+from workers.api.context import CallerTenant, context
 from workers.api.sessions import token_fingerprint
 from workers.errors import OverCap
 
@@ -35,10 +36,12 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 def caller(
-    _: Annotated[None, Depends(require_token)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    tenant: CallerTenant, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    """The fingerprint of the request's bearer token, once ``require_token`` has checked it."""
+    """Whose bounds the request counts against, once its token is checked: ``tenant:{id}`` for a tenant's
+    token, else the fingerprint of the (operator's) token."""
+    if tenant is not None:
+        return f"tenant:{tenant.id}"
     return token_fingerprint(credentials.credentials if credentials else "")
 
 

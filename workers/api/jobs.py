@@ -1,7 +1,9 @@
 """The job API under /v1: submit, read, list and cancel jobs, and follow one job's events live.
 
 Every route needs the bearer token and counts against the token's request rate
-(``workers/api/bounds.py``). A refused request gets 422 with each error's place and reason, never
+(``workers/api/bounds.py``). A tenant's token sees and cancels that tenant's jobs only (another's
+answer 404, as if they did not exist), and its jobs are the tenant's whatever they say; the
+operator's token sees every job. A refused request gets 422 with each error's place and reason, never
 the values sent: a stray field may hold a secret. A job's events are server-sent events read from
 the Redis event stream by a blocking XREAD on an asyncio client, so an open stream holds one Redis
 connection but none of the threads that the sync handlers share.
@@ -24,11 +26,12 @@ from pydantic import BaseModel
 from queue_config.catalog import ModelRefused, catalog_of
 from queue_config.jobs import JobKind, JobSpec
 from workers.api.bounds import TOO_MANY, Caller, within_queued_jobs_cap, within_request_rate
-from workers.api.context import context, require_token
+from workers.api.context import CallerTenant, context, require_caller
 from workers.embedded_redis import resolve_redis_url
 from workers.jobs.record import TERMINAL_STATES, JobRecord
 from workers.jobs.submit import Submission, submit_job
 from workers.redis_connection import async_redis_client
+from workers.tenants import PriorityNotAllowed, may_see, owner, stamped
 
 #: Largest body ``POST /v1/jobs`` reads: a spec at every limit (two 1000-character prompts) is far smaller.
 MAX_SUBMIT_BODY_BYTES: Final = 64 * 1024
@@ -106,6 +109,8 @@ class JobEvent(BaseModel):
     from_model: str = ""
     to_model: str = ""
     reason: str = ""
+    #: The tenant whose job it is (``operator`` for the operator's).
+    tenant: str = ""
 
 
 _NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {404: {"model": Problem, "description": "No job with this id"}}
@@ -117,16 +122,16 @@ _EVENTS_OPENAPI: Final = {"responses": {"200": {"content": {"text/event-stream":
 }}}}}}
 
 router = APIRouter(
-    prefix="/v1", dependencies=[Depends(require_token), Depends(within_request_rate)], tags=["jobs"],
+    prefix="/v1", dependencies=[Depends(require_caller), Depends(within_request_rate)], tags=["jobs"],
     route_class=RedactedValidationRoute,
     responses={401: {"model": Problem, "description": "Missing or wrong bearer token"}, **TOO_MANY},
 )
 
 
-def existing_job(job_id: str, request: Request) -> JobRecord:
-    """The job's record; 404 when there is none."""
+def existing_job(job_id: str, request: Request, tenant: CallerTenant) -> JobRecord:
+    """The job's record; 404 when there is none, or it is another tenant's."""
     record = context(request).status.get(job_id)
-    if record is None:
+    if record is None or not may_see(tenant, record.tenant):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job")
     return record
 
@@ -142,24 +147,33 @@ ExistingJob = Annotated[JobRecord, Depends(existing_job)]
 @router.post(
     "/jobs", status_code=status.HTTP_202_ACCEPTED, summary="Submit a job", max_body_size=MAX_SUBMIT_BODY_BYTES,
     responses={200: {"model": Submission, "description": "Nothing queued: the id was seen before, or the prompt "
-                     "was blocked"}, 413: {"description": f"Body over {MAX_SUBMIT_BODY_BYTES} bytes"}},
+                     "was blocked"}, 409: {"model": Problem, "description": "Another tenant's job has this id"},
+               413: {"description": f"Body over {MAX_SUBMIT_BODY_BYTES} bytes"}},
 )
-def submit(spec: JobSpec, request: Request, response: Response, fingerprint: Caller) -> Submission:
+def submit(
+    spec: JobSpec, request: Request, response: Response, fingerprint: Caller, tenant: CallerTenant
+) -> Submission:
     """Screen, record and queue a job; ``Location`` names its record.
 
     202 when it was queued. 200 with ``created`` false for an id submitted before (nothing is
     queued again), or with state ``blocked`` and the ``reason`` when the prompt is refused. 429
     when the token already has ``api_max_queued_jobs`` unfinished jobs. 422 when the model catalog cannot
-    serve it (an unknown model, or a size, step or frame count out of a model's reach), with the reason.
+    serve it (an unknown model, or a size, step or frame count out of a model's reach), or when it asks
+    for a priority above the tenant's ``max_priority``, with the reason. 409 when another tenant's job
+    has its id. The job is the caller's tenant's, whatever ``tenant`` it names.
     """
     api = context(request)
     catalog = catalog_of(api.settings)
     try:
-        spec = catalog.admit(spec)
-    except ModelRefused as refused:
+        spec = stamped(catalog.admit(spec), tenant)
+    except (ModelRefused, PriorityNotAllowed) as refused:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(refused)) from None
+    if api.status.tenant_of(spec.id) not in (None, owner(tenant)):
+        raise HTTPException(status.HTTP_409_CONFLICT, "another tenant's job has this id; choose another")
     with within_queued_jobs_cap(request, fingerprint, [spec.id]):
         submission = submit_job(api.broker, api.status, spec, policy=api.settings.safety_policy, catalog=catalog)
+    if not submission.created and api.status.tenant_of(spec.id) != owner(tenant):  # taken meanwhile
+        raise HTTPException(status.HTTP_409_CONFLICT, "another tenant's job has this id; choose another")
     if not (submission.created and submission.state == "queued"):
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = str(request.url_for("get_job", job_id=submission.job_id))
@@ -195,11 +209,12 @@ def get_preview(record: ExistingJob, request: Request) -> Response:
 
 @router.get("/jobs", summary="List jobs, newest first")
 def list_jobs(
-    request: Request, state: JobState | None = None, kind: JobKind | None = None,
+    request: Request, tenant: CallerTenant, state: JobState | None = None, kind: JobKind | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobList:
-    """The newest ``limit`` jobs, optionally only those in ``state`` or of ``kind``."""
-    records = context(request).status.list_jobs(state=state, kind=kind.value if kind else None, limit=limit)
+    """The newest ``limit`` jobs (a tenant's own only), optionally only those in ``state`` or of ``kind``."""
+    records = context(request).status.list_jobs(state=state, kind=kind.value if kind else None, limit=limit,
+                                                tenant=tenant.id if tenant else None)
     return JobList(jobs=records)
 
 
@@ -207,9 +222,11 @@ def list_jobs(
     "/jobs/{job_id}/cancel", summary="Cancel a job",
     responses={**_NOT_FOUND, 409: {"model": Problem, "description": "The job has already finished"}},
 )
-def cancel_job(job_id: str, request: Request) -> Cancelled:
+def cancel_job(job_id: str, request: Request, tenant: CallerTenant) -> Cancelled:
     """Cancel a job that has not finished: it moves to ``cancelled`` and workers skip its messages."""
     store = context(request).status
+    if not may_see(tenant, store.tenant_of(job_id)):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job")
     if store.cancel(job_id):
         return Cancelled(cancelled=True)
     state = store.state_of(job_id)

@@ -20,6 +20,7 @@ from queue_config.jobs import JobSpec
 from queue_config.safety_policy import SafetyPolicy
 from queue_config.settings import get_settings
 from queue_config.stages import stage_plan
+from queue_config.tenants import OPERATOR_TENANT
 from storage import ObjectStore
 from workers.batches.files import BatchLine
 from workers.broker import FramequeueBroker
@@ -80,10 +81,16 @@ def submit_lines(
                                          catalog=catalog))
         if progress:
             progress(len(chunk))
-    status.emit(f"batch:{batch_id}", "batch_submitted", batch_id=batch_id, total=str(len(specs)))
+    status.emit(f"batch:{batch_id}", "batch_submitted", batch_id=batch_id, total=str(len(specs)),
+                tenant=batch_tenant(status, batch_id))
     if store is not None:
         complete_if_done(status, store, batch_id, url_ttl_s)
     return {"total": len(specs), "enqueued": created_count, "already_submitted": len(specs) - created_count}
+
+
+def batch_tenant(status: JobStatusStore, batch_id: str) -> str:
+    """The tenant that submitted the batch (its hash's ``tenant``; the operator's batches name none)."""
+    return cast("str | None", status.client.hget(status.batch_key(batch_id), "tenant")) or OPERATOR_TENANT
 
 
 def batch_progress(status: JobStatusStore, batch_id: str) -> dict[str, Any] | None:
@@ -127,7 +134,8 @@ def complete_if_done(status: JobStatusStore, store: ObjectStore, batch_id: str, 
     manifest_key = f"manifests/batches/{batch_id}.jsonl"
     store.put_bytes(manifest_key, _manifest(status, store, batch_id, url_ttl_s), "application/x-ndjson")
     status.client.hset(key, mapping={"manifest_key": manifest_key, "completed_at": time.time()})
-    status.emit(f"batch:{batch_id}", "batch_completed", batch_id=batch_id, manifest_key=manifest_key)
+    status.emit(f"batch:{batch_id}", "batch_completed", batch_id=batch_id, manifest_key=manifest_key,
+                tenant=batch_tenant(status, batch_id))
     return True
 
 
@@ -137,7 +145,7 @@ def _manifest(status: JobStatusStore, store: ObjectStore, batch_id: str, url_ttl
         record = status.get(job_id)
         if record is None:
             continue
-        entry: dict[str, Any] = {"job_id": job_id, "state": record.state}
+        entry: dict[str, Any] = {"job_id": job_id, "state": record.state, "tenant": record.tenant}
         if record.result_key:
             url = store.share_url(record.result_key, url_ttl_s)
             entry["result"] = {**record.artifacts.get("result", {}), "url": url}

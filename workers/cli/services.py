@@ -98,7 +98,7 @@ def cmd_intake(args: argparse.Namespace, settings: Settings) -> int:
     status = JobStatusStore.from_settings(settings)
     intake = Intake(status.client, build_broker(settings), status, settings.namespace,
                     claim_idle_ms=settings.intake_claim_idle_ms, catalog=catalog_of(settings))
-    print(f"intake: reading {intake.stream_key}", flush=True)
+    print(f"intake: reading {intake.stream_key} and every enabled tenant's {intake.stream_key}:<tenant>", flush=True)
     intake.run()
     return 0
 

@@ -1,12 +1,13 @@
 """Reading a Redis Stream through a consumer group, so that nothing read is lost.
 
-Used by the intake (the front door) and the webhook sender: each reads what a
-dead member of its group had read but not acknowledged (after ``claim_idle_ms``),
-then what is new.
+Used by the intake (the front door: the operator's stream and every tenant's) and the webhook
+sender: each reads what a dead member of its group had read but not acknowledged (after
+``claim_idle_ms``), then what is new.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 import redis
@@ -34,27 +35,46 @@ def read_group(
     client: redis.Redis, stream: str, group: str, consumer: str, *,
     claim_idle_ms: int, count: int, block_ms: int, start_id: str, claim_count: int | None = None,
 ) -> list[Entry]:
-    """Up to ``claim_count`` entries left pending by a silent consumer, then new ones.
+    """``read_groups`` of one stream."""
+    return [entry for _, entry in read_groups(client, [stream], group, consumer, claim_idle_ms=claim_idle_ms,
+                                              count=count, block_ms=block_ms, start_id=start_id,
+                                              claim_count=claim_count)]
+
+
+def read_groups(
+    client: redis.Redis, streams: Sequence[str], group: str, consumer: str, *,
+    claim_idle_ms: int, count: int, block_ms: int, start_id: str, claim_count: int | None = None,
+) -> list[tuple[str, Entry]]:
+    """Up to ``claim_count`` entries of each stream left pending by a silent consumer, then new ones
+    (up to ``count`` of each), each with its stream.
 
     New entries are waited for (up to ``block_ms``) only when none were claimed. A group that is
     gone (Redis came back without it) is made again from ``start_id``, as at first.
     """
     try:
-        return _read_group(client, stream, group, consumer, claim_idle_ms=claim_idle_ms, count=count,
-                           block_ms=block_ms, claim_count=claim_count or count)
+        return _read_groups(client, streams, group, consumer, claim_idle_ms=claim_idle_ms, count=count,
+                            block_ms=block_ms, claim_count=claim_count or count)
     except redis.ResponseError as error:
         if "NOGROUP" not in str(error):
             raise
-        ensure_group(client, stream, group, start_id=start_id)
+        for stream in streams:
+            ensure_group(client, stream, group, start_id=start_id)
         return []
 
 
-def _read_group(
-    client: redis.Redis, stream: str, group: str, consumer: str, *,
+def _read_groups(
+    client: redis.Redis, streams: Sequence[str], group: str, consumer: str, *,
     claim_idle_ms: int, count: int, block_ms: int, claim_count: int,
-) -> list[Entry]:
+) -> list[tuple[str, Entry]]:
+    pipe = client.pipeline(transaction=False)
+    for stream in streams:
+        pipe.xautoclaim(stream, group, consumer, claim_idle_ms, count=claim_count)
     # XAUTOCLAIM answers [next cursor, claimed entries(, ids of deleted entries on Redis 7)].
-    claimed = cast("list[Entry]", client.xautoclaim(stream, group, consumer, claim_idle_ms, count=claim_count)[1])
-    fresh = cast("list[tuple[str, list[Entry]]]", client.xreadgroup(
-        group, consumer, {stream: ">"}, count=count, block=None if claimed else block_ms) or [])
-    return list(claimed) + [entry for _, entries in fresh for entry in entries]
+    claimed = [(stream, entry) for stream, reply in zip(streams, pipe.execute(), strict=True) for entry in reply[1]]
+    fresh = cast("list[tuple[Any, list[Entry]]]", client.xreadgroup(
+        group, consumer, dict.fromkeys(streams, ">"), count=count, block=None if claimed else block_ms) or [])
+    return claimed + [(_text(stream), entry) for stream, entries in fresh for entry in entries]
+
+
+def _text(name: str | bytes) -> str:
+    return name.decode() if isinstance(name, bytes) else name

@@ -12,6 +12,7 @@
 -- A job accepted already finished (blocked at submission) expires after the retention, as
 -- transition.lua makes every finished job's record do, and one blocked by a safety check counts
 -- the block (see finish_counts.lua).
+-- Its event names the job's tenant (the record's ``tenant`` field).
 -- Returns 1 if the job was new, 0 (and nothing changes) if a job with this id exists.
 local job, index, active, events, inflight, queue, messages, blocks, blocked, wake = unpack(KEYS)
 local maxlen, now, job_id, emit, redis_id, body, queue_name, retention_ms = unpack(ARGV, 1, 8)
@@ -39,6 +40,8 @@ if emit ~= '' then
   local event = {'job_id', job_id, 'event', state, 'at', now}
   local error_text = redis.call('HGET', job, 'error')
   if error_text and error_text ~= '' then table.insert(event, 'error'); table.insert(event, error_text) end
+  local tenant = redis.call('HGET', job, 'tenant')
+  if tenant then table.insert(event, 'tenant'); table.insert(event, tenant) end
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', unpack(event))
 end
 return 1

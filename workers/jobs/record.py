@@ -28,6 +28,7 @@ import redis
 
 from queue_config.jobs import JobSpec
 from queue_config.settings import Settings
+from queue_config.tenants import OPERATOR_TENANT
 from workers.consumer import wake_key
 from workers.embedded_redis import resolve_redis_url
 from workers.jobs.outcome import StageOutcome
@@ -41,6 +42,7 @@ RETENTION_S = 7 * 24 * 3600.0
 _FINISH_COUNTS_LUA = (Path(__file__).parent / "finish_counts.lua").read_text()
 _TRANSITION_LUA = _FINISH_COUNTS_LUA + (Path(__file__).parent / "transition.lua").read_text()
 _ACCEPT_LUA = _FINISH_COUNTS_LUA + (Path(__file__).parent / "accept.lua").read_text()
+_EMIT_LUA = (Path(__file__).parent / "emit.lua").read_text()
 
 Client = redis.Redis | redis.client.Pipeline
 
@@ -65,6 +67,8 @@ class JobRecord:
     stages: list[str]
     created_at: float
     updated_at: float
+    #: The tenant that submitted it (``operator`` for the operator's jobs, and jobs from before tenants).
+    tenant: str = OPERATOR_TENANT
     timings_s: dict[str, float] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -137,6 +141,7 @@ class JobStatusStore:
         self.safety_blocked_key = f"{namespace}:safety:blocked"
         self._transition = client.register_script(_TRANSITION_LUA)
         self._accept = client.register_script(_ACCEPT_LUA)
+        self._emit = client.register_script(_EMIT_LUA)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobStatusStore:
@@ -194,7 +199,8 @@ class JobStatusStore:
             record: dict[str, Any] = {
                 "id": spec.id, "state": state, "kind": spec.kind.value, "stage": "",
                 "stages": ",".join(stages_of(spec)), "created_at": now, "updated_at": now, "error": error,
-                "spec": spec.model_dump_json(exclude_defaults=True), **(fields or {}),
+                "spec": spec.model_dump_json(exclude_defaults=True), "tenant": spec.tenant or OPERATOR_TENANT,
+                **(fields or {}),
                 **(fields_of(spec) if fields_of else {}),
             }
             if spec.batch_id:
@@ -221,8 +227,9 @@ class JobStatusStore:
         self.client.zadd(self.cancelled_key, {job_id: time.time()})
         return True
 
-    def list_jobs(self, *, state: str | None = None, kind: str | None = None, limit: int = 50) -> list[JobRecord]:
-        """The newest jobs first, optionally only those in ``state`` or of ``kind``."""
+    def list_jobs(self, *, state: str | None = None, kind: str | None = None, limit: int = 50,
+                  tenant: str | None = None) -> list[JobRecord]:
+        """The newest jobs first, optionally only those in ``state``, of ``kind`` or of ``tenant``."""
         found: list[JobRecord] = []
         start, page = 0, max(limit, 100)
         while len(found) < limit:
@@ -230,7 +237,8 @@ class JobStatusStore:
             if not ids:
                 break
             for record in filter(None, (self.get(job_id) for job_id in ids)):
-                if (state is None or record.state == state) and (kind is None or record.kind == kind):
+                if ((state is None or record.state == state) and (kind is None or record.kind == kind)
+                        and (tenant is None or record.tenant == tenant)):
                     found.append(record)
             start += page
         return found[:limit]
@@ -320,6 +328,11 @@ class JobStatusStore:
     def state_of(self, job_id: str) -> str | None:
         return cast("str | None", self.client.hget(self.job_key(job_id), "state"))
 
+    def tenant_of(self, job_id: str) -> str | None:
+        """The tenant that submitted the job (``operator`` when it names none); None when there is no such job."""
+        state, tenant = cast("list[str | None]", self.client.hmget(self.job_key(job_id), "state", "tenant"))
+        return (tenant or OPERATOR_TENANT) if state else None
+
     def get(self, job_id: str) -> JobRecord | None:
         raw = cast("dict[str, str]", self.client.hgetall(self.job_key(job_id)))
         if "state" not in raw:
@@ -328,6 +341,7 @@ class JobStatusStore:
             id=raw["id"], state=raw["state"], kind=raw.get("kind", ""), stage=raw.get("stage", ""),
             stages=[s for s in raw.get("stages", "").split(",") if s],
             created_at=float(raw.get("created_at", 0)), updated_at=float(raw.get("updated_at", 0)),
+            tenant=raw.get("tenant") or OPERATOR_TENANT,
             timings_s={k[7:]: float(v) for k, v in raw.items() if k.startswith("timing.")},
             attempts={k[9:]: int(v) for k, v in raw.items() if k.startswith("attempts.")},
             artifacts={k[9:]: json.loads(v) for k, v in raw.items() if k.startswith("artifact.")},
@@ -348,10 +362,12 @@ class JobStatusStore:
         )
 
     def emit(self, job_id: str, event: str, client: Client | None = None, **data: str) -> None:
-        """Append an event that is not a state change (e.g. ``retrying``) to the stream."""
+        """Append an event that is not a state change (e.g. ``retrying``) to the stream, with the job's tenant."""
         fields: dict[Any, Any] = {"job_id": job_id, "event": event, "at": f"{time.time():.3f}"}
         fields.update((name, value) for name, value in data.items() if value)
-        (client or self.client).xadd(self.events_key, fields, maxlen=EVENTS_MAXLEN, approximate=True)
+        flat = [item for pair in fields.items() for item in pair]
+        self._emit(keys=[self.events_key, self.job_key(job_id)], args=[EVENTS_MAXLEN, *flat],
+                   client=client or self.client)
 
     def _dead_letter(self, client: Client, message_id: str, actor: str, reason: str,
                      job_id: str) -> None:

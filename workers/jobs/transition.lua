@@ -1,5 +1,5 @@
 -- Moves a job to a new state, unless it has already finished, and appends the change to the
--- event stream: one round trip for the record and its event.
+-- event stream, naming the job's tenant: one round trip for the record and its event.
 --
 -- KEYS: [job hash, event stream, active jobs, in-flight pointers, safety block counts,
 --        blocked job ids]
@@ -49,5 +49,7 @@ end
 local event = {'job_id', job_id, 'event', state, 'at', now}
 if stage ~= '' then table.insert(event, 'stage'); table.insert(event, stage) end
 if error_text ~= '' then table.insert(event, 'error'); table.insert(event, error_text) end
+local tenant = redis.call('HGET', job, 'tenant')
+if tenant then table.insert(event, 'tenant'); table.insert(event, tenant) end
 redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', unpack(event))
 return 1

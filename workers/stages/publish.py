@@ -7,6 +7,7 @@ import json
 from pipelines import sample_frames
 from queue_config.jobs import JobKind
 from queue_config.safety_policy import Check
+from queue_config.tenants import OPERATOR_TENANT
 from workers.jobs.messages import StageMessage
 from workers.jobs.outcome import StageOutcome
 from workers.runtime import Runtime
@@ -49,6 +50,7 @@ def upload(runtime: Runtime, message: StageMessage) -> StageOutcome:
         "job_id": job.id,
         "schema_version": job.schema_version,
         "kind": job.kind.value,
+        "tenant": job.tenant or OPERATOR_TENANT,
         "spec": job.model_dump(mode="json"),
         "result": result.as_dict(),
         "intermediates": dict(sorted(message.refs.items())),
