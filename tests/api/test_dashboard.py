@@ -170,7 +170,7 @@ def test_requeue_and_delete_act_on_dead_letters_and_say_so(dashboard: tuple[Name
     assert ask.status_code == 200 and "Are you sure?" in ask.text and 'name="confirmed" value="yes"' in ask.text
     assert done.headers["location"].endswith("done=deleted") and again.headers["location"].endswith("done=gone")
     assert ns.status.dead_letter_reason(deleted.message_id) is None
-    assert {letter_id for letter_id in ns.status.client.zrange(f"{ns.settings.namespace}:image.XQ", 0, -1)} & {
+    assert {letter_id for letter_id in ns.status.client.zrange(f"{ns.settings.namespace}:{IMAGE_QUEUE}.XQ", 0, -1)} & {
         requeued.options["redis_message_id"], deleted.options["redis_message_id"]} == set()
 
 
@@ -181,7 +181,7 @@ def test_requeue_all_puts_every_dead_letter_of_the_queue_back_with_its_retries_r
     # One more than the failed page lists: "all" is every letter of the queue, not the page's.
     letters = {spec.id: letter for spec, letter in (failed_job(ns) for _ in range(ops.DEAD_LETTERS_LIMIT + 1))}
     _, elsewhere = failed_job(ns, stage="upload")
-    key = f"{ns.settings.namespace}:image"
+    key = f"{ns.settings.namespace}:{IMAGE_QUEUE}"
 
     with signed_in(url) as client:
         page = client.get(f"/dashboard/failed?queue={IMAGE_QUEUE}").text
@@ -317,7 +317,7 @@ def test_an_operator_sees_a_job_succeed_and_requeues_a_failed_message_in_a_real_
     invalid = dramatiq.Message(queue_name=IMAGE_QUEUE, actor_name=IMAGE_QUEUE, args=(payload,), kwargs={}, options={})
     broker.declare_queue(IMAGE_QUEUE)
     broker.enqueue(invalid)
-    queue_key = f"{settings.namespace}:image"
+    queue_key = f"{settings.namespace}:{IMAGE_QUEUE}"
     first = wait_for(lambda: status.dead_letter_reason(invalid.message_id) and dead_lettered(
         status, queue_key, invalid.message_id), 120, "the invalid message to be dead-lettered")
     spec = JobSpec(prompt="a lighthouse in fog", kind=JobKind.image, width=64, height=64, enhance_prompt=False)

@@ -147,7 +147,7 @@ def test_a_queue_page_lists_its_delayed_messages_soonest_due_first(settings: Set
     ns.enqueue(IMAGE_QUEUE, {"job": {"id": "job-ready"}})
     for queue in (IMAGE_QUEUE, f"{IMAGE_QUEUE}.DQ"):  # bytes that are no message, where a worker would find them
         ns.status.client.hset(f"{ns.settings.namespace}:{queue}.msgs", f"poison-{queue}", "\xff not json")
-    ns.status.client.rpush(f"{ns.settings.namespace}:image", "poison-image")
+    ns.status.client.rpush(f"{ns.settings.namespace}:{IMAGE_QUEUE}", "poison-image")
 
     delayed, read = ops.delayed_messages(ns.status, IMAGE_QUEUE)
     with api_server(ns.settings.model_copy(update={"api_token": TOKEN})) as url, signed_in(url) as client:

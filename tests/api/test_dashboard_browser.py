@@ -14,7 +14,7 @@ from tests.api.test_dashboard import BROWSER_DIR, TOKEN, browser_ready
 from tests.api.test_dashboard_actions import PROVIDER_KEY, finished, flaky_worker, upload_job
 from tests.api.test_job_search import recorded
 from tests.api.test_jobs_api import api_server
-from tests.queues import IMAGE_QUEUE
+from tests.queues import IMAGE_BATCH_QUEUE, IMAGE_QUEUE
 
 #: Jobs of the search: more than one page of ``PAGE_SIZE``.
 SEARCH_JOBS, PAGE_SIZE = 25, 20
@@ -44,7 +44,7 @@ def test_an_operator_reads_the_stage_rows_pages_through_a_search_and_retries_a_f
     image, upload_row = seen["stageRows"][IMAGE_QUEUE], seen["stageRows"]["upload"]
     assert image["ready"] == "2" and image["dead"] == "0" and image["oldest"] != "—"
     assert upload_row["dead"] == "1" and upload_row["failed"] == "1" and upload_row["ready"] == "0"
-    assert set(seen["stageRows"]) >= {"image_batch", "upload_batch"}
+    assert set(seen["stageRows"]) >= {IMAGE_BATCH_QUEUE, "upload_batch"}
     assert len(seen["firstPage"]) == PAGE_SIZE and len(seen["secondPage"]) == SEARCH_JOBS - PAGE_SIZE
     assert set(seen["firstPage"]).isdisjoint(seen["secondPage"])
     assert set(seen["firstPage"]) | set(seen["secondPage"]) == set(kites) and seen["nextOnSecond"] == 0

@@ -152,7 +152,8 @@ def test_requeue_puts_the_message_back_with_its_retries_reset_and_reopens_its_jo
     assert record is not None and (record.state, record.error) == ("queued", "")
     assert ns.status.dead_letter_reason(message.message_id) is None
     last_event = ns.status.client.xrevrange(ns.status.events_key, count=1)[0][1]
-    assert last_event == {"job_id": spec.id, "event": "requeued", "at": last_event["at"], "stage": "image"}
+    assert last_event == {"job_id": spec.id, "event": "requeued", "at": last_event["at"], "stage": "image",
+                          "tenant": "operator"}
     assert not ops.requeue_dead_letter(ns.broker, ns.status, IMAGE_QUEUE, message.options["redis_message_id"])
 
 
@@ -171,7 +172,7 @@ def test_delete_drops_the_dead_letter_and_its_reason(ns: Namespace) -> None:
     assert ops.delete_dead_letter(ns.status, IMAGE_QUEUE, message.options["redis_message_id"])
 
     assert ops.dead_letters(ns.status, IMAGE_QUEUE) == [] and stats_of(ns, IMAGE_QUEUE).dead == 0
-    assert ns.status.client.hlen(f"{ns.settings.namespace}:image.XQ.msgs") == 0
+    assert ns.status.client.hlen(f"{ns.settings.namespace}:{IMAGE_QUEUE}.XQ.msgs") == 0
     assert ns.status.dead_letter_reason(message.message_id) is None
     assert not ops.delete_dead_letter(ns.status, IMAGE_QUEUE, message.options["redis_message_id"])
 
@@ -207,7 +208,7 @@ def test_throughput_counts_the_jobs_that_ended_in_each_of_the_last_sixty_minutes
 def test_dead_letters_come_newest_first(ns: Namespace) -> None:
     _, older = failed_job(ns)
     _, newer = failed_job(ns)
-    xq = f"{ns.settings.namespace}:image.XQ"
+    xq = f"{ns.settings.namespace}:{IMAGE_QUEUE}.XQ"
     ns.status.client.zadd(xq, {older.options["redis_message_id"]: 1_000, newer.options["redis_message_id"]: 2_000})
 
     listed = [letter.message_id for letter in ops.dead_letters(ns.status, IMAGE_QUEUE)]
