@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = 10.0
     #: Repairs of one job before it fails with the reason instead.
     reconcile_max_repairs: int = 3
+    #: Unfinished tenant jobs the fair-share dispatcher keeps admitted to each first-stage queue
+    #: (``framequeue dispatcher``; workers/jobs/fair_share.py): about the workers' threads on that
+    #: stage's path, so they stay busy while a tenant's new job waits for one place, not a backlog.
+    fair_share_window: int = 16
     #: An intake entry read by an intake that has been silent this long is claimed by another.
     intake_claim_idle_ms: int = 30_000
 

@@ -4,7 +4,8 @@ Each job's prompt and negative prompt are screened first (``workers.jobs.screeni
 the deployment's safety policy blocks is recorded ``blocked``, with the check, category and
 score that blocked it, and never enqueued; a flagged job runs with its flags in its record.
 Messages are built and enqueued directly rather than through the actor objects, so that
-submitting does not import the model code.
+submitting does not import the model code. A tenant's job starts on its tenant's pending list, from
+which the dispatcher takes it by fair share (``workers.jobs.fair_share``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from queue_config.safety_policy import SafetyPolicy
 from queue_config.settings import get_settings
 from queue_config.stages import stage_plan
 from workers.broker import FramequeueBroker
+from workers.jobs import fair_share
 from workers.jobs.messages import StageMessage, stage_message
 from workers.jobs.reconciler import Reconciler
 from workers.jobs.record import JobStatusStore
@@ -60,10 +62,14 @@ def _record_screened(
                                      emit=emit, fields_of=lambda spec: fields[spec.id])
         new.update(zip(map(id, blocked), created, strict=True))
     if passed:
-        created = status.accept_many(passed, lambda spec: stage_plan(spec.kind),
-                                     lambda spec: broker.queued_message(first[spec.id]), emit=emit,
-                                     fields_of=lambda spec: fields[spec.id])
+        # A tenant's first message waits on its pending list for the fair-share dispatcher.
+        queued = {spec.id: fair_share.hold(broker.queued_message(first[spec.id]), spec.tenant) for spec in passed}
+        held = fair_share.announce(status.client, status.namespace, queued.values())
+        created = status.accept_many(passed, lambda spec: stage_plan(spec.kind), lambda spec: queued[spec.id],
+                                     emit=emit, fields_of=lambda spec: fields[spec.id])
         new.update(zip(map(id, passed), created, strict=True))
+        if held:
+            fair_share.wake_dispatcher(status.client, status.namespace)
     return [new[id(spec)] for spec in specs]
 
 
