@@ -284,6 +284,9 @@ def main() -> None:
         from scripts.bench_models import bench_models
 
         bench_models(url, data_dir)
+        from scripts.bench_fair_share import bench_fair_share
+
+        bench_fair_share(url, data_dir, threads=args.threads)
 
 
 if __name__ == "__main__":
