@@ -12,6 +12,7 @@ from queue_config.settings import get_settings
 from workers.batches.window import add_batch_middleware
 from workers.broker import build_broker
 from workers.middleware.registry import worker_registry
+from workers.middleware.tenant_quotas import add_quota_middleware
 from workers.remote import add_remote_middleware
 from workers.runtime import get_runtime
 from workers.stage_actor import declare_stage_actors
@@ -23,6 +24,7 @@ broker = build_broker(settings)
 runtime = get_runtime()
 add_remote_middleware(broker, runtime)
 add_batch_middleware(broker, runtime)
+add_quota_middleware(broker, runtime.status)
 broker.add_middleware(worker_registry(settings, runtime.served_models))
 dramatiq.set_broker(broker)
 ACTORS = declare_stage_actors(

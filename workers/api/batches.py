@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from queue_config.catalog import catalog_of
 from queue_config.tenants import Tenant
-from workers.api.bounds import TOO_MANY, Caller, within_queued_jobs_cap, within_request_rate
+from workers.api.bounds import TOO_MANY, Caller, within_queued_jobs_cap, within_request_rate, within_tenant_quotas
 from workers.api.context import CallerTenant, context, require_caller
 from workers.api.jobs import Problem, RedactedValidationRoute
 from workers.batches.files import (
@@ -154,7 +154,8 @@ def submit_batch(
 
     With ``strict``, one bad line refuses the whole file (422, nothing queued). A file with no good
     line is refused either way, and so is one whose good lines would put the token's unfinished jobs
-    over ``api_max_queued_jobs`` (429, nothing queued), or whose name another tenant's batch has (409).
+    over ``api_max_queued_jobs`` or over one of the tenant's quotas (429, nothing queued), or whose name
+    another tenant's batch has (409).
     """
     catalog = catalog_of(context(request).settings)
     try:
@@ -178,7 +179,8 @@ def submit_batch(
     api = context(request)
     if not claim_batch(api.status, batch_id, tenant):
         raise HTTPException(status.HTTP_409_CONFLICT, "another tenant's batch has this name; choose another")
-    with within_queued_jobs_cap(request, fingerprint, [line.spec.id for line in lines if line.spec is not None]):
+    job_ids = [line.spec.id for line in lines if line.spec is not None]
+    with within_tenant_quotas(request, tenant, job_ids), within_queued_jobs_cap(request, fingerprint, job_ids):
         summary = submit_lines(api.status, api.broker, batch_id, upload.form.name or upload.filename, lines,
                                policy=api.settings.safety_policy, store=open_store(api.settings),
                                url_ttl_s=api.settings.presigned_url_ttl_s, catalog=catalog)

@@ -11,6 +11,9 @@ count), else the fingerprint of the bearer token (``token_fingerprint``), never 
 - **Queued-jobs cap**: a submission (one job, or a batch file's good lines) that would put the
   token's unfinished jobs over ``api_max_queued_jobs`` is refused whole with 429
   (``workers/limits/job_cap.py`` counts them).
+- **Tenant quotas**: a tenant's submission is also held to its own ``Quotas`` (submissions per minute,
+  unfinished jobs, a daily budget that refuses: ``workers/tenants/quotas.py``); over one: 429 with
+  ``Retry-After`` and a ``detail`` that starts ``quota:``.
 """
 
 from __future__ import annotations
@@ -23,13 +26,16 @@ from typing import Annotated, Any, Final
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from queue_config.tenants import Tenant
 from workers.api.context import CallerTenant, context
 from workers.api.sessions import token_fingerprint
 from workers.errors import OverCap
+from workers.tenants import OverQuota
 
 #: What ``/v1`` routers list for 429.
 TOO_MANY: Final[dict[int | str, dict[str, Any]]] = {
-    429: {"description": "Over the token's request rate (see Retry-After) or its cap on unfinished jobs"},
+    429: {"description": "Over the token's request rate or its cap on unfinished jobs, or over a tenant quota "
+                          "(see Retry-After)"},
 }
 
 _bearer = HTTPBearer(auto_error=False)
@@ -74,3 +80,15 @@ def within_queued_jobs_cap(request: Request, fingerprint: str, job_ids: Sequence
         yield
     finally:
         api.job_cap.settle(fingerprint, job_ids)
+
+
+@contextmanager
+def within_tenant_quotas(request: Request, tenant: Tenant | None, job_ids: Sequence[str]) -> Iterator[None]:
+    """Hold the jobs against their tenant's quotas while the block accepts them; 429 with ``Retry-After`` when
+    they are over one (nothing for the operator's token)."""
+    try:
+        with context(request).quotas.admitting(tenant, job_ids):
+            yield
+    except OverQuota as over:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(over),
+                            headers={"Retry-After": str(over.retry_after_s)}) from None

@@ -23,7 +23,7 @@ from workers.embedded_redis import resolve_redis_url
 from workers.jobs.record import JobStatusStore
 from workers.limits import JobCap, RedisLimiter
 from workers.redis_connection import redis_client
-from workers.tenants import TenantStore, TenantTokens
+from workers.tenants import TenantQuotas, TenantStore, TenantTokens
 
 
 @dataclass
@@ -49,6 +49,10 @@ class ApiContext:
     @cached_property
     def job_cap(self) -> JobCap:
         return JobCap(self.redis, self.status.active_key, self.settings.namespace)
+
+    @cached_property
+    def quotas(self) -> TenantQuotas:
+        return TenantQuotas(self.redis, self.settings.namespace, self.status.active_key)
 
     @cached_property
     def tenant_tokens(self) -> TenantTokens:

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from queue_config.catalog import ModelRefused, catalog_of
 from queue_config.jobs import JobKind, JobSpec
-from workers.api.bounds import TOO_MANY, Caller, within_queued_jobs_cap, within_request_rate
+from workers.api.bounds import TOO_MANY, Caller, within_queued_jobs_cap, within_request_rate, within_tenant_quotas
 from workers.api.context import CallerTenant, context, require_caller
 from workers.embedded_redis import resolve_redis_url
 from workers.jobs.record import TERMINAL_STATES, JobRecord
@@ -157,7 +157,8 @@ def submit(
 
     202 when it was queued. 200 with ``created`` false for an id submitted before (nothing is
     queued again), or with state ``blocked`` and the ``reason`` when the prompt is refused. 429
-    when the token already has ``api_max_queued_jobs`` unfinished jobs. 422 when the model catalog cannot
+    when the token already has ``api_max_queued_jobs`` unfinished jobs, or the tenant is over a quota (with
+    ``Retry-After``). 422 when the model catalog cannot
     serve it (an unknown model, or a size, step or frame count out of a model's reach), or when it asks
     for a priority above the tenant's ``max_priority``, with the reason. 409 when another tenant's job
     has its id. The job is the caller's tenant's, whatever ``tenant`` it names.
@@ -170,7 +171,7 @@ def submit(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(refused)) from None
     if api.status.tenant_of(spec.id) not in (None, owner(tenant)):
         raise HTTPException(status.HTTP_409_CONFLICT, "another tenant's job has this id; choose another")
-    with within_queued_jobs_cap(request, fingerprint, [spec.id]):
+    with within_tenant_quotas(request, tenant, [spec.id]), within_queued_jobs_cap(request, fingerprint, [spec.id]):
         submission = submit_job(api.broker, api.status, spec, policy=api.settings.safety_policy, catalog=catalog)
     if not submission.created and api.status.tenant_of(spec.id) != owner(tenant):  # taken meanwhile
         raise HTTPException(status.HTTP_409_CONFLICT, "another tenant's job has this id; choose another")

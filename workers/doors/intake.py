@@ -16,7 +16,9 @@ Each tenant (``framequeue tenants``) writes to a stream of its own, ``framequeue
 as its own Redis user that may add there and read its receipts
 (``framequeue:intake:<tenant>:receipt:<entry id>``) and do nothing else; the intake reads the
 shared stream (the operator's) and every enabled tenant's, and each job is the tenant's whose
-stream it came from (whatever tenant the job names), held to the priority that tenant may claim.
+stream it came from (whatever tenant the job names), held to the priority that tenant may claim and to
+its quotas (``workers/tenants/quotas.py``: over one, the receipt is ``rejected`` with a reason that
+starts ``quota:``).
 
 Entries are read through a consumer group and acknowledged only after their
 receipt is written, so an intake that dies loses nothing: another intake (or
@@ -52,8 +54,10 @@ from workers.jobs.screening import default_screen
 from workers.jobs.submit import submit_job
 from workers.outages import OUTAGE_ERRORS, serve_through_outages
 from workers.tenants import (
+    OverQuota,
     PriorityNotAllowed,
     RedisUsersRefused,
+    TenantQuotas,
     Tenants,
     TenantStore,
     intake_stream,
@@ -108,6 +112,7 @@ class Intake:
         self.stream_key = intake_stream(namespace, None)
         self.receipt_prefix = receipt_prefix(namespace, None)
         self.tenants = TenantStore(client, namespace)
+        self.quotas = TenantQuotas(client, namespace, status.active_key)
         #: Every stream read, with the tenant it belongs to (None: the operator).
         self.streams: dict[str, Tenant | None] = {self.stream_key: None}
         self.consumer = f"{socket.gethostname()}-{id(self)}"
@@ -207,7 +212,11 @@ class Intake:
             spec = stamped(self.catalog.admit(spec), tenant)
         except (ModelRefused, PriorityNotAllowed) as refused:
             return Receipt("rejected", job_id=spec.id, reason=str(refused))
-        submission = submit_job(self.broker, self.status, spec, catalog=self.catalog)
+        try:
+            with self.quotas.admitting(tenant, [spec.id]):
+                submission = submit_job(self.broker, self.status, spec, catalog=self.catalog)
+        except OverQuota as over:
+            return Receipt("rejected", job_id=spec.id, reason=str(over))
         if not submission.created and self.status.tenant_of(spec.id) != owner(tenant):
             return Receipt("rejected", job_id=spec.id, reason="another tenant's job has this id; choose another")
         if submission.state == "blocked":

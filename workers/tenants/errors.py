@@ -23,3 +23,14 @@ class RedisUsersRefused(TenantError):
 
 class PriorityNotAllowed(TenantError):
     """A job asks for a higher priority than its tenant may claim."""
+
+
+class OverQuota(TenantError):
+    """A tenant is over one of its quotas; ``retry_after_s`` says when asking again may succeed (whole s, >= 1).
+
+    Its message starts ``quota:`` (what receipts and wait reasons show).
+    """
+
+    def __init__(self, reason: str, retry_after_s: int) -> None:
+        super().__init__(f"quota: {reason}")
+        self.retry_after_s = max(1, retry_after_s)
