@@ -4,8 +4,9 @@
     in-process worker whose stages each take ``STAGE_S``:
     - tenant b's interactive job latency, idle and while tenant a has a 10,000-job interactive
       backlog, same run (medians of 5; the target ratio is at most 1.5);
-    - two batch tenants weighted 1 and 3, each with more work than the window can finish: the share
-      of the jobs finished in it that each got, against its weight's share.
+    - two batch tenants weighted 1 and 3, each with more work than the fleet finishes in a minute:
+      the share of the jobs finished in that minute (after both submitted) that each got, against
+      its weight's share.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ BACKLOG = 10_000
 #: What each stage takes: enough for a backlog to mean waiting, short enough to run in seconds.
 STAGE_S = 0.01
 WEIGHTS = {"light": 1.0, "heavy": 3.0}
+#: Each batch tenant's jobs: more than the fleet finishes in the measured minute.
+BATCH_JOBS = 15_000
 
 
 def timed_stages() -> dict[str, StageFunction]:
@@ -106,10 +109,12 @@ def bench_fair_share(redis_url: str, data_dir: Path, *, threads: int, window_s: 
     for tenant, weight in WEIGHTS.items():
         store.put(Tenant(id=tenant, weight=weight))
     with Fleet(redis_url, data_dir, "bench-share", threads) as fleet:
-        specs = [job(tenant, n, Priority.batch) for n in range(3000) for tenant in WEIGHTS]
+        specs = [job(tenant, n, Priority.batch) for n in range(BATCH_JOBS) for tenant in WEIGHTS]
         fleet.submit(specs)
+        before = _finished_by_tenant(fleet, specs)
         time.sleep(window_s)  # the measured window: whatever finishes in it counts
-        finished = _finished_by_tenant(fleet, specs)
+        after = _finished_by_tenant(fleet, specs)
+        finished = {tenant: after[tenant] - before[tenant] for tenant in WEIGHTS}
     total = sum(finished.values()) or 1
     shares = ", ".join(f"{tenant} (weight {WEIGHTS[tenant]:g}) {finished[tenant]} jobs = {finished[tenant] / total:.1%}"
                        f" against {WEIGHTS[tenant] / sum(WEIGHTS.values()):.1%}" for tenant in WEIGHTS)
