@@ -194,7 +194,7 @@ def bench_models(redis_url: str, data_dir: Path, *, jobs: int = JOBS, rounds: in
     tiny, collect = catalog_swap_cost(data_dir, swaps), collect_ms(swaps)
     print(f"    swap in the registry, medians of {swaps}: {MODELS[0]} ({tiny.size_bytes / 2**20:.1f} MB) cold load "
           f"{tiny.cold_ms:.0f} ms, cache hit {tiny.hit_ms:.3f} ms, swap (evict + load) {tiny.swap_ms:.0f} ms; "
-          f"a full gc.collect() here, which the registry runs after each eviction: {collect:.0f} ms. "
+          f"a full gc.collect() here, which the registry runs after an eviction only on CUDA: {collect:.0f} ms. "
           f"Tiny models make the load cheap")
     dummy = dummy_swap_cost(dummy_width, swaps) if dummy_width else None
     if dummy is not None:
