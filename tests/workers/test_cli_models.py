@@ -119,6 +119,12 @@ def test_a_worker_with_stages_and_models_serves_the_stages_without_models_and_th
         "image.tiny-sd", "image_batch.tiny-sd", "video", "video_batch", "upload", "upload_batch"]
 
 
+def test_a_model_stage_named_with_models_of_other_stages_is_served_with_all_its_models(tiny: Catalog) -> None:
+    assert worker_queues(tiny, ["prompt_enhance"], ["tiny-sd"]) == [
+        "prompt_enhance.tiny-text", "prompt_enhance_batch.tiny-text", "image.tiny-sd", "image_batch.tiny-sd"]
+    assert worker_queues(tiny, ["image"], ["tiny-sd"]) == ["image.tiny-sd", "image_batch.tiny-sd"]
+
+
 @pytest.mark.parametrize(
     ("stages", "models", "message"),
     [
