@@ -1,8 +1,9 @@
 """Tenant quotas at the intake and at the workers, on two worker hosts sharing one Redis.
 
 Tenants' jobs start through the fair-share dispatcher (run here on a thread). The running-jobs quota
-is watched through the provider simulator that serves the image stage: it answers each call after ``LATENCY_MS`` and notes when, so two of the tenant's jobs running at once
-would show as two calls in flight together.
+is watched through the provider simulator that serves the image stage: it answers each call after
+``LATENCY_MS`` and notes when, so two of the tenant's jobs running at once would show as two calls in
+flight together.
 """
 
 from __future__ import annotations
@@ -41,20 +42,23 @@ def ns(settings: Settings) -> Iterator[Namespace]:
     yield from cleaned_namespace(settings, "tenant-quotas")
 
 
+def receipt_of(ns: Namespace, tenant_id: str, entry_id: str) -> dict[str, str]:
+    return ns.status.client.hgetall(receipt_prefix(ns.settings.namespace, tenant_id) + entry_id)  # type: ignore[return-value]
+
+
 def test_the_intake_answers_a_tenant_over_its_quota_with_a_rejected_quota_receipt(ns: Namespace) -> None:
     tenants = Tenants(ns.status.client, ns.settings.namespace)
     tenants.add(Tenant(id="acme", quotas=Quotas(submissions_per_minute=1)), redis_user=False)
     tenants.add(Tenant(id="strict", quotas=Quotas(daily_compute_s=10)), redis_user=False)
     ns.status.client.hset(usage_day_key(ns.settings.namespace, "strict", time.time()), "image:-:wall_s", 11)
-    intake = Intake(ns.status.client, ns.broker, ns.status, ns.settings.namespace)
+    intake = Intake(ns.status.client, ns.broker, ns.status, ns.settings.namespace)  # type: ignore[arg-type]
     job = json.dumps({"prompt": "a heron", "width": 64, "height": 64, "enhance_prompt": False})
     entries = [(tenant, str(ns.status.client.xadd(intake_stream(ns.settings.namespace, tenant), {"job": job})))
                for tenant in ("acme", "acme", "strict")]
 
     assert intake.serve_once(block_ms=10) == 3
 
-    receipts = [ns.status.client.hgetall(receipt_prefix(ns.settings.namespace, tenant) + entry)
-                for tenant, entry in entries]
+    receipts = [receipt_of(ns, tenant, entry) for tenant, entry in entries]
     assert [receipt["status"] for receipt in receipts] == ["accepted", "rejected", "rejected"]
     assert receipts[1]["reason"].startswith("quota: tenant acme is over 1 submissions per minute; retry after")
     assert receipts[2]["reason"].startswith("quota: tenant strict used 11 of its 10 worker seconds today")
