@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-
 import diffusers
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+
+from pipelines.registry import LOADING_LOCK
 
 
 def dtype_for(device: str) -> torch.dtype:
@@ -16,13 +16,6 @@ def dtype_for(device: str) -> torch.dtype:
     CPUs run float16 slowly or not at all, so CPU workers keep full precision.
     """
     return torch.float16 if device.startswith("cuda") else torch.float32
-
-
-#: Held while a model loads. diffusers and transformers build a model's modules on the meta device by
-#: patching torch for the whole process while they load (accelerate's ``init_empty_weights``); two
-#: loads at once leave the patch in place and every later load in the process fails ("Cannot copy
-#: out of meta tensor"). Re-entrant: a loader may load another model inside its own load.
-LOADING_LOCK = threading.RLock()
 
 
 def resolve_dtype(name: str | None, device: str) -> torch.dtype:

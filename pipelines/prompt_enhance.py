@@ -17,7 +17,7 @@ from sentence_transformers import SentenceTransformer
 from transformers import AutoModelForCausalLM, AutoTokenizer, BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 from pipelines.errors import InvalidInputError
-from pipelines.loading import LOADING_LOCK, resolve_dtype
+from pipelines.loading import resolve_dtype
 from pipelines.outputs import EnhancedPrompt
 from pipelines.prompt_text import (
     MAX_PROMPT_CHARS,
@@ -25,6 +25,7 @@ from pipelines.prompt_text import (
     clean_continuation,
     compose_prompt,
 )
+from pipelines.registry import LOADING_LOCK
 from pipelines.style_modifiers import STYLE_MODIFIERS
 
 #: How many style modifiers are retrieved per prompt.

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
-from pipelines.loading import LOADING_LOCK
+from pipelines.registry import LOADING_LOCK
 from pipelines.safety_concepts import CONCEPTS, NEGATIVE_CONCEPTS, REQUIRED_PRESENCE, SAFE_SCENES
 from queue_config.prompt_screen import normalise
 from queue_config.safety_policy import Category, Check, SafetyFinding

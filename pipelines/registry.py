@@ -30,6 +30,13 @@ from pipelines.model_memory import MB, StorageKey, tensor_storages
 
 T = TypeVar("T")
 
+#: Held while a model loads. diffusers and transformers build a model's modules on the meta device by
+#: patching torch for the whole process while they load (accelerate's ``init_empty_weights``); two
+#: loads at once leave the patch in place and every later load in the process fails ("Cannot copy
+#: out of meta tensor"). Re-entrant: a loader may load another model inside its own load. Here, not
+#: in pipelines/loading.py, so that a loader without diffusers (the prompt screen) imports no diffusers.
+LOADING_LOCK = threading.RLock()
+
 logger = logging.getLogger(__name__)
 
 

@@ -75,7 +75,7 @@ def declare_stage_actors(
     catalog = catalog or catalog_of(get_settings())
     logger = get_logger(__name__)
 
-    def declare(stage: str, function: StageFunction) -> Callable[[Any], None]:
+    def declare(stage: str, function: StageFunction, queue_model: str | None) -> Callable[[Any], None]:
         def run_stage(*args: Any, **kwargs: Any) -> None:
             if len(args) != 1 or kwargs:  # else a TypeError, retried as if it could pass next time
                 raise InvalidJob(f"a stage message carries one payload, not {len(args)} and {len(kwargs)} by name")
@@ -83,6 +83,8 @@ def declare_stage_actors(
             if stage not in stage_plan(message.job.kind):
                 raise InvalidJob(f"stage {stage!r} is not part of a {message.job.kind.value} job")
             resources = runtime()
+            if queue_model is not None and resources.catalog.route(message.job, stage, message.models) != queue_model:
+                message = message.with_model(stage, queue_model)  # the queue it came by decides (sender's catalog)
             if (refusal := resources.catalog.refusal(message.job)) is not None:
                 raise InvalidJob(f"the catalog cannot serve this job: {refusal}")
             try:
@@ -112,10 +114,10 @@ def declare_stage_actors(
     priorities = ((Priority.interactive, INTERACTIVE_PRIORITY), (Priority.batch, BATCH_PRIORITY))
     actors: dict[str, dramatiq.Actor[..., None]] = {}
     for stage, function in functions.items():
-        options, run_stage = STAGES[stage], declare(stage, function)
+        options = STAGES[stage]
         models = [model.id for model in catalog.of_stage(stage)] if stage in MODEL_STAGES else [None]
         for (priority, dramatiq_priority), model in itertools.product(priorities, models):
-            name = options.actor_name(priority, model)
+            name, run_stage = options.actor_name(priority, model), declare(stage, function, model)
             actors[name] = dramatiq.actor(
                 actor_name=name,
                 queue_name=name,
