@@ -10,12 +10,14 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
 from dramatiq.middleware import CurrentMessage, Retries
 
+from queue_config.catalog import catalog_of
 from queue_config.settings import Settings
 from workers.consumer import FramequeueConsumer, push_wake_token
 from workers.embedded_redis import resolve_redis_url
 from workers.jobs.messages import job_id_in
 from workers.jobs.record import JobStatusStore, QueuedMessage
 from workers.jobs.scrub import Scrubber, secrets_of
+from workers.jobs.usage import UsageRecorder
 from workers.middleware import JobStatusMiddleware
 from workers.redis_connection import redis_client
 
@@ -100,5 +102,9 @@ def build_broker(settings: Settings) -> FramequeueBroker:
     # Before Retries in the list, so that its after-hooks (run in reverse) see the final verdict.
     status = JobStatusStore(redis_client(url, decode_responses=True), settings.namespace,
                             retention_s=settings.retention_s)
-    broker.add_middleware(JobStatusMiddleware(status, scrub=Scrubber(secrets_of(settings))), before=Retries)
+    # Usage is priced by the deployment's catalog, read when the first run ends (a process that runs no
+    # stage never reads it).
+    usage = UsageRecorder(lambda: catalog_of(settings), retention_s=settings.retention_s)
+    broker.add_middleware(JobStatusMiddleware(status, scrub=Scrubber(secrets_of(settings)), usage=usage),
+                          before=Retries)
     return broker

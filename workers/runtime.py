@@ -116,6 +116,18 @@ class Runtime:
         assert model_id is not None, f"{stage} runs no catalog model"
         return model_id, self.model(model_id)
 
+    def device_of(self, model_id: str) -> str:
+        """Where catalog model ``model_id`` runs here: its backend's device (the worker's for ``auto``),
+        ``cpu`` for the camera maker (opencv), "" for a remote model, which holds no device of this host's."""
+        backend = self.catalog.models[model_id].backend
+        if isinstance(backend, RemoteBackend):
+            return ""
+        if backend.pipeline == "camera":
+            return "cpu"
+        if backend.pipeline == "img2img":
+            return self.device_of(backend.base or "")
+        return self.models.device if backend.device == "auto" else backend.device
+
     def model_revision(self, model_id: str) -> str:
         """What identifies catalog model ``model_id``'s weights here: a pinned or pulled hub commit, a
         directory's content hash, a provider's model name, or the maker and what it builds on."""
@@ -159,7 +171,7 @@ class Runtime:
 
         return self.models.get(f"batcher:{model_id}", lambda _: ImageBatcher(
             self.model(model_id), max_batch=self.settings.image_batch_max,
-            window_ms=self.settings.image_batch_window_ms), size_bytes=0)
+            window_ms=self.settings.image_batch_window_ms, device=self.device_of(model_id)), size_bytes=0)
 
     def _provider_client(self, provider: str) -> ProviderClient:
         return provider_client(provider, self.remote_config.providers[provider])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 
 import PIL.Image
 
@@ -92,7 +93,10 @@ class RemoteTextToImage:
         if len(prompts) == 1 or self.max_concurrency == 1:
             return ImageOutput(images=[render(prompt, seed) for prompt, seed in zip(prompts, seeds, strict=True)])
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(prompts))) as pool:
-            return ImageOutput(images=list(pool.map(render, prompts, seeds)))
+            # Each request in a copy of this context, so the stage's meter counts it (pipelines/metering.py).
+            futures = [pool.submit(copy_context().run, render, prompt, seed)
+                       for prompt, seed in zip(prompts, seeds, strict=True)]
+            return ImageOutput(images=[future.result() for future in futures])
 
 
 class RemotePromptEnhancer:

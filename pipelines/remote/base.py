@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 import PIL.Image
 import requests
 
+from pipelines.metering import count_provider_call
 from pipelines.remote.transport import Exchange
 
 #: Default limit on connecting and on each wait for response bytes, in seconds.
@@ -42,7 +43,8 @@ class ProviderClient(ABC):
         return f"{type(self).__name__}(name={self.name!r})"
 
     def exchange(self, key: str) -> Exchange:
-        """Start the requests of one call, made with ``key``."""
+        """Start the requests of one call, made with ``key``; the running stage counts it as a provider call."""
+        count_provider_call()
         return Exchange(self.session, self.name, key, self.timeout_s)
 
     @abstractmethod

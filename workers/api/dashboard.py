@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 
 from queue_config.remote import load_remote_config
 from workers import batches, ops
-from workers.api import dashboard_actions, dashboard_search  # noqa: F401  (they register their routes)
+from workers.api import dashboard_actions, dashboard_search, dashboard_usage  # noqa: F401  (they register their routes)
 from workers.api.context import context
 from workers.api.csrf import require_csrf_token, require_same_origin
 from workers.api.dashboard_kit import (

@@ -33,6 +33,7 @@ from workers.jobs.record import JobStatusStore
 from workers.jobs.stage_cache import cache_counts
 from workers.keys.pool import key_health
 from workers.ops.queue_ages import oldest_ready_ages_s
+from workers.ops.usage import usage_totals
 from workers.ops.workers import live_workers_by_stage
 
 router = APIRouter()
@@ -63,6 +64,7 @@ class RedisCollector(Collector):
         yield from self._repairs()
         yield self._safety_blocks()
         yield self._stage_cache()
+        yield from self._usage()
 
     def _queues(self) -> Metric:
         family = GaugeMetricFamily("framequeue_queue_messages", "Messages on a stage queue, by kind: ready "
@@ -196,6 +198,26 @@ class RedisCollector(Collector):
         for (stage, result), count in cache_counts(self.status.client, self.status.namespace).items():
             family.add_metric([stage, result], count)
         return family
+
+    def _usage(self) -> Iterator[Metric]:
+        """What each tenant's stage runs used, by stage and catalog model (model "" for a stage that runs none)."""
+        labels = ["tenant", "stage", "model"]
+        families = {
+            "jobs": CounterMetricFamily("framequeue_usage_jobs", "Stage runs that completed, by tenant: a job "
+                                        "counts once for each stage it completed.", labels=labels),
+            "wall_s": CounterMetricFamily("framequeue_usage_wall_seconds", "Worker seconds of stage runs, retried "
+                                          "and put-back runs included, by tenant.", labels=labels),
+            "device_s": CounterMetricFamily("framequeue_usage_device_seconds", "Seconds stage runs held a CUDA "
+                                            "device, by tenant (0 on CPU workers).", labels=labels),
+            "calls": CounterMetricFamily("framequeue_usage_provider_calls", "Requests to remote providers, one per "
+                                         "key tried (a key failover is a second call), by tenant.", labels=labels),
+            "cost": CounterMetricFamily("framequeue_usage_cost", "Cost of stage runs by the catalog models' costs, in "
+                                        "the catalog's currency, by tenant.", labels=labels),
+        }
+        for (tenant, stage, model), measures in sorted(usage_totals(self.status.client, self.status.namespace).items()):
+            for measure, family in families.items():
+                family.add_metric([tenant, stage, model], measures.get(measure, 0.0))
+        yield from families.values()
 
 
 def registry_of(request: Request) -> CollectorRegistry:

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from workers.api import batches, dashboard, docs, jobs, metrics
+from workers.api import batches, dashboard, docs, jobs, metrics, usage
 
-ROUTERS: list[APIRouter] = [jobs.router, batches.router, dashboard.router, metrics.router, docs.router]
+ROUTERS: list[APIRouter] = [jobs.router, batches.router, usage.router, dashboard.router, metrics.router, docs.router]

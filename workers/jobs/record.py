@@ -32,6 +32,7 @@ from queue_config.tenants import OPERATOR_TENANT
 from workers.consumer import wake_key
 from workers.embedded_redis import resolve_redis_url
 from workers.jobs.outcome import StageOutcome
+from workers.jobs.usage import usage_in_record, usage_total
 from workers.redis_connection import redis_client
 
 TERMINAL_STATES = ("succeeded", "failed", "blocked", "cancelled")
@@ -94,6 +95,10 @@ class JobRecord:
     cached: dict[str, str] = field(default_factory=dict)
     #: The catalog model that served each model stage, with its revision (``model@revision``; ``model.{stage}``).
     models: dict[str, str] = field(default_factory=dict)
+    #: What each stage used, over all its runs: ``wall_s``, ``device_s``, ``calls``, ``cost`` (workers/jobs/usage.py).
+    usage: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The job's usage, every stage's summed.
+    usage_total: dict[str, float] = field(default_factory=dict)
     #: A queued job's place: messages ahead of it on its queue (filled in by the API's job read).
     queue_position: int | None = None
     #: Where a stage that was running when the job was cancelled stopped ("image: step 3 of 50").
@@ -337,6 +342,7 @@ class JobStatusStore:
         raw = cast("dict[str, str]", self.client.hgetall(self.job_key(job_id)))
         if "state" not in raw:
             return None
+        usage = usage_in_record(raw)
         return JobRecord(
             id=raw["id"], state=raw["state"], kind=raw.get("kind", ""), stage=raw.get("stage", ""),
             stages=[s for s in raw.get("stages", "").split(",") if s],
@@ -357,6 +363,7 @@ class JobStatusStore:
             progress={k[9:]: v for k, v in raw.items() if k.startswith("progress.")},
             cached={k[7:]: v for k, v in raw.items() if k.startswith("cached.")},
             models={k[6:]: v for k, v in raw.items() if k.startswith("model.")},
+            usage=usage, usage_total=usage_total(usage),
             spec=JobSpec.model_validate_json(raw["spec"]).model_dump(mode="json") if raw.get("spec") else {},
             traceback=raw.get("traceback", ""), dead_letter=raw.get("dead_letter", ""),
         )

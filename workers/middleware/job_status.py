@@ -6,6 +6,10 @@ timing, artifacts, fields, a final state) when it ends, and on a message's
 final failure marks the job failed and records why the message was
 dead-lettered. Every write goes through a batching ``StatusWriter``; final
 states are waited for, so they are in Redis before the message is acked.
+
+Each run that starts is metered (pipelines/metering.py) and its usage (wall and
+device seconds, provider calls, cost) is queued with the write that records how
+it ended, returned, raised or put back (workers/jobs/usage.py).
 """
 
 from __future__ import annotations
@@ -21,16 +25,18 @@ from dramatiq.common import q_name
 from dramatiq.errors import ActorNotFound, DecodeError
 from dramatiq.middleware import Middleware, SkipMessage
 
+from pipelines.metering import start_meter, take_meter
 from queue_config.jobs import JobKind
-from queue_config.stages import stage_of_actor, stage_plan
+from queue_config.stages import STAGES, stage_of_actor, stage_plan
 from workers.errors import InvalidJob, ModelUnavailable, NoUsableKey
 from workers.jobs.cancellations import CancelledJobs
 from workers.jobs.messages import job_named_by
-from workers.jobs.outcome import take_over
+from workers.jobs.outcome import StageOutcome, take_over
 from workers.jobs.record import JobStatusStore
 from workers.jobs.scrub import Scrubber, scrub_log_handlers, traceback_text
 from workers.jobs.stage_stats import record_outcome, record_run
 from workers.jobs.status_writer import StatusWriter
+from workers.jobs.usage import StageRun, UsageRecorder
 from workers.middleware.put_back import take_skip_reason
 
 #: Longest error text kept in a job record.
@@ -56,7 +62,8 @@ class JobStatusMiddleware(Middleware):
 
     ``scrub`` takes secrets out of every failure text recorded: reasons, and the traceback kept
     for a failed job (the broker drops dramatiq's own, unscrubbed, from the messages it enqueues),
-    and out of what the worker logs.
+    and out of what the worker logs. ``usage`` prices and keeps each run's usage (by default
+    without cost: no catalog).
     """
 
     def __init__(
@@ -66,8 +73,10 @@ class JobStatusMiddleware(Middleware):
         writer: StatusWriter | None = None,
         on_batch_job_finished: Callable[[str], object] | None = None,
         scrub: Scrubber | None = None,
+        usage: UsageRecorder | None = None,
     ) -> None:
         self.store = store
+        self.usage = usage or UsageRecorder(None, retention_s=store.retention_s)
         self.scrub = scrub or Scrubber()
         self.writer = writer or StatusWriter(store.client)
         #: Called with the batch id after a batch job's final state is recorded.
@@ -87,6 +96,8 @@ class JobStatusMiddleware(Middleware):
         job_id, stage_index = job_of(message)
         if job_id in self.cancelled:
             raise SkipMessage(f"job {job_id} was cancelled")
+        self._started.meter_of = message.message_id
+        start_meter()
         if job_id and stage_index is not None:
             stage = stage_of_actor(message.actor_name)
             self.writer.submit(lambda pipe: self.store.stage_started(job_id, stage, stage_index, client=pipe))
@@ -102,14 +113,16 @@ class JobStatusMiddleware(Middleware):
         job_id, _ = job_of(message)
         stage = stage_of_actor(message.actor_name)
         outcome = take_over()
+        run = self._run_of(message, outcome if exception is None else None)
         if exception is None:
             if not job_id:
                 return
-            duration_s = time.monotonic() - self._started.at
+            duration_s = run.wall_s if run else time.monotonic() - self._started.at
 
             def finished(pipe: Any) -> None:
                 self.store.stage_finished(job_id, stage, duration_s, outcome, pipe)
                 record_run(pipe, self.store.namespace, message.actor_name, duration_s)
+                self._queue_usage(pipe, job_id, run)
 
             self.writer.submit(finished, wait=bool(outcome.final_state))
             if outcome.final_state:
@@ -119,7 +132,7 @@ class JobStatusMiddleware(Middleware):
         # A failure framequeue foresaw (a bad message, no key, a model that cannot load) is its reason
         # alone: the traceback would only show framequeue's own code.
         foreseen = isinstance(exception, (InvalidJob, NoUsableKey, ModelUnavailable))
-        self._record_failure(message, stage, reason,
+        self._record_failure(message, stage, reason, run,
                              traceback="" if foreseen else traceback_text(exception, self.scrub))
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
@@ -127,10 +140,17 @@ class JobStatusMiddleware(Middleware):
         job_id, _ = job_of(message)
         reason = take_skip_reason()
         stage = stage_of_actor(message.actor_name)
+        run = self._run_of(message, None)
         if message.failed:
-            self._record_failure(message, stage, reason or "AgeLimit: the message outlived its max age")
-        elif job_id and reason:
-            self.writer.submit(lambda pipe: self.store.stage_waiting(job_id, stage, reason, pipe))
+            self._record_failure(message, stage, reason or "AgeLimit: the message outlived its max age", run)
+        elif job_id and (reason or run):
+
+            def waiting(pipe: Any) -> None:
+                if reason:
+                    self.store.stage_waiting(job_id, stage, reason, pipe)
+                self._queue_usage(pipe, job_id, run)
+
+            self.writer.submit(waiting)
 
     def before_nack(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         """Say why a message that never reached an actor is dead-lettered.
@@ -146,9 +166,26 @@ class JobStatusMiddleware(Middleware):
             reason = f"DecodeError: {exception}"[:MAX_ERROR_CHARS]
         else:
             return
-        self._record_failure(message, stage_of_actor(message.actor_name), reason)
+        self._record_failure(message, stage_of_actor(message.actor_name), reason, None)
 
-    def _record_failure(self, message: MessageProxy, stage: str, reason: str, **fields: str) -> None:
+    def _run_of(self, message: MessageProxy, outcome: StageOutcome | None) -> StageRun | None:
+        """The usage of this thread's run of ``message`` (``outcome``: what it returned, None if it did not);
+        None when this middleware did not start it (an earlier middleware skipped it) or it names no job."""
+        if getattr(self._started, "meter_of", None) != message.message_id:
+            return None
+        self._started.meter_of = None
+        wall_s, meter, job = time.monotonic() - self._started.at, take_meter(), job_named_by(message.args)
+        if job is None or stage_of_actor(message.actor_name) not in STAGES:
+            return None
+        return self.usage.run_of(job, message.actor_name, meter, wall_s, outcome)
+
+    def _queue_usage(self, pipe: Any, job_id: str, run: StageRun | None) -> None:
+        if run is not None:
+            self.usage.queue(pipe, self.store.namespace, self.store.job_key(job_id), run)
+
+    def _record_failure(
+        self, message: MessageProxy, stage: str, reason: str, run: StageRun | None, **fields: str
+    ) -> None:
         job_id, _ = job_of(message)
         fields["dead_letter"] = f"{q_name(message.queue_name)}\t{message.options.get('redis_message_id', '')}"
         if message.failed:
@@ -156,6 +193,7 @@ class JobStatusMiddleware(Middleware):
             def failed(pipe: Any) -> None:
                 self.store.stage_failed(job_id, stage, reason, message.message_id, pipe, **fields)
                 record_outcome(pipe, self.store.namespace, message.actor_name, "failed")
+                self._queue_usage(pipe, job_id, run)
 
             self.writer.submit(failed, wait=True)
             self._batch_job_finished(message)
@@ -164,6 +202,7 @@ class JobStatusMiddleware(Middleware):
             def retrying(pipe: Any) -> None:
                 self.store.emit(job_id, "retrying", pipe, stage=stage, error=reason)
                 record_outcome(pipe, self.store.namespace, message.actor_name, "retried")
+                self._queue_usage(pipe, job_id, run)
 
             self.writer.submit(retrying)
 

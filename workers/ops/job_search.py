@@ -1,9 +1,10 @@
-"""Finding jobs in the job index, newest first, a page at a time: by id, prompt text, batch, state, kind, stage.
+"""Finding jobs in the job index, newest first, a page at a time: by id, prompt text, batch, state, kind, stage
+and tenant.
 
 The index (``JobStatusStore.index_key``) is a sorted set of job ids scored by creation time; a
 batch's jobs share one score, and Redis orders those by id. A page ends with a cursor naming the
 last entry it looked at (``<score>:<job id>``); the next page starts at that entry's rank plus
-one, read afresh, so jobs accepted meanwhile never shift or repeat a page. Filters read three
+one, read afresh, so jobs accepted meanwhile never shift or repeat a page. Filters read five
 fields of each record, pipelined a chunk at a time, and a page looks at no more than
 ``SCAN_WINDOW`` entries: a rare match ends a page early, with a cursor to search on from.
 """
@@ -14,6 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import cast
 
+from queue_config.tenants import OPERATOR_TENANT
 from workers.jobs.record import TERMINAL_STATES, JobRecord, JobStatusStore
 
 #: Index entries one page looks at, at most.
@@ -37,16 +39,20 @@ class JobQuery:
     kind: str = ""
     #: Only unfinished jobs whose current stage is this one.
     stage: str = ""
+    #: The tenant that submitted the job (``operator`` for the operator's own).
+    tenant: str = ""
 
     def matches(self, job_id: str, fields: list[str | None]) -> bool:
-        state, kind, stage, spec_json = fields
+        state, kind, stage, spec_json, tenant = fields
         if state is None or (self.state and state != self.state) or (self.kind and kind != self.kind):
             return False
         if self.stage and (stage != self.stage or state in TERMINAL_STATES):
             return False
-        if not (self.text or self.batch_id):
+        if not (self.text or self.batch_id or self.tenant):
             return True
         spec = json.loads(spec_json) if spec_json else {}
+        if self.tenant and self.tenant != (tenant or spec.get("tenant") or OPERATOR_TENANT):
+            return False
         needle = self.text.casefold()
         return (not self.batch_id or spec.get("batch_id") == self.batch_id) and (
             not needle or needle in job_id.casefold() or needle in str(spec.get("prompt", "")).casefold())
@@ -80,7 +86,7 @@ def search_jobs(status: JobStatusStore, query: JobQuery, *, limit: int = 50, cur
             return JobPage(found, "", scanned, window_spent=False)
         pipe = status.client.pipeline(transaction=False)
         for job_id, _ in entries:
-            pipe.hmget(status.job_key(job_id), ["state", "kind", "stage", "spec"])
+            pipe.hmget(status.job_key(job_id), ["state", "kind", "stage", "spec", "tenant"])
         for (job_id, score), fields in zip(entries, pipe.execute(), strict=True):
             scanned, last = scanned + 1, f"{score!r}:{job_id}"
             if query.matches(job_id, fields) and (record := status.get(job_id)) is not None:

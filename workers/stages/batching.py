@@ -16,6 +16,8 @@ own status and retry, since each thread returns or raises for its job alone:
   cancelled while the others go on raises :class:`~pipelines.Interrupted` in its own thread once
   the batch is done, and its image is dropped.
 - Progress: every step is reported to every job of the batch, each with its own latents.
+- Device time: a batch's time on the GPU is split evenly between its jobs' meters
+  (pipelines/metering.py), each request carrying the meter of the thread that made it.
 
 Batched and single renders of the same request agree to within one level of 255 per pixel, not
 always bit for bit: CPU float kernels may sum in a different order for a batch than for one image
@@ -38,6 +40,7 @@ from PIL import Image
 
 from pipelines import ImageOutput, Interrupted
 from pipelines.errors import ShouldStop
+from pipelines.metering import Meter, current_meter, on_device
 from pipelines.progress import StepProgress
 from pipelines.text_to_image import DEFAULT_GUIDANCE_SCALE
 
@@ -67,6 +70,8 @@ class RenderRequest:
     guidance_scale: float = DEFAULT_GUIDANCE_SCALE
     should_stop: ShouldStop | None = None
     progress: StepProgress | None = None
+    #: The job's usage meter: that of the thread that made the request, whichever thread renders it.
+    meter: Meter | None = field(default_factory=current_meter, compare=False)
 
     @property
     def shape(self) -> Shape:
@@ -92,13 +97,15 @@ class ImageBatcher:
         model: A :class:`pipelines.TextToImage` (or anything called the same way).
         max_batch: The most requests in one call; 1 turns batching off (each renders alone).
         window_ms: How long the first request of a batch waits for others, in ms.
+        device: Where the model runs; on CUDA each call's time is metered as its jobs' device time.
     """
 
     def __init__(self, model: Callable[..., ImageOutput], *, max_batch: int = 1,
-                 window_ms: float = DEFAULT_WINDOW_MS) -> None:
+                 window_ms: float = DEFAULT_WINDOW_MS, device: str = "cpu") -> None:
         self.model = model
         self.max_batch = max_batch
         self.window_ms = window_ms
+        self.device = device
         self._lock = threading.Lock()
         #: Held by the batch being rendered: one model call at a time per process (as the model's own lock).
         self._turn = threading.Lock()
@@ -129,11 +136,12 @@ class ImageBatcher:
         return result
 
     def render_alone(self, request: RenderRequest) -> Image.Image:
-        output = self.model(
-            [request.prompt], seeds=[request.seed], width=request.width, height=request.height,
-            steps=request.steps, negative_prompt=request.negative_prompt, guidance_scale=request.guidance_scale,
-            should_stop=request.should_stop, progress=request.progress,
-        )
+        with on_device(self.device, [request.meter]):
+            output = self.model(
+                [request.prompt], seeds=[request.seed], width=request.width, height=request.height,
+                steps=request.steps, negative_prompt=request.negative_prompt, guidance_scale=request.guidance_scale,
+                should_stop=request.should_stop, progress=request.progress,
+            )
         return output.images[0]
 
     def _join(self, request: RenderRequest) -> tuple[_Batch, int]:
@@ -181,12 +189,13 @@ class ImageBatcher:
                 return [error]
         first = requests[0]
         try:
-            output = self.model(
-                [request.prompt for request in requests], seeds=[request.seed for request in requests],
-                width=first.width, height=first.height, steps=first.steps, negative_prompt=first.negative_prompt,
-                guidance_scale=first.guidance_scale, should_stop=lambda: all(r.cancelled() for r in requests),
-                progress=_each(requests),
-            )
+            with on_device(self.device, [request.meter for request in requests]):
+                output = self.model(
+                    [request.prompt for request in requests], seeds=[request.seed for request in requests],
+                    width=first.width, height=first.height, steps=first.steps, negative_prompt=first.negative_prompt,
+                    guidance_scale=first.guidance_scale, should_stop=lambda: all(r.cancelled() for r in requests),
+                    progress=_each(requests),
+                )
         except Interrupted as stopped:
             return [Interrupted(stopped.where) for _ in requests]  # every job was cancelled; one error each
         except Exception:

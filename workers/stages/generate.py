@@ -4,7 +4,8 @@ The long ones (image, frames, video) pass ``should_stop=job_cancelled`` to their
 which ask it between diffusion steps and frames and raise ``pipelines.Interrupted`` when the
 job has been cancelled; the actor shell turns that into a stopped stage (no retry, nothing
 sent on). The image stage renders through the runtime's batcher (workers/stages/batching.py),
-which may share one model call among several worker threads' jobs of the same shape.
+which may share one model call among several worker threads' jobs of the same shape. Each
+local model call is timed with ``on_device`` (pipelines/metering.py): on a GPU, the run's device seconds.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from pipelines import CameraMotionFrames, Img2ImgFrames, TextToImage, encode_h264
+from pipelines import CameraMotionFrames, FramesOutput, Img2ImgFrames, TextToImage, encode_h264
+from pipelines.metering import on_device
 from queue_config.safety_policy import Check, flags_field
 from workers.jobs.cancellations import cancellation_check, job_cancelled
 from workers.jobs.messages import StageMessage
@@ -39,8 +43,11 @@ def prompt_enhance(runtime: Runtime, message: StageMessage) -> StageOutcome:
         prompt, record = job.prompt, {}
     else:
         model_id, enhancer = runtime.model_for("prompt_enhance", message)
-        prompt = enhancer(job.prompt, seed=job.seed).prompt
-        findings = runtime.prompt_screen().screen(prompt, Check.enhanced_prompt)
+        with on_device(runtime.device_of(model_id)):
+            prompt = enhancer(job.prompt, seed=job.seed).prompt
+        prompt_screen = runtime.prompt_screen()
+        with on_device(runtime.models.device):
+            findings = prompt_screen.screen(prompt, Check.enhanced_prompt)
         policy = runtime.settings.safety_policy
         if (block := policy.first_block(findings)) is not None:
             return StageOutcome(record=block.record_fields(), final_state="blocked")
@@ -82,19 +89,26 @@ def frames(runtime: Runtime, message: StageMessage) -> StageOutcome:
     key_image = image_from_bytes(read_ref(runtime.store, message, "image"))
     model_id, maker = runtime.model_for("frames", message)
     progress = StageProgress(runtime.status, job.id, "frames")
-    if isinstance(maker, Img2ImgFrames):
-        prompt = read_ref(runtime.store, message, "prompt").decode()
-        output = maker(key_image, prompt, num_frames=job.num_frames, fps=job.fps, seed=job.seed, steps=job.steps,
-                       should_stop=job_cancelled, progress=progress)
-    elif isinstance(maker, CameraMotionFrames):
-        output = maker(key_image, num_frames=job.num_frames, fps=job.fps, seed=job.seed, should_stop=job_cancelled,
-                       progress=progress)
-    else:
-        output = maker(key_image, num_frames=job.num_frames, fps=job.fps, seed=job.seed, steps=job.steps,
-                       should_stop=job_cancelled, progress=progress)
+    with on_device(runtime.device_of(model_id)):
+        output = _make_frames(runtime, maker, message, key_image, progress)
     data = frames_bytes(output.frames)
     stored = runtime.store.put_content(f"jobs/{job.id}/frames", data, "npy.zlib", "application/octet-stream")
     return replace(StageOutcome.stored("frames", stored), record=served_by(runtime, "frames", model_id))
+
+
+def _make_frames(runtime: Runtime, maker: Any, message: StageMessage, key_image: Image.Image,
+                 progress: StageProgress) -> FramesOutput:
+    """The frames of ``maker``, called with the arguments its kind takes."""
+    job = message.job
+    if isinstance(maker, Img2ImgFrames):
+        prompt = read_ref(runtime.store, message, "prompt").decode()
+        return maker(key_image, prompt, num_frames=job.num_frames, fps=job.fps, seed=job.seed, steps=job.steps,
+                     should_stop=job_cancelled, progress=progress)
+    if isinstance(maker, CameraMotionFrames):
+        return maker(key_image, num_frames=job.num_frames, fps=job.fps, seed=job.seed, should_stop=job_cancelled,
+                     progress=progress)
+    return maker(key_image, num_frames=job.num_frames, fps=job.fps, seed=job.seed, steps=job.steps,
+                 should_stop=job_cancelled, progress=progress)
 
 
 def served_by(runtime: Runtime, stage: str, model_id: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ from typing import cast
 
 from PIL import Image
 
+from pipelines.metering import on_device
 from queue_config.safety_policy import Category, Check, SafetyFinding, flags_field
 from workers.jobs.messages import StageMessage
 from workers.jobs.outcome import StageOutcome
@@ -35,7 +36,9 @@ class Verdict:
 
 def screen(runtime: Runtime, message: StageMessage, images: list[Image.Image], check: Check) -> Verdict:
     """Score ``images`` (their worst score counts) and judge it; flags join those already recorded."""
-    score = max(runtime.safety_classifier()(images), default=0.0)
+    classifier = runtime.safety_classifier()
+    with on_device(runtime.models.device):  # the classifier's time on a GPU is the stage's device time
+        score = max(classifier(images), default=0.0)
     threshold = runtime.settings.safety_threshold
     findings = [SafetyFinding(check, Category.sexual, score, threshold)] if score >= threshold else []
     policy = runtime.settings.safety_policy
