@@ -25,6 +25,7 @@ from workers.cli.models import add_models_command
 from workers.cli.services import add_service_commands
 from workers.cli.submit import add_submit_command, print_outcome
 from workers.cli.tenants import add_tenants_command
+from workers.cli.usage import add_usage_command
 from workers.embedded_redis import resolve_redis_url, stop_embedded_redis
 from workers.jobs.messages import describe_validation_error
 from workers.jobs.record import JobStatusStore
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_command(commands)
     add_tenants_command(commands)
     add_models_command(commands)
+    add_usage_command(commands)
     add_service_commands(commands)
     add_fleet_commands(commands)
     add_dev_command(commands)
