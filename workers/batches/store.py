@@ -145,7 +145,8 @@ def _manifest(status: JobStatusStore, store: ObjectStore, batch_id: str, url_ttl
         record = status.get(job_id)
         if record is None:
             continue
-        entry: dict[str, Any] = {"job_id": job_id, "state": record.state, "tenant": record.tenant}
+        entry: dict[str, Any] = {"job_id": job_id, "state": record.state, "tenant": record.tenant,
+                                 "models": record.models}
         if record.result_key:
             url = store.share_url(record.result_key, url_ttl_s)
             entry["result"] = {**record.artifacts.get("result", {}), "url": url}

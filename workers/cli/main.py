@@ -17,6 +17,7 @@ from queue_config.catalog import Catalog, catalog_of
 from queue_config.settings import Settings, get_settings
 from queue_config.stages import CPU_STAGES, GPU_STAGES, MODEL_STAGES, STAGES
 from workers.cli.dev import add_dev_command
+from workers.cli.dispatcher import add_dispatcher_command
 from workers.cli.errors import EXIT_CODES_HELP, CliError, NotFound, OneLineParser, run_command
 from workers.cli.fleet import add_fleet_commands
 from workers.cli.jobs import add_job_commands
@@ -62,7 +63,8 @@ def split(text: str) -> list[str]:
 
 def worker_queues(catalog: Catalog, stages: list[str], models: list[str]) -> list[str]:
     """The queues a worker serves: those of ``stages`` (default all; with ``models``, none but theirs)
-    and of ``models``, the catalog models it keeps resident (default: every model of its stages)."""
+    and of ``models``, the catalog models it keeps resident. A model stage of ``stages`` that none of
+    ``models`` serves is served with every model of it."""
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         raise CliError(f"unknown stages: {', '.join(unknown)} (known: {', '.join(STAGES)})")
@@ -77,7 +79,7 @@ def worker_queues(catalog: Catalog, stages: list[str], models: list[str]) -> lis
             queues += STAGES[stage].queue_names() if stage in stages else []
             continue
         chosen = [model.id for model in served if model.stage == stage]
-        if not models and stage in stages:
+        if not chosen and stage in stages:
             chosen = [model.id for model in catalog.of_stage(stage)]
         for model in chosen:
             queues += STAGES[stage].queue_names(model)
@@ -132,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_command(commands)
     add_usage_command(commands)
     add_service_commands(commands)
+    add_dispatcher_command(commands)
     add_fleet_commands(commands)
     add_dev_command(commands)
 
