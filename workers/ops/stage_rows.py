@@ -62,7 +62,8 @@ def stage_rows(status: JobStatusStore) -> list[StageRow]:
     for queue in queue_stats(status):
         window = windows.get(queue.name)
         rows.append(StageRow(
-            queue.name, queue.stage, queue.model or "", queue.batch, queue.ready, queue.delayed, queue.in_flight, queue.dead,
+            queue.name, queue.stage, queue.model or "", queue.batch, queue.ready, queue.delayed, queue.in_flight,
+            queue.dead,
             ages.get(queue.name, 0.0), window.p50_s if window else None, window.p95_s if window else None,
             window.succeeded if window else 0, window.failed if window else 0,
         ))
