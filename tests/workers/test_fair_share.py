@@ -12,15 +12,18 @@ import redis
 
 from queue_config.jobs import JobKind, JobSpec, Priority
 from queue_config.settings import Settings
+from queue_config.tenants import Quotas, Tenant
 from tests.conftest import settings_env
 from tests.queues import PROMPT_QUEUE, default_queue
 from tests.servers import WorkerProcess, wait_for
 from workers.broker import FramequeueBroker, build_broker
 from workers.jobs import fair_share
-from workers.jobs.fair_share import DeficitRoundRobin, FairShareDispatcher, pending_queue_name
+from workers.jobs.fair_share import DeficitRoundRobin, FairShareDispatcher, pending_queue_name, tenants_may_start
 from workers.jobs.reconciler import Reconciler
 from workers.jobs.record import TERMINAL_STATES, JobStatusStore
 from workers.jobs.submit import accept_jobs
+from workers.tenants.quotas import TenantQuotas, running_slots
+from workers.tenants.store import TenantStore
 
 BATCH_QUEUE = default_queue("prompt_enhance", batch=True)
 
@@ -197,3 +200,21 @@ def test_tenant_jobs_run_through_real_workers_the_newcomer_early(settings, tiny_
     events = Counter(fields["job_id"] for _, fields in status.client.xrange(status.events_key)
                      if fields.get("event") == "succeeded")
     assert set(events.values()) == {1}  # each finished once
+
+
+def test_a_tenant_at_its_running_jobs_quota_stays_pending_and_leaves_the_window_to_others(settings) -> None:
+    _, status, broker = quiet(settings)
+    TenantStore(status.client, status.namespace).put(
+        Tenant(id="capped", quotas=Quotas(max_running_jobs=1)))
+    quotas = TenantQuotas(status.client, status.namespace, status.active_key)
+    quotas.limiter.acquire_wait_ms(running_slots("capped"), 1, "a-job-already-running", 60_000)
+    accept_jobs(broker, status, [job("capped", n) for n in range(3)] + [job("free", n) for n in range(3)])
+    dispatcher = FairShareDispatcher(status, lambda: {}, window=4,
+                                     may_start=tenants_may_start(status.client, status.namespace, status.active_key))
+
+    held = dispatcher.run_once()
+    quotas.limiter.release(running_slots("capped"), "a-job-already-running")
+    freed = dispatcher.run_once()
+
+    assert held.moved == {(PROMPT_QUEUE, "free"): 3} and held.waiting
+    assert freed.moved == {(PROMPT_QUEUE, "capped"): 1}  # the window's last place

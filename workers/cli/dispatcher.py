@@ -15,7 +15,7 @@ def cmd_dispatcher(args: argparse.Namespace, settings: Settings) -> int:
     import logging
 
     from workers.cli.services import stop_on_signals
-    from workers.jobs.fair_share import FairShareDispatcher, pending_depths, weights_from_tenants
+    from workers.jobs.fair_share import FairShareDispatcher, pending_depths, tenants_may_start, weights_from_tenants
 
     status = JobStatusStore.from_settings(settings)
     if args.pending:
@@ -25,7 +25,8 @@ def cmd_dispatcher(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     dispatcher = FairShareDispatcher(status, weights_from_tenants(status.client, status.namespace),
-                                     window=settings.fair_share_window)
+                                     window=settings.fair_share_window,
+                                     may_start=tenants_may_start(status.client, status.namespace, status.active_key))
     print(f"dispatcher: up to {dispatcher.window} unfinished tenant jobs per first-stage queue", flush=True)
     dispatcher.run_forever(stop_on_signals())
     return 0

@@ -155,12 +155,17 @@ class FairShareDispatcher:
         status: The job records (its client must decode responses); pending lists live beside them.
         weights: The tenants' weights now (``weights_from_tenants``); a tenant it lacks weighs 1.
         window: Unfinished jobs admitted to each stage queue at most.
+        may_start: Whether a tenant's job would start now; one that would only be held at its first
+            stage by the tenant's quotas (``TenantQuotas.may_start``) stays pending, so that held jobs
+            never fill the window that other tenants' jobs wait for.
     """
 
     def __init__(
         self, status: JobStatusStore, weights: Callable[[], Mapping[str, float]], *, window: int = WINDOW,
+        may_start: Callable[[str], bool] = lambda tenant: True,
     ) -> None:
         self.status, self.weights, self.window = status, weights, max(1, window)
+        self.may_start = may_start
         self.client, self.namespace = status.client, status.namespace
         self.lease_key = f"{self.namespace}:dispatcher:lease"
         self.logger = get_logger(__name__, type(self))
@@ -177,7 +182,10 @@ class FairShareDispatcher:
         moved: dict[tuple[str, str], int] = {}
         waiting = False
         weights = dict(self.weights()) if by_queue else {}
+        startable = {tenant: self.may_start(tenant) for backlog in by_queue.values() for tenant in backlog}
         for queue_name, backlog in by_queue.items():
+            held = {tenant: depth for tenant, depth in backlog.items() if not startable[tenant]}
+            backlog = {tenant: depth for tenant, depth in backlog.items() if startable[tenant]}
             free = self.window - self.admitted(queue_name)
             drr = self._rounds.setdefault(queue_name, DeficitRoundRobin())
             while free > 0 and backlog:
@@ -191,7 +199,7 @@ class FairShareDispatcher:
                 if job_id:  # a message whose body was gone takes no place
                     free -= 1
                     moved[(queue_name, tenant)] = moved.get((queue_name, tenant), 0) + 1
-            waiting = waiting or bool(backlog)
+            waiting = waiting or bool(backlog) or bool(held)
         return DispatchPass(moved, waiting)
 
     def admitted(self, queue_name: str) -> int:
@@ -253,6 +261,20 @@ class FairShareDispatcher:
             self.client.pexpire(self.lease_key, lease_ms)
             return True
         return False
+
+
+def tenants_may_start(client: redis.Redis, namespace: str, unfinished_key: str) -> Callable[[str], bool]:
+    """Whether each tenant's job would start now, by its quotas as the tenant store holds them."""
+    from workers.tenants.quotas import TenantQuotas
+    from workers.tenants.store import TenantStore
+
+    store, quotas = TenantStore(client, namespace), TenantQuotas(client, namespace, unfinished_key)
+
+    def may_start(tenant_id: str) -> bool:
+        tenant = store.get(tenant_id)
+        return tenant is None or quotas.may_start(tenant)
+
+    return may_start
 
 
 def weights_from_tenants(client: redis.Redis, namespace: str) -> Callable[[], Mapping[str, float]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import redis
@@ -30,6 +31,10 @@ class RedisLimiter:
     def acquire_wait_ms(self, name: str, limit: int, holder: str, lease_ms: int) -> int:
         """0 if ``holder`` got one of ``limit`` places under ``name``, else the ms until one may free."""
         return int(self._acquire(keys=[self._slots(name)], args=[limit, lease_ms, holder]))
+
+    def holders(self, name: str) -> int:
+        """How many hold a place of semaphore ``name`` now (leases not yet run out)."""
+        return int(self.client.zcount(self._slots(name), f"({int(time.time() * 1000)}", "+inf"))
 
     def release(self, name: str, holder: str) -> None:
         self.client.zrem(self._slots(name), holder)

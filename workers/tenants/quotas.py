@@ -84,6 +84,15 @@ class TenantQuotas:
             return f"tenant {tenant.id} spent {cost:.4g} of its daily cost budget of {quotas.daily_cost:g} (UTC)"
         return ""
 
+    def may_start(self, tenant: Tenant) -> bool:
+        """Whether a job of ``tenant`` would start now rather than be held at its first stage: it is
+        under its running jobs, and its daily budget is not spent where spending it holds jobs."""
+        quotas = tenant.quotas
+        if quotas.max_running_jobs is not None and \
+                self.limiter.holders(running_slots(tenant.id)) >= quotas.max_running_jobs:
+            return False
+        return not (quotas.over_quota == "hold" and self.over_budget(tenant))
+
     @contextmanager
     def admitting(self, tenant: Tenant | None, job_ids: Sequence[str]) -> Iterator[None]:
         """Hold ``job_ids`` (one submission) against the tenant's quotas while the block accepts them.
