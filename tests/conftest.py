@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,9 +77,21 @@ def tiny_profile(settings: Settings):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def workers(settings: Settings, tiny_profile, artifacts_dir: Path) -> Iterator[WorkerProcess]:  # type: ignore[no-untyped-def]
-    """One worker command for every stage: 1 process, 2 threads."""
+    """One worker command for every stage: 1 process, 2 threads; and the dispatcher that moves tenants'
+    jobs onto the queues (on a thread here; a process of its own in a deployment)."""
+    from workers.jobs.fair_share import FairShareDispatcher, tenants_may_start, weights_from_tenants
+
     worker = WorkerProcess(settings_env(settings), artifacts_dir / "worker.log", "--processes", "1", "--threads", "2")
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    status = JobStatusStore(client, settings.namespace)
+    dispatcher = FairShareDispatcher(status, weights_from_tenants(client, settings.namespace),
+                                     window=settings.fair_share_window,
+                                     may_start=tenants_may_start(client, settings.namespace, status.active_key))
+    stop = threading.Event()
+    dispatching = threading.Thread(target=dispatcher.run_forever, args=(stop,), daemon=True, name="dispatcher")
+    dispatching.start()
     yield worker
+    stop.set()
     worker.stop()
 
 
