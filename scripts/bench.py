@@ -287,6 +287,9 @@ def main() -> None:
         from scripts.bench_fair_share import bench_fair_share
 
         bench_fair_share(url, data_dir, threads=args.threads)
+        from scripts.bench_progress import bench_progress
+
+        bench_progress(url, data_dir)
 
 
 if __name__ == "__main__":
