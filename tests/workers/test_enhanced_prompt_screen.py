@@ -12,6 +12,7 @@ import pytest
 
 from pipelines.outputs import EnhancedPrompt
 from pipelines.prompt_safety import PromptScreen
+from pipelines.registry import ModelRegistry
 from queue_config.catalog import catalog_of
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.safety_policy import Category
@@ -46,6 +47,13 @@ class EnhancingRuntime:
 
     def model_revision(self, model_id: str) -> str:
         return "stand-in"
+
+    def device_of(self, model_id: str) -> str:
+        return "cpu"
+
+    @property
+    def models(self) -> ModelRegistry:
+        return ModelRegistry(device="cpu")
 
     def prompt_screen(self) -> PromptScreen:
         return self._screen

@@ -21,7 +21,7 @@ from pipelines.model_pull import pull_model
 from pipelines.text_to_image import TextToImage
 from queue_config.catalog import CatalogModel, LocalBackend, load_catalog
 from queue_config.jobs import JobKind, JobSpec
-from queue_config.settings import Settings
+from queue_config.settings import Settings, get_settings
 from tests.api.test_ops import Namespace, cleaned_namespace
 from tests.conftest import settings_env
 from tests.fake_hub import COMMIT_A, REPO, FakeHub, tiny_hub
@@ -85,14 +85,16 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> FakeHub:
 
 
 @pytest.fixture
-def env_settings(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def env_settings(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """Settings read from the environment a deployment sets: its catalog, models directory and data directory."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("FRAMEQUEUE_MODEL_CATALOG", str(write_catalog(tmp_path / "catalog.toml")))
     monkeypatch.setenv("FRAMEQUEUE_MODELS_DIR", str(tmp_path / "pulled"))
     monkeypatch.setenv("FRAMEQUEUE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("FRAMEQUEUE_DEVICE", "cpu")
-    return Settings()
+    get_settings.cache_clear()  # the CLI reads the process's settings, which an earlier test may have read
+    yield Settings()
+    get_settings.cache_clear()
 
 
 def test_a_worker_loads_a_pulled_hub_model_with_the_hub_off(hub: FakeHub, env_settings: Settings) -> None:
