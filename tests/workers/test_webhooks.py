@@ -173,7 +173,12 @@ def test_a_jobs_state_changes_are_delivered_signed_and_failed_deliveries_retried
     submit_job(broker, status, spec)
     wait_until_finished(status, spec.id)
 
-    wait_for(lambda: any(e["event"] == "succeeded" for e in receiver.accepted_events()), 30, "the succeeded webhook")
+    def all_delivered() -> bool:  # the succeeded event, and each refused one on its retry (a backoff later)
+        accepted = receiver.accepted_events()
+        refused = {delivery.headers[EVENT_ID] for delivery in receiver.deliveries if delivery.code == 500}
+        return any(e["event"] == "succeeded" for e in accepted) and refused <= {e["id"] for e in accepted}
+
+    wait_for(all_delivered, 60, "the succeeded webhook and the retries of the refused ones")
 
     events = receiver.accepted_events()
     assert {e["job_id"] for e in events} == {spec.id}
