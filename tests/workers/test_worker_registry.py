@@ -128,3 +128,32 @@ def test_a_killed_worker_turns_stale_then_expires_and_a_stopped_one_leaves_at_on
     assert live_workers_by_stage(fleet.client, fleet.settings.namespace)["image"] == 0
     wait_for(lambda: not fleet.entries(), 60, "the killed worker's entry to expire")
     assert not fleet.client.exists(f"{fleet.settings.namespace}:workers")
+
+
+def test_a_message_run_before_the_worker_finished_booting_is_listed(settings: Settings) -> None:
+    """dramatiq starts a worker's threads before ``after_worker_boot``: one may run a message first."""
+    import types
+
+    import dramatiq
+
+    from workers.middleware.registry import WorkerRegistry
+
+    isolated = settings.model_copy(update={"namespace": f"registry-boot-{uuid.uuid4().hex[:8]}"})
+    broker = build_broker(isolated)
+    registry = WorkerRegistry(describe_models=lambda queues: {}, interval_ms=60_000, stale_after_ms=30_000,
+                              ttl_ms=60_000)
+    worker = types.SimpleNamespace(consumers={"video": None}, worker_threads=1)
+    message = dramatiq.Message(queue_name="video", actor_name="video", args=({"job": {"id": "early-job"}},),
+                               kwargs={}, options={})
+
+    registry.before_worker_boot(broker, worker)  # type: ignore[arg-type]
+    registry.before_process_message(broker, message)  # type: ignore[arg-type]
+    registry.after_worker_boot(broker, worker)  # type: ignore[arg-type]
+    try:
+        listed = wait_for(lambda: [job.job_id for entry in list_workers(
+            redis.Redis.from_url(isolated.redis_url, decode_responses=True), isolated.namespace)
+            for job in entry.current_jobs], 10, "the early job in the registry")
+    finally:
+        registry.after_worker_shutdown(broker, worker)  # type: ignore[arg-type]
+
+    assert listed == ["early-job"]

@@ -92,12 +92,18 @@ class WorkerRegistry(Middleware):
         self._stopped = threading.Event()
         self._beater: threading.Thread | None = None
 
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """Name the entry and start its writer before the worker's threads start: dramatiq runs
+        ``after_worker_boot`` once they have, and one may already be running a message by then."""
         self.client: redis.Redis = broker.client  # type: ignore[attr-defined]
         namespace: str = broker.namespace  # type: ignore[attr-defined]
-        host, pid = socket.gethostname(), os.getpid()
-        self.worker_id = f"{host}-{pid}-{uuid4().hex[:8]}"
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid4().hex[:8]}"
         self.index, self.entry = index_key(namespace), entry_key(namespace, self.worker_id)
+        self._writer = StatusWriter(self.client)
+        self._writer.start()
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        host, pid = socket.gethostname(), os.getpid()
         queues = sorted({q_name(queue) for queue in worker.consumers})
         stages = sorted({stage_of_actor(queue) for queue in queues})
         description: dict[str, Any] = {
@@ -107,8 +113,6 @@ class WorkerRegistry(Middleware):
         }
         self._fields = [str(part) for pair in description.items() for part in pair]
         self._beat_script = self.client.register_script(_BEAT_LUA)
-        self._writer = StatusWriter(self.client)
-        self._writer.start()
         try:
             self._beat()
         except redis.RedisError as error:
