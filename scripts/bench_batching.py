@@ -6,6 +6,8 @@ the tiny profile on the CPU (128x128, 4 steps, no prompt rewrite), all submitted
 warm-up round that loads the models. Two rates per setting: whole jobs/s (submission of the first to
 the end of the last) and image renders/s of the model alone (from the first model call's start to
 the last one's end: the image stage's share, without the small stages around it).
+
+(n2), the img2img frames' keyframes batched the same way, follows from scripts/bench_keyframe_batching.py.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pipelines import ImageOutput, TextToImage, resolve_profile
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
 from scripts.bench import wait_until
+from scripts.bench_keyframe_batching import bench_keyframe_batching
 from workers.broker import build_broker
 from workers.jobs.record import TERMINAL_STATES
 from workers.jobs.submit import submit_job
@@ -131,3 +134,4 @@ def bench_batching(redis_url: str, data_dir: Path) -> None:
               f"model {renders_s:.1f} renders/s ({renders_s / renders_1:.2f}x), mean batch {mean_batch:.1f}")
     speedups = ", ".join(f"{batch}: {model_alone_speedup(data_dir, batch):.2f}x" for batch in BATCH_SIZES[1:])
     print(f"    the model alone, one call of N against N calls of one: {speedups}")
+    bench_keyframe_batching(redis_url, data_dir)

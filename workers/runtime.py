@@ -49,6 +49,7 @@ from workers.keys import KeyPools
 
 if TYPE_CHECKING:
     from workers.stages.batching import ImageBatcher
+    from workers.stages.keyframe_batching import KeyframeBatcher
 
 
 class Runtime:
@@ -170,6 +171,17 @@ class Runtime:
         from workers.stages.batching import ImageBatcher
 
         return self.models.get(f"batcher:{model_id}", lambda _: ImageBatcher(
+            self.model(model_id), max_batch=self.settings.image_batch_max,
+            window_ms=self.settings.image_batch_window_ms, device=self.device_of(model_id)), size_bytes=0)
+
+    def keyframe_batcher(self, model_id: str) -> KeyframeBatcher:
+        """Img2img frames model ``model_id`` behind a batcher: up to ``image_batch_max`` keyframes in one call.
+
+        The image batch settings serve: an img2img maker renders with its base image model's components.
+        """
+        from workers.stages.keyframe_batching import KeyframeBatcher
+
+        return self.models.get(f"batcher:{model_id}", lambda _: KeyframeBatcher(
             self.model(model_id), max_batch=self.settings.image_batch_max,
             window_ms=self.settings.image_batch_window_ms, device=self.device_of(model_id)), size_bytes=0)
 

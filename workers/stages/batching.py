@@ -1,23 +1,14 @@
 """Batched image renders: the image stage's worker threads share one model call per shape.
 
-Each worker thread hands :meth:`ImageBatcher.render` one :class:`RenderRequest` and blocks.
-The first request of a shape (size, steps, negative prompt, guidance) opens a batch and waits
-up to ``window_ms`` for more of the same shape, or until ``max_batch`` have joined; then that
-thread makes ONE call of the model for all of them and hands each thread its own image. While an
-earlier batch holds the model, the next stays open past its window and keeps gathering. No
-thread of its own: the opening thread renders, the others wait on the batch.
+Each worker thread hands :meth:`ImageBatcher.render` one :class:`RenderRequest` and blocks. Requests
+of one shape (size, steps, negative prompt, guidance) that arrive within ``window_ms`` of the first,
+up to ``max_batch``, are rendered by ONE call of the model, and each thread gets its own image. The
+gathering, the fall back to single renders when a batch call raises, cancellation and the split of
+device time are :class:`workers.stages.gathering.Batcher`'s, shared with the img2img keyframes
+(workers/stages/keyframe_batching.py).
 
-Each job keeps its own seed (the model seeds one generator per image), its own output, and its
-own status and retry, since each thread returns or raises for its job alone:
-
-- A batch call that raises (anything but all jobs being cancelled) is not retried as a batch:
-  each thread renders its own request alone, so one bad request fails only its own job.
-- Cancellation: the model is asked to stop only when every job in the batch is cancelled; a job
-  cancelled while the others go on raises :class:`~pipelines.Interrupted` in its own thread once
-  the batch is done, and its image is dropped.
-- Progress: every step is reported to every job of the batch, each with its own latents.
-- Device time: a batch's time on the GPU is split evenly between its jobs' meters
-  (pipelines/metering.py), each request carrying the meter of the thread that made it.
+What is the image's own: each job keeps its own seed (the model seeds one generator per image) and
+its own output; every step is reported to every job of the batch, each with its own latents.
 
 Batched and single renders of the same request agree to within one level of 255 per pixel, not
 always bit for bit: CPU float kernels may sum in a different order for a batch than for one image
@@ -30,7 +21,6 @@ model's setting.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,17 +28,13 @@ from typing import Any
 import torch
 from PIL import Image
 
-from pipelines import ImageOutput, Interrupted
+from pipelines import ImageOutput
 from pipelines.errors import ShouldStop
-from pipelines.metering import Meter, current_meter, on_device
+from pipelines.metering import Meter, current_meter
 from pipelines.progress import StepProgress
 from pipelines.text_to_image import DEFAULT_GUIDANCE_SCALE
+from workers.stages.gathering import DEFAULT_WINDOW_MS, Batcher
 
-#: Default longest wait of a lone request for company, in ms.
-DEFAULT_WINDOW_MS = 50.0
-#: Longest a waiting thread stays blocked in one call, in s: dramatiq's time limit interrupts a
-#: thread between Python instructions, never inside a blocking wait.
-WAIT_SLICE_S = 1.0
 #: Shape key: (width, height, steps, negative prompt, guidance scale).
 Shape = tuple[int, int, int, str | None, float]
 
@@ -81,16 +67,7 @@ class RenderRequest:
         return self.should_stop is not None and self.should_stop()
 
 
-@dataclass
-class _Batch:
-    requests: list[RenderRequest] = field(default_factory=list)
-    full: threading.Event = field(default_factory=threading.Event)
-    done: threading.Event = field(default_factory=threading.Event)
-    #: One per request once done: an image, an exception for that job, or None (render alone).
-    results: list[Image.Image | BaseException | None] = field(default_factory=list)
-
-
-class ImageBatcher:
+class ImageBatcher(Batcher[RenderRequest, Image.Image]):
     """Gathers concurrent renders of one shape into one call of ``model``.
 
     Parameters:
@@ -102,14 +79,8 @@ class ImageBatcher:
 
     def __init__(self, model: Callable[..., ImageOutput], *, max_batch: int = 1,
                  window_ms: float = DEFAULT_WINDOW_MS, device: str = "cpu") -> None:
+        super().__init__(max_batch=max_batch, window_ms=window_ms, device=device)
         self.model = model
-        self.max_batch = max_batch
-        self.window_ms = window_ms
-        self.device = device
-        self._lock = threading.Lock()
-        #: Held by the batch being rendered: one model call at a time per process (as the model's own lock).
-        self._turn = threading.Lock()
-        self._open: dict[Shape, _Batch] = {}
 
     def render(self, request: RenderRequest) -> Image.Image:
         """This request's image, rendered alone or in a batch of its shape.
@@ -118,89 +89,31 @@ class ImageBatcher:
             Interrupted: when the request's job was cancelled (alone, or once its batch is done).
             Exception: whatever rendering it alone raised.
         """
-        if self.max_batch <= 1:
-            return self.render_alone(request)
-        batch, slot = self._join(request)
-        if slot == 0:
-            self._lead(batch)
-        else:
-            while not batch.done.wait(WAIT_SLICE_S):
-                pass  # waits in slices: a thread blocked in C for good would never see its time limit
-        result = batch.results[slot] if len(batch.results) > slot else None
-        if result is None:
-            return self.render_alone(request)
-        if isinstance(result, BaseException):
-            raise result
-        if request.cancelled():
-            raise Interrupted(f"step {request.steps} of {request.steps} (its batch went on for other jobs)")
-        return result
+        return self.submit(request)
 
     def render_alone(self, request: RenderRequest) -> Image.Image:
-        with on_device(self.device, [request.meter]):
-            output = self.model(
-                [request.prompt], seeds=[request.seed], width=request.width, height=request.height,
-                steps=request.steps, negative_prompt=request.negative_prompt, guidance_scale=request.guidance_scale,
-                should_stop=request.should_stop, progress=request.progress,
-            )
+        """This request's image from a model call of its own."""
+        return self.alone(request)
+
+    def call_alone(self, request: RenderRequest) -> Image.Image:
+        output = self.model(
+            [request.prompt], seeds=[request.seed], width=request.width, height=request.height,
+            steps=request.steps, negative_prompt=request.negative_prompt, guidance_scale=request.guidance_scale,
+            should_stop=request.should_stop, progress=request.progress,
+        )
         return output.images[0]
 
-    def _join(self, request: RenderRequest) -> tuple[_Batch, int]:
-        with self._lock:
-            batch = self._open.get(request.shape)
-            if batch is None:
-                batch = self._open[request.shape] = _Batch()
-            batch.requests.append(request)
-            if len(batch.requests) >= self.max_batch:
-                del self._open[request.shape]
-                batch.full.set()
-            return batch, len(batch.requests) - 1
-
-    def _lead(self, batch: _Batch) -> None:
-        """Wait out the window and the model's turn, close the batch and render it.
-
-        The batch stays open while the model is busy with an earlier one, so under load batches
-        fill up instead of queueing at the model half-empty. Every waiter is released, whatever
-        happens.
-        """
-        try:
-            batch.full.wait(self.window_ms / 1000)
-            while not self._turn.acquire(timeout=WAIT_SLICE_S):
-                pass
-            try:
-                self._close(batch)
-                batch.results = self._results(list(batch.requests))
-            finally:
-                self._turn.release()
-        finally:
-            self._close(batch)
-            batch.done.set()  # results left unset (the leader was interrupted): each renders alone
-
-    def _close(self, batch: _Batch) -> None:
-        with self._lock:
-            shape = batch.requests[0].shape
-            if self._open.get(shape) is batch:
-                del self._open[shape]
-
-    def _results(self, requests: list[RenderRequest]) -> list[Image.Image | BaseException | None]:
-        if len(requests) == 1:  # the leader alone: as if there were no batcher, but in its turn
-            try:
-                return [self.render_alone(requests[0])]
-            except Exception as error:  # raised again in the leader's thread, for its own job
-                return [error]
+    def call_together(self, requests: list[RenderRequest], should_stop: ShouldStop) -> list[Image.Image]:
         first = requests[0]
-        try:
-            with on_device(self.device, [request.meter for request in requests]):
-                output = self.model(
-                    [request.prompt for request in requests], seeds=[request.seed for request in requests],
-                    width=first.width, height=first.height, steps=first.steps, negative_prompt=first.negative_prompt,
-                    guidance_scale=first.guidance_scale, should_stop=lambda: all(r.cancelled() for r in requests),
-                    progress=_each(requests),
-                )
-        except Interrupted as stopped:
-            return [Interrupted(stopped.where) for _ in requests]  # every job was cancelled; one error each
-        except Exception:
-            return [None] * len(requests)
+        output = self.model(
+            [request.prompt for request in requests], seeds=[request.seed for request in requests],
+            width=first.width, height=first.height, steps=first.steps, negative_prompt=first.negative_prompt,
+            guidance_scale=first.guidance_scale, should_stop=should_stop, progress=_each(requests),
+        )
         return list(output.images)
+
+    def went_on_without(self, request: RenderRequest) -> str:
+        return f"step {request.steps} of {request.steps} (its batch went on for other jobs)"
 
 
 def _each(requests: list[RenderRequest]) -> StepProgress:

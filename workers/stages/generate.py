@@ -4,8 +4,9 @@ The long ones (image, frames, video) pass ``should_stop=job_cancelled`` to their
 which ask it between diffusion steps and frames and raise ``pipelines.Interrupted`` when the
 job has been cancelled; the actor shell turns that into a stopped stage (no retry, nothing
 sent on). The image stage renders through the runtime's batcher (workers/stages/batching.py),
-which may share one model call among several worker threads' jobs of the same shape. Each
-local model call is timed with ``on_device`` (pipelines/metering.py): on a GPU, the run's device seconds.
+which may share one model call among several worker threads' jobs of the same shape; so do the
+img2img frames' keyframes (workers/stages/keyframe_batching.py). Each local model call is timed
+with ``on_device`` (pipelines/metering.py): on a GPU, the run's device seconds.
 """
 
 from __future__ import annotations
@@ -89,21 +90,31 @@ def frames(runtime: Runtime, message: StageMessage) -> StageOutcome:
     key_image = image_from_bytes(read_ref(runtime.store, message, "image"))
     model_id, maker = runtime.model_for("frames", message)
     progress = StageProgress(runtime.status, job.id, "frames")
-    with on_device(runtime.device_of(model_id)):
-        output = _make_frames(runtime, maker, message, key_image, progress)
+    if isinstance(maker, Img2ImgFrames):  # its batcher times each keyframe call, shared or not
+        output = _img2img_frames(runtime, model_id, maker, message, key_image, progress)
+    else:
+        with on_device(runtime.device_of(model_id)):
+            output = _make_frames(maker, message, key_image, progress)
     data = frames_bytes(output.frames)
     stored = runtime.store.put_content(f"jobs/{job.id}/frames", data, "npy.zlib", "application/octet-stream")
     return replace(StageOutcome.stored("frames", stored), record=served_by(runtime, "frames", model_id))
 
 
-def _make_frames(runtime: Runtime, maker: Any, message: StageMessage, key_image: Image.Image,
-                 progress: StageProgress) -> FramesOutput:
-    """The frames of ``maker``, called with the arguments its kind takes."""
+def _img2img_frames(runtime: Runtime, model_id: str, maker: Img2ImgFrames, message: StageMessage,
+                    key_image: Image.Image, progress: StageProgress) -> FramesOutput:
+    """The img2img frames, each keyframe rendered through the runtime's batcher, which may share the
+    call with other threads' jobs of its shape (``should_stop`` names this job: the batch may run in
+    another thread)."""
     job = message.job
-    if isinstance(maker, Img2ImgFrames):
-        prompt = read_ref(runtime.store, message, "prompt").decode()
-        return maker(key_image, prompt, num_frames=job.num_frames, fps=job.fps, seed=job.seed, steps=job.steps,
-                     should_stop=job_cancelled, progress=progress)
+    prompt = read_ref(runtime.store, message, "prompt").decode()
+    return maker(key_image, prompt, num_frames=job.num_frames, fps=job.fps, seed=job.seed, steps=job.steps,
+                 should_stop=cancellation_check(), progress=progress,
+                 render_keyframe=runtime.keyframe_batcher(model_id).render)
+
+
+def _make_frames(maker: Any, message: StageMessage, key_image: Image.Image, progress: StageProgress) -> FramesOutput:
+    """The frames of ``maker`` (camera or a video model), called with the arguments its kind takes."""
+    job = message.job
     if isinstance(maker, CameraMotionFrames):
         return maker(key_image, num_frames=job.num_frames, fps=job.fps, seed=job.seed, should_stop=job_cancelled,
                      progress=progress)
