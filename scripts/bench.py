@@ -1,11 +1,11 @@
 """framequeue's benchmark: `make bench`. Prints numbers; asserts nothing.
 
 (a) Throughput of a six-stage pipeline of no-op stages through framequeue's
-    own actor shell and middleware, against a bare dramatiq pipeline of the
-    same depth, on the same Redis with the same worker threads, in the same
-    run, alternating, printed as a ratio (framequeue / bare). A third run per
-    round takes the job-status middleware out (the shell alone: validation,
-    messages, hand-over), to show how the gap divides.
+    broker, job-status middleware and actor shell, against a bare dramatiq
+    pipeline of the same depth, in worker processes, on the same Redis in the
+    same run, printed as ratios (scripts/bench_throughput.py); and (a2) the CPU
+    per job of each, with framequeue's job-status middleware out as a third
+    run, to show how the gap divides.
 (b) Latency of one tiny-profile video job, per stage, cold (fresh worker,
     models loading) and warm.
 (c) Peak RSS of the worker processes during (b).
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -155,32 +154,46 @@ def framequeue_jobs_per_s(
 
 def _drain(broker: dramatiq.Broker, threads: int, finished, jobs: int, interval_s: float = 0.02) -> float:  # type: ignore[no-untyped-def]
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    redis_server = next((p for p in psutil.Process().children(recursive=True) if "redis" in p.name()), None)
+    cpu_before, redis_before = time.process_time(), _cpu_s(redis_server)
     started = time.perf_counter()
     worker.start()
     wait_until(finished, interval_s=interval_s)
     elapsed = time.perf_counter() - started
+    LAST_DRAIN_CPU_MS_PER_JOB[:] = [(time.process_time() - cpu_before) * 1000 / jobs,
+                                    (_cpu_s(redis_server) - redis_before) * 1000 / jobs]
     worker.stop()
     broker.close()
     return jobs / elapsed
 
 
-def bench_throughput(redis_url: str, jobs: int, threads: int, rounds: int, data_dir: Path) -> None:
-    print(f"(a) no-op pipeline, {DEPTH} stages, {jobs} jobs, {threads} worker threads, {rounds} rounds alternating")
-    bare, ours, shell = [], [], []
-    for round_number in range(rounds):
-        bare.append(bare_dramatiq_jobs_per_s(redis_url, jobs, threads, f"bench-bare-{round_number}"))
-        settings = Settings(redis_url=redis_url, namespace=f"bench-fq-{round_number}", data_dir=data_dir)
-        ours.append(framequeue_jobs_per_s(settings, jobs, threads))
-        settings = settings.model_copy(update={"namespace": f"bench-shell-{round_number}"})
-        shell.append(framequeue_jobs_per_s(settings, jobs, threads, status_middleware=False))
-        print(f"    round {round_number + 1}: bare dramatiq {bare[-1]:7.1f} jobs/s   framequeue {ours[-1]:7.1f} jobs/s"
-              f"   framequeue without job status {shell[-1]:7.1f} jobs/s")
-    ratios = [mine / theirs for mine, theirs in zip(ours, bare, strict=True)]
-    shell_ratios = [mine / theirs for mine, theirs in zip(shell, bare, strict=True)]
-    print(f"    median: bare {statistics.median(bare):.1f} jobs/s, framequeue {statistics.median(ours):.1f} jobs/s, "
-          f"ratio framequeue/bare {statistics.median(ratios):.2f} (per round: {', '.join(f'{r:.2f}' for r in ratios)})")
-    print(f"    without the job-status middleware: {statistics.median(shell):.1f} jobs/s, "
-          f"ratio {statistics.median(shell_ratios):.2f} (per round: {', '.join(f'{r:.2f}' for r in shell_ratios)})")
+#: CPU ms per job of the last ``_drain``: [this process (workers and all), the Redis server (0 if not ours)].
+LAST_DRAIN_CPU_MS_PER_JOB: list[float] = [0.0, 0.0]
+
+
+def _cpu_s(process: psutil.Process | None) -> float:
+    if process is None:
+        return 0.0
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def bench_cpu_split(redis_url: str, jobs: int, threads: int, data_dir: Path) -> None:
+    """(a2) Where a job's time goes, in-process: CPU per job of bare dramatiq, framequeue without its
+    job-status middleware (the actor shell, messages and wake-ups) and framequeue whole. CPU, unlike
+    jobs/s, barely moves when other work shares the machine."""
+    runs = {"bare dramatiq": lambda: bare_dramatiq_jobs_per_s(redis_url, jobs, threads, "bench-split-bare")}
+    settings = Settings(redis_url=redis_url, namespace="bench-split-fq", data_dir=data_dir)
+    runs["framequeue without job status"] = lambda: framequeue_jobs_per_s(
+        settings.model_copy(update={"namespace": "bench-split-shell"}), jobs, threads, status_middleware=False)
+    runs["framequeue"] = lambda: framequeue_jobs_per_s(settings, jobs, threads)
+    cells = []
+    for label, run in runs.items():
+        rate = run()
+        worker_ms, redis_ms = LAST_DRAIN_CPU_MS_PER_JOB
+        cells.append(f"{label} {worker_ms:.2f} + {redis_ms:.2f} ms ({rate:.0f} jobs/s)")
+    print(f"(a2) CPU per job, one in-process worker of {threads} threads, {jobs} jobs drained, worker process + "
+          f"Redis server: " + "; ".join(cells))
 
 
 def bench_latency(redis_url: str, data_dir: Path) -> None:
@@ -249,13 +262,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--limiter-window-s", type=float, default=60.0, help="how long (d) measures accuracy")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="framequeue-bench-") as tmp, private_redis_server(Path(tmp)) as url:
         data_dir = Path(tmp) / "data"
         print(f"redis-server {url} (private, started by the benchmark)")
-        bench_throughput(url, args.jobs, args.threads, args.rounds, data_dir)
+        from scripts.bench_throughput import bench_throughput
+
+        bench_throughput(url, data_dir, jobs=args.jobs, threads=args.threads, rounds=args.rounds)
+        bench_cpu_split(url, args.jobs * 2, args.threads, data_dir)
         from scripts.bench_hops import bench_hops
 
         bench_hops(url, data_dir)

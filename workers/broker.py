@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import uuid4
 
 import dramatiq
@@ -12,7 +13,7 @@ from dramatiq.middleware import CurrentMessage, Retries
 
 from queue_config.catalog import catalog_of
 from queue_config.settings import Settings
-from workers.consumer import FramequeueConsumer, push_wake_token
+from workers.consumer import WAKE_TOKENS_KEPT, FramequeueConsumer, around_dramatiq_dispatch, wake_key
 from workers.embedded_redis import resolve_redis_url
 from workers.jobs.messages import job_id_in
 from workers.jobs.record import JobStatusStore, QueuedMessage
@@ -26,22 +27,26 @@ class FramequeueBroker(RedisBroker):
     """dramatiq's RedisBroker that remembers where each job's newest message is, and enqueues in bulk.
 
     Every enqueue of a stage message also sets the job's in-flight pointer (queue and broker-side
-    id) in the same transaction, so the reconciler can tell a job whose message was lost from one
-    whose message is waiting or running. It runs the same dispatch script, with the same
-    arguments, that ``RedisBroker.enqueue`` runs; the enqueue hooks still run for each message.
+    id) and pushes the queue's wake-up token (workers/consumer.py) in the same script call, so the
+    reconciler can tell a job whose message was lost from one whose message is waiting or running.
+    That script runs dramatiq's own dispatch script, with the arguments ``RedisBroker.enqueue``
+    gives it, as a function (workers/enqueue.lua): one round trip per message, as dramatiq's, and
+    no transaction or script check around it. The enqueue hooks still run for each message.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._enqueue_script = self.client.register_script(around_dramatiq_dispatch("enqueue.lua"))
 
     @property
     def consumer_class(self) -> type[FramequeueConsumer]:
-        """Consumers that dead-letter poison instead of dying on it (see ``FramequeueConsumer``)."""
+        """Consumers woken by enqueues, which dead-letter poison instead of dying on it (``FramequeueConsumer``)."""
         return FramequeueConsumer
 
     def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
         queued = self._with_redis_id(message, delay)
         self.emit_before("enqueue", queued, delay)
-        pipe = self.client.pipeline(transaction=True)
-        self._dispatch_on(pipe, queued)
-        pipe.execute()
+        self._enqueue_on(self.client, queued)
         self.emit_after("enqueue", queued, delay)
         return queued
 
@@ -52,7 +57,7 @@ class FramequeueBroker(RedisBroker):
             pipe = self.client.pipeline(transaction=True)
             for message in sent:
                 self.emit_before("enqueue", message, None)
-                self._dispatch_on(pipe, message)
+                self._enqueue_on(pipe, message)
             pipe.execute()
             for message in sent:
                 self.emit_after("enqueue", message, None)
@@ -75,18 +80,19 @@ class FramequeueBroker(RedisBroker):
             return queued
         return queued.copy(queue_name=dq_name(queued.queue_name), options={"eta": current_millis() + delay})
 
-    def _dispatch_on(self, pipe: redis.client.Pipeline, message: dramatiq.Message) -> None:
+    def _enqueue_on(self, client: redis.Redis | redis.client.Pipeline, message: dramatiq.Message) -> None:
         redis_id = message.options["redis_message_id"]
-        args = [
+        dispatch_args = [
             "enqueue", current_millis(), message.queue_name, self.broker_id, self.heartbeat_timeout,
             self.dead_message_ttl, self._should_do_maintenance("enqueue"), self._max_unpack_size(),
             redis_id, message.encode(),
         ]
-        self.scripts["dispatch"](args=args, keys=[self.namespace], client=pipe)
-        push_wake_token(pipe, self.namespace, message.queue_name)
         job_id = job_id_in(message.args)
-        if job_id:
-            pipe.hset(f"{self.namespace}:inflight", job_id, f"{message.queue_name}\t{redis_id}")
+        self._enqueue_script(
+            keys=[self.namespace, wake_key(self.namespace, message.queue_name), f"{self.namespace}:inflight"],
+            args=[*dispatch_args, WAKE_TOKENS_KEPT, job_id, f"{message.queue_name}\t{redis_id}" if job_id else ""],
+            client=client,
+        )
 
 
 def build_broker(settings: Settings) -> FramequeueBroker:

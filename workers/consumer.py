@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import dramatiq
 import redis
 from dramatiq.broker import MessageProxy
+from dramatiq.brokers import redis as dramatiq_redis
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import compute_backoff
+from dramatiq.common import compute_backoff, current_millis
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.logging import get_logger
 
@@ -22,6 +24,10 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
 #: Wake-up tokens kept per queue at most: enough to wake every idle consumer of a burst, and
 #: bounded when nobody is idle to take them.
 WAKE_TOKENS_KEPT = 64
+#: Longest wait of a consumer with nothing outstanding, in ms: what arrives without a wake token (a dead
+#: worker's messages put back) is found within it, and a stopping worker waits it out, as dramatiq's own
+#: default worker timeout makes it.
+IDLE_WAIT_MS = 1000
 
 
 def wake_key(namespace: str, queue_name: str) -> str:
@@ -29,11 +35,12 @@ def wake_key(namespace: str, queue_name: str) -> str:
     return f"{namespace}:__wake__.{queue_name}"
 
 
-def push_wake_token(pipe: redis.client.Pipeline, namespace: str, queue_name: str) -> None:
-    """Queue on ``pipe`` the token that wakes one idle consumer of ``queue_name``."""
-    key = wake_key(namespace, queue_name)
-    pipe.lpush(key, 1)
-    pipe.ltrim(key, 0, WAKE_TOKENS_KEPT - 1)
+def around_dramatiq_dispatch(script: str) -> bytes:
+    """The Lua of ``script`` (a file beside this module) after dramatiq's dispatch script, wrapped as it is
+    in the function ``dramatiq_dispatch(KEYS, ARGV)``, so that framequeue's additions run in the same call
+    and the queue is written exactly as the installed dramatiq writes it (workers/enqueue.lua, fetch.lua)."""
+    return b"".join([b"local function dramatiq_dispatch(KEYS, ARGV)\n", dramatiq_redis._scripts["dispatch"],
+                     b"\nend\n", Path(__file__).with_name(script).read_bytes()])
 
 
 #: The id of a message in this worker's ack set for a queue whose body is ARGV[1] (any id whose body is gone,
@@ -84,12 +91,14 @@ class FramequeueConsumer(_RedisConsumer):
 
     dramatiq's consumer finds an idle queue empty and sleeps before it looks again, so a message
     enqueued meanwhile waits up to the worker timeout (framequeue's ``queue_poll_max_ms``) at every
-    stage hop. Here an idle consumer blocks on its queue's wake list instead (``BLPOP`` with that
-    timeout), and every enqueue pushes a token onto it: the next fetch follows at once. A token
-    pushed while no one waited is found by the next wait, so none is missed; a spare one costs one
-    empty fetch. The timeout still bounds each wait, as the sleep did, for what arrives without a
-    token (dramatiq's requeue of a dead worker's messages) and for this thread's other duties
-    (acknowledgements, due delayed messages).
+    stage hop. Here a consumer whose last fetch emptied its queue blocks on the queue's wake list
+    instead (``BLPOP``), and every enqueue pushes a token onto it (workers/enqueue.lua): the next
+    fetch follows at once. A token pushed while no one waited is found by the next wait, so none is
+    missed; the fetch that empties a queue drops its tokens, pushed for messages it has just taken
+    (workers/fetch.lua), so a hop costs one wait and one fetch. The wait is bounded by the poll
+    timeout while the thread has duties (acknowledgements, delayed messages coming due), and by
+    ``IDLE_WAIT_MS`` when it has none, for what arrives without a token (dramatiq's requeue of a
+    dead worker's messages).
 
     dramatiq decodes each fetched body in ``__next__``; one that is not a message raises out of it,
     and the consumer thread restarts: the rest of its prefetch is dropped from memory while the ids
@@ -104,9 +113,12 @@ class FramequeueConsumer(_RedisConsumer):
         super().__init__(broker, queue_name, prefetch, timeout)
         self.logger = get_logger(__name__, type(self))
         self._find_fetched = broker.client.register_script(_FIND_FETCHED_LUA)
+        self._fetch_script = broker.client.register_script(around_dramatiq_dispatch("fetch.lua"))
         self._keys = [f"{broker.namespace}:__acks__.{broker.broker_id}.{queue_name}",
                       f"{broker.namespace}:{queue_name}.msgs"]
         self._wake_key = wake_key(broker.namespace, queue_name)
+        #: Whether this consumer's last fetch left the queue empty (and dropped its stale wake tokens).
+        self._drained = False
 
     def __next__(self) -> MessageProxy | None:
         # dramatiq's own loop (brokers/redis.py), but for what it does with each body it fetched.
@@ -119,17 +131,38 @@ class FramequeueConsumer(_RedisConsumer):
                         return message
                     continue
                 if self.outstanding_message_count < self.prefetch:
-                    wanted = self.prefetch - self.outstanding_message_count
-                    self.message_cache = self.broker.do_fetch(self.queue_name, wanted)
-                if not self.message_cache:
-                    if self.outstanding_message_count < self.prefetch:
-                        self.broker.client.blpop([self._wake_key], timeout=self.timeout / 1000)
-                    else:  # full: only acknowledgements free a place, and this thread sends them
-                        self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-                        time.sleep(backoff_ms / 1000)
-                    return None
+                    if not self._drained:
+                        wanted = self.prefetch - self.outstanding_message_count
+                        self.message_cache, self._drained = self._fetch(wanted)
+                        if self.message_cache:
+                            continue
+                    # Our last fetch emptied the queue: nothing is worth fetching before a token comes.
+                    self.broker.client.blpop([self._wake_key], timeout=self._wait_ms() / 1000)
+                    self._drained = False
+                else:  # full: only acknowledgements free a place, and this thread sends them
+                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                    time.sleep(backoff_ms / 1000)
+                return None
         except redis.ConnectionError as error:
             raise ConnectionClosed(error) from None
+
+    def _fetch(self, count: int) -> tuple[list[bytes | None], bool]:
+        """Up to ``count`` message bodies, as dramatiq's fetch takes them, and whether the queue is empty now
+        (then its stale wake tokens are gone too: workers/fetch.lua)."""
+        broker = self.broker
+        args = ["fetch", current_millis(), self.queue_name, broker.broker_id, broker.heartbeat_timeout,
+                broker.dead_message_ttl, broker._should_do_maintenance("fetch"), broker._max_unpack_size(), count]
+        keys = [broker.namespace, f"{broker.namespace}:{self.queue_name}", self._wake_key]
+        empty, bodies = self._fetch_script(keys=keys, args=args)
+        return bodies, bool(empty)
+
+    def _wait_ms(self) -> float:
+        """How long an idle wait may last: the poll timeout while this thread has duties (acknowledgements to
+        send, delayed messages coming due), else ``IDLE_WAIT_MS``, since every enqueue wakes it; and always
+        less than the client's read timeout (redis-py's default is 5 s), which would fail a longer wait."""
+        wait_ms = self.timeout if self.outstanding_message_count else max(self.timeout, IDLE_WAIT_MS)
+        read_timeout_s = self.broker.client.connection_pool.connection_kwargs.get("socket_timeout")
+        return min(wait_ms, read_timeout_s * 1000 * 0.8) if read_timeout_s else wait_ms
 
     def _take(self, data: bytes | None) -> MessageProxy | None:
         """The fetched message for a worker thread, or None when it was poison (now dead-lettered)."""

@@ -36,6 +36,9 @@ WOKEN_WITHIN_S = 20
 @pytest.fixture
 def own_broker(settings: Settings) -> Iterator[FramequeueBroker]:
     broker = build_broker(settings.model_copy(update={"namespace": f"wake-{uuid.uuid4().hex[:8]}"}))
+    # The consumers here wait up to a minute: longer than redis-py's default read timeout, which the
+    # consumer keeps its waits under (a consumer that only polled would then poll every few seconds).
+    broker.client.connection_pool.connection_kwargs["socket_timeout"] = None
     yield broker
     broker.close()
 
@@ -104,3 +107,41 @@ def test_tokens_nobody_waits_for_stay_bounded(own_broker: FramequeueBroker) -> N
                                               options={}) for n in range(WAKE_TOKENS_KEPT * 3)])
 
     assert own_broker.client.llen(wake_key(own_broker.namespace, "video")) == WAKE_TOKENS_KEPT
+
+
+def test_the_fetch_that_empties_a_queue_drops_its_tokens_so_the_next_wait_sleeps(
+    own_broker: FramequeueBroker,
+) -> None:
+    own_broker.declare_queue("video")
+    own_broker.enqueue_many([dramatiq.Message(queue_name="video", actor_name="video", args=(str(n),), kwargs={},
+                                              options={}) for n in range(3)])
+    consumer = own_broker.consume("video", prefetch=8, timeout=POLL_MS)
+    assert isinstance(consumer, FramequeueConsumer)
+
+    taken = [next(consumer) for _ in range(3)]
+
+    assert all(message is not None for message in taken)
+    # The three tokens were for these messages: one left would wake the consumer for an empty fetch.
+    assert own_broker.client.llen(wake_key(own_broker.namespace, "video")) == 0
+
+
+def test_a_fetch_that_leaves_messages_keeps_the_tokens(own_broker: FramequeueBroker) -> None:
+    own_broker.declare_queue("video")
+    own_broker.enqueue_many([dramatiq.Message(queue_name="video", actor_name="video", args=(str(n),), kwargs={},
+                                              options={}) for n in range(3)])
+    consumer = own_broker.consume("video", prefetch=1, timeout=POLL_MS)
+
+    assert next(consumer) is not None
+    assert own_broker.client.llen(wake_key(own_broker.namespace, "video")) == 3
+
+
+def test_an_idle_wait_stays_under_the_clients_read_timeout(settings: Settings) -> None:
+    broker = build_broker(settings.model_copy(update={"namespace": f"wake-{uuid.uuid4().hex[:8]}"}))
+    try:
+        broker.client.connection_pool.connection_kwargs["socket_timeout"] = 2.0
+        consumer = broker.consume("video", prefetch=2, timeout=POLL_MS)
+        assert isinstance(consumer, FramequeueConsumer)
+        # A wait past the read timeout would fail with redis-py's TimeoutError and restart the consumer thread.
+        assert consumer._wait_ms() < 2000
+    finally:
+        broker.close()

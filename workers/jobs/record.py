@@ -198,8 +198,12 @@ class JobStatusStore:
         names the batch's counters, which its final state increments (at once, if it is accepted
         finished). ``fields``, and ``fields_of(spec)`` for each job, are extra record fields.
         """
+        if not specs:
+            return []
         now = f"{time.time():.6f}"
-        pipe = self.client.pipeline(transaction=False)
+        # One job goes as one script call; more as a pipeline, which redis-py precedes with a round trip
+        # that asks whether Redis knows the script.
+        pipe: Client = self.client.pipeline(transaction=False) if len(specs) > 1 else self.client
         for spec in specs:
             record: dict[str, Any] = {
                 "id": spec.id, "state": state, "kind": spec.kind.value, "stage": "",
@@ -218,8 +222,8 @@ class JobStatusStore:
             args = [EVENTS_MAXLEN, now, spec.id, "1" if emit else "",
                     *((message.redis_id, message.body, message.queue_name) if message else ("", "", "")),
                     self._retention_ms, *(item for pair in record.items() for item in pair)]
-            self._accept(keys=keys, args=args, client=pipe)
-        return [bool(new) for new in pipe.execute()]
+            accepted = self._accept(keys=keys, args=args, client=pipe)
+        return [bool(new) for new in (pipe.execute() if isinstance(pipe, redis.client.Pipeline) else [accepted])]
 
     def transition(self, job_id: str, state: str, stage: str = "", error: str = "", **fields: str) -> bool:
         """Move a job to ``state`` (with extra fields) unless it has finished. True if it moved."""

@@ -23,6 +23,7 @@ import bisect
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis
 
@@ -40,6 +41,7 @@ MINUTE_TTL_S = 2 * 3600
 WINDOW_MINUTES = 60
 
 Client = redis.Redis | redis.client.Pipeline
+_STATS_LUA = (Path(__file__).parent / "stage_stats.lua").read_text()
 
 
 def total_key(namespace: str) -> str:
@@ -62,16 +64,11 @@ def _bucket_of(duration_s: float) -> str:
 
 
 def record_run(pipe: Client, namespace: str, actor: str, duration_s: float, *, now_s: float | None = None) -> None:
-    """Queue the counts of a run of ``actor`` that returned after ``duration_s``."""
+    """Queue the counts of a run of ``actor`` that returned after ``duration_s``: one script call."""
     if stage_of_actor(actor) not in STAGES:
         return  # a message for an unknown actor must not add fields to the hash
-    bucket = _bucket_of(duration_s)
-    minute = _this_minute(namespace, now_s)
-    for key in (total_key(namespace), minute):
-        pipe.hincrby(key, f"{actor}:le:{bucket}", 1)
-        pipe.hincrbyfloat(key, f"{actor}:sum", duration_s)
-        pipe.hincrby(key, f"{actor}:succeeded", 1)
-    pipe.expire(minute, MINUTE_TTL_S)
+    _count(pipe, namespace, now_s, [f"{actor}:sum", repr(duration_s), f"{actor}:le:{_bucket_of(duration_s)}",
+                                    f"{actor}:succeeded"])
 
 
 def record_outcome(pipe: Client, namespace: str, actor: str, outcome: str, *, now_s: float | None = None) -> None:
@@ -80,10 +77,13 @@ def record_outcome(pipe: Client, namespace: str, actor: str, outcome: str, *, no
         raise ValueError(f"record_outcome takes failed or retried, not {outcome!r}")
     if stage_of_actor(actor) not in STAGES:
         return
-    minute = _this_minute(namespace, now_s)
-    for key in (total_key(namespace), minute):
-        pipe.hincrby(key, f"{actor}:{outcome}", 1)
-    pipe.expire(minute, MINUTE_TTL_S)
+    _count(pipe, namespace, now_s, ["", "", f"{actor}:{outcome}"])
+
+
+def _count(pipe: Client, namespace: str, now_s: float | None, args: list[str]) -> None:
+    """Queue stage_stats.lua with ``args`` (sum field, seconds, fields to count). The script goes whole (EVAL),
+    not by its hash: redis-py asks Redis whether it knows a pipeline's scripts first, a round trip of its own."""
+    pipe.eval(_STATS_LUA, 2, total_key(namespace), _this_minute(namespace, now_s), MINUTE_TTL_S, *args)
 
 
 def _this_minute(namespace: str, now_s: float | None) -> str:
