@@ -261,6 +261,11 @@ class Catalog(_Strict):
     def of_stage(self, stage: str) -> list[CatalogModel]:
         return [model for model in self.models.values() if model.stage == stage]
 
+    def queue_models(self, stage: str) -> list[str | None]:
+        """The models that have queues of their own for ``stage`` (``image.sd-turbo``); ``[None]`` for a stage
+        that runs no catalog model and has one queue per priority."""
+        return [model.id for model in self.of_stage(stage)] if stage in MODEL_STAGES else [None]
+
     def route(self, job: JobSpec, stage: str, chosen: Mapping[str, str] = {}) -> str | None:
         """The model that runs ``stage`` of ``job`` (None for a stage that runs no catalog model).
 

@@ -76,7 +76,9 @@ class Settings(BaseSettings):
     frames_backend: str | None = None
     #: Most image renders of one shape (size, steps, negative prompt) a worker process makes in one
     #: model call, gathered from its threads (so give it as many threads); 1: each renders alone.
-    #: One image model per deployment, so this is that model's setting (workers/stages/batching.py).
+    #: The img2img frames backend's keyframes are batched by the same setting (different jobs' keyframes
+    #: of one shape: workers/stages/keyframe_batching.py); both batchers are per model, but the setting
+    #: is one for every model (workers/stages/batching.py).
     image_batch_max: int = Field(default=1, ge=1)
     #: How long the first render of a batch waits for others of its shape, in ms.
     image_batch_window_ms: float = Field(default=50.0, ge=0)

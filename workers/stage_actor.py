@@ -23,7 +23,7 @@ from pipelines.errors import Interrupted
 from queue_config.catalog import Catalog, catalog_of
 from queue_config.jobs import Priority
 from queue_config.settings import get_settings
-from queue_config.stages import BATCH_PRIORITY, INTERACTIVE_PRIORITY, MODEL_STAGES, STAGES, stage_plan
+from queue_config.stages import BATCH_PRIORITY, INTERACTIVE_PRIORITY, STAGES, stage_plan
 from workers.errors import Deferred, InvalidJob, ModelUnavailable, NoUsableKey
 from workers.jobs.cancellations import CancelledJobs, running_job
 from workers.jobs.messages import StageMessage, enqueue_stage
@@ -115,7 +115,7 @@ def declare_stage_actors(
     actors: dict[str, dramatiq.Actor[..., None]] = {}
     for stage, function in functions.items():
         options = STAGES[stage]
-        models = [model.id for model in catalog.of_stage(stage)] if stage in MODEL_STAGES else [None]
+        models = catalog.queue_models(stage)
         for (priority, dramatiq_priority), model in itertools.product(priorities, models):
             name, run_stage = options.actor_name(priority, model), declare(stage, function, model)
             actors[name] = dramatiq.actor(

@@ -148,8 +148,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # A model a command loads (the prompt screen's embeddings at submit) draws no progress bar:
-    # stderr is for the command's one-line error.
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     return run_command(args.handler, args, get_settings)
 

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from queue_config.catalog import Catalog, catalog_of
 from queue_config.settings import get_settings
-from queue_config.stages import MODEL_STAGES, STAGES, is_batch_queue, model_of_actor, stage_of_actor
+from queue_config.stages import STAGES, is_batch_queue, model_of_actor, stage_of_actor
 from workers.jobs.messages import job_id_in
 from workers.jobs.record import JobStatusStore
 from workers.keys.pool import redis_now_ms
@@ -98,7 +98,7 @@ def queue_names(catalog: Catalog | None = None) -> list[str]:
     process settings' catalog), each interactive queue before its batch queue."""
     catalog = catalog or catalog_of(get_settings())
     return [queue for stage, options in STAGES.items()
-            for model in ([m.id for m in catalog.of_stage(stage)] if stage in MODEL_STAGES else [None])
+            for model in catalog.queue_models(stage)
             for queue in options.queue_names(model)]
 
 

@@ -27,6 +27,7 @@ import redis
 
 from queue_config.tenants import Tenant
 from workers.errors import OverCap
+from workers.jobs.usage import day_key, utc_day
 from workers.limits import JobCap, RedisLimiter
 from workers.tenants.errors import OverQuota
 
@@ -36,8 +37,8 @@ QUEUED_RETRY_AFTER_S = 30
 
 
 def usage_day_key(namespace: str, tenant_id: str, now_s: float) -> str:
-    """The usage hash of ``tenant_id``'s UTC day at ``now_s`` (the key workers/jobs/usage.py writes)."""
-    return f"{namespace}:usage:{tenant_id}:{time.strftime('%Y-%m-%d', time.gmtime(now_s))}"
+    """The usage hash of ``tenant_id``'s UTC day at ``now_s``, which workers/jobs/usage.py writes."""
+    return day_key(namespace, tenant_id, utc_day(now_s))
 
 
 def seconds_to_next_day(now_s: float) -> int:
