@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import dramatiq  # noqa: E402
 import psutil  # noqa: E402
+import redis  # noqa: E402
 from dramatiq.brokers.redis import RedisBroker  # noqa: E402
 
 from queue_config.jobs import JobKind, JobSpec  # noqa: E402
@@ -57,11 +58,13 @@ def wait_until(condition, timeout_s: float = 600.0, interval_s: float = 0.02) ->
         time.sleep(interval_s)
 
 
-def bare_dramatiq_jobs_per_s(redis_url: str, jobs: int, threads: int, namespace: str) -> float:
-    """A chain of DEPTH plain dramatiq actors, each sending to the next; the last counts."""
-    broker = RedisBroker(client=redis_client(redis_url), namespace=namespace)
-    client = redis_client(redis_url)
-    done_key = f"{namespace}:done"
+def done_key(namespace: str) -> str:
+    """The counter the last stage of a benchmark pipeline increments."""
+    return f"{namespace}:bench-done"
+
+
+def bare_actors(broker: dramatiq.Broker, client: redis.Redis, namespace: str) -> list[dramatiq.Actor]:
+    """A chain of DEPTH plain dramatiq actors, a queue each, each sending to the next; the last counts."""
     actors: list[dramatiq.Actor] = []
 
     def make(position: int) -> dramatiq.Actor:
@@ -69,14 +72,22 @@ def bare_dramatiq_jobs_per_s(redis_url: str, jobs: int, threads: int, namespace:
             if position + 1 < DEPTH:
                 actors[position + 1].send(job_id)
             else:
-                client.incr(done_key)
+                client.incr(done_key(namespace))
 
         return dramatiq.actor(step, actor_name=f"bare_{position}", queue_name=f"bare_{position}", broker=broker)
 
     actors.extend(make(position) for position in range(DEPTH))
+    return actors
+
+
+def bare_dramatiq_jobs_per_s(redis_url: str, jobs: int, threads: int, namespace: str) -> float:
+    """Jobs through ``bare_actors`` in this process."""
+    client = redis_client(redis_url)
+    broker = RedisBroker(client=client, namespace=namespace)
+    first = bare_actors(broker, client, namespace)[0]
     for number in range(jobs):
-        actors[0].send(str(number))
-    return _drain(broker, threads, lambda: int(client.get(done_key) or 0) >= jobs, jobs)
+        first.send(str(number))
+    return _drain(broker, threads, lambda: int(client.get(done_key(namespace)) or 0) >= jobs, jobs)
 
 
 class NothingFound:
@@ -123,8 +134,7 @@ def framequeue_jobs_per_s(
     status = runtime.status
     if not status_middleware:
         broker.middleware[:] = [m for m in broker.middleware if not isinstance(m, JobStatusMiddleware)]
-        done_key = f"{settings.namespace}:bench-done"
-        functions = no_op_stages(lambda: status.client.incr(done_key))
+        functions = no_op_stages(lambda: status.client.incr(done_key(settings.namespace)))
     declare_stage_actors(broker, functions or no_op_stages(), lambda: runtime, catalog=runtime.catalog)
     ids = []
     for number in range(jobs):
@@ -134,7 +144,7 @@ def framequeue_jobs_per_s(
         ids.append(spec.id)
 
     if not status_middleware:
-        return _drain(broker, threads, lambda: int(status.client.get(done_key) or 0) >= jobs, jobs)
+        return _drain(broker, threads, lambda: int(status.client.get(done_key(settings.namespace)) or 0) >= jobs, jobs)
     done = 0
 
     def all_succeeded() -> bool:

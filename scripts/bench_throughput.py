@@ -30,12 +30,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dramatiq
-import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
-from scripts.bench import DEPTH, NothingFound, no_op_stages, wait_until
+from scripts.bench import DEPTH, NothingFound, bare_actors, done_key, no_op_stages, wait_until
 from workers.broker import build_broker
 from workers.jobs.submit import accept_jobs, submit_job
 from workers.redis_connection import redis_client
@@ -47,29 +46,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 100
 
 
-def _done_key(namespace: str) -> str:
-    return f"{namespace}:bench-done"
-
-
-def bare_actors(broker: dramatiq.Broker, client: redis.Redis, namespace: str) -> list[dramatiq.Actor]:
-    """A chain of DEPTH plain dramatiq actors, a queue each, each sending to the next; the last counts."""
-    actors: list[dramatiq.Actor] = []
-
-    def make(position: int) -> dramatiq.Actor:
-        def step(job_id: str) -> None:
-            if position + 1 < DEPTH:
-                actors[position + 1].send(job_id)
-            else:
-                client.incr(_done_key(namespace))
-
-        return dramatiq.actor(step, actor_name=f"bare_{position}", queue_name=f"bare_{position}", broker=broker)
-
-    actors.extend(make(position) for position in range(DEPTH))
-    return actors
-
-
-def _pipeline(kind: str, url: str, namespace: str, data_dir: Path) -> tuple[dramatiq.Broker, Callable[[int], None],
-                                                                          Callable[[list[int]], None]]:
+def _pipeline(kind: str, url: str, namespace: str, data_dir: Path) -> tuple[dramatiq.Broker, Callable[[int], object],
+                                                                          Callable[[list[int]], object]]:
     """The broker of ``kind`` ("bare" or "framequeue") with its actors declared, and its two ways to submit
     (one job; a list of jobs at once)."""
     client = redis_client(url)
@@ -80,7 +58,7 @@ def _pipeline(kind: str, url: str, namespace: str, data_dir: Path) -> tuple[dram
     settings = Settings(redis_url=url, namespace=namespace, data_dir=data_dir)
     fq_broker = build_broker(settings)
     runtime = Runtime(settings)
-    declare_stage_actors(fq_broker, no_op_stages(lambda: client.incr(_done_key(namespace))), lambda: runtime,
+    declare_stage_actors(fq_broker, no_op_stages(lambda: client.incr(done_key(namespace))), lambda: runtime,
                          catalog=runtime.catalog)
 
     def spec(number: int) -> JobSpec:
@@ -131,7 +109,7 @@ def jobs_per_s(kind: str, url: str, namespace: str, data_dir: Path, *, jobs: int
         if not concurrent:
             started = time.perf_counter()
             client.rpush(f"{namespace}:bench-go", *[1] * processes)
-        wait_until(lambda: int(client.get(_done_key(namespace)) or 0) >= jobs, interval_s=0.01)
+        wait_until(lambda: int(client.get(done_key(namespace)) or 0) >= jobs, interval_s=0.01)
         return jobs / (time.perf_counter() - started), jobs / submitted
     finally:
         for worker in workers:
