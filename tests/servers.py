@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -134,3 +135,21 @@ def worker_and_reconciler(env: dict[str, str], artifacts_dir: Path, name: str) -
             reconciler.send_signal(signal.SIGTERM)
             reconciler.wait(30)
     assert reconciler.returncode == 0, f"the reconciler exited with {reconciler.returncode}"
+
+
+@contextmanager
+def stage_worker(broker: Any, runtime: Any, functions: Any, *, threads: int = 4) -> Iterator[None]:
+    """An in-process dramatiq worker of ``threads`` running the stage ``functions`` on ``broker`` with
+    ``runtime``, stopped (and the broker closed) on leaving."""
+    import dramatiq
+
+    from workers.stage_actor import declare_stage_actors
+
+    declare_stage_actors(broker, functions, lambda: runtime, catalog=runtime.catalog)
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+    try:
+        yield
+    finally:
+        worker.stop()
+        broker.close()

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import dramatiq
 import numpy as np
 import pytest
 import torch
@@ -29,12 +28,11 @@ from pipelines.errors import ShouldStop, stop_if_asked
 from pipelines.progress import StepProgress
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
-from tests.servers import wait_for
+from tests.servers import stage_worker, wait_for
 from tests.workers.test_job_flow import wait_until_finished
 from workers.broker import FramequeueBroker, build_broker
 from workers.jobs.submit import submit_job
 from workers.runtime import Runtime
-from workers.stage_actor import declare_stage_actors
 from workers.stages import STAGE_FUNCTIONS
 from workers.stages.batching import ImageBatcher, RenderRequest
 
@@ -328,14 +326,8 @@ def batching_worker(settings: Settings, tiny_profile) -> Iterator[Worked]:  # ty
     assert (batcher.max_batch, batcher.window_ms) == (4, 5_000.0)
     counting = CountingTextToImage(batcher.model)
     batcher.model = counting
-    declare_stage_actors(broker, STAGE_FUNCTIONS, lambda: runtime, catalog=runtime.catalog)
-    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
-    worker.start()
-    try:
+    with stage_worker(broker, runtime, STAGE_FUNCTIONS):
         yield broker, runtime, counting
-    finally:
-        worker.stop()
-        broker.close()
 
 
 def test_eight_image_jobs_through_a_batching_worker_all_succeed_with_their_own_images(

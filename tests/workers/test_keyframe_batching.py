@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
-import dramatiq
 import numpy as np
 import PIL.Image
 import pytest
@@ -29,12 +28,12 @@ from pipelines.frames_img2img import Img2ImgFrames, Keyframe
 from pipelines.progress import StepProgress
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
+from tests.servers import stage_worker
 from tests.workers.test_job_flow import wait_until_finished
 from tests.workers.test_progress import progress_events
 from workers.broker import FramequeueBroker, build_broker
 from workers.jobs.submit import submit_job
 from workers.runtime import Runtime
-from workers.stage_actor import declare_stage_actors
 from workers.stages import STAGE_FUNCTIONS
 from workers.stages.codecs import frames_from_bytes, image_from_bytes
 from workers.stages.keyframe_batching import KeyframeBatcher
@@ -272,14 +271,8 @@ def keyframe_worker(settings: Settings, tiny_profile) -> Iterator[Worked]:  # ty
     assert (batcher.max_batch, batcher.window_ms) == (4, 5_000.0)
     counting = CountingKeyframes(batcher.model)  # type: ignore[arg-type]
     batcher.model = counting
-    declare_stage_actors(broker, STAGE_FUNCTIONS, lambda: runtime, catalog=runtime.catalog)
-    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
-    worker.start()
-    try:
+    with stage_worker(broker, runtime, STAGE_FUNCTIONS):
         yield broker, runtime, counting
-    finally:
-        worker.stop()
-        broker.close()
 
 
 def test_four_img2img_video_jobs_through_a_batching_worker_succeed_with_their_own_frames(
