@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,7 @@ from queue_config.jobs import JobKind, JobSpec  # noqa: E402
 from queue_config.safety_policy import Check, SafetyFinding  # noqa: E402
 from queue_config.settings import Settings  # noqa: E402
 from queue_config.stages import STAGES, stage_plan  # noqa: E402
-from workers.broker import build_broker  # noqa: E402
+from workers.broker import FramequeueBroker, build_broker  # noqa: E402
 from workers.embedded_redis import private_redis_server  # noqa: E402
 from workers.jobs.record import TERMINAL_STATES, JobStatusStore  # noqa: E402
 from workers.jobs.submit import submit_job  # noqa: E402
@@ -88,6 +89,60 @@ def bare_dramatiq_jobs_per_s(redis_url: str, jobs: int, threads: int, namespace:
     for number in range(jobs):
         first.send(str(number))
     return _drain(broker, threads, lambda: int(client.get(done_key(namespace)) or 0) >= jobs, jobs)
+
+
+def timed_jobs_s(broker: FramequeueBroker, runtime: Runtime, spec_of: Callable[[int], JobSpec], *, jobs: int,
+                 threads: int, on_warm: Callable[[], object] = lambda: None) -> float:
+    """Seconds ``jobs`` jobs (``spec_of(0..jobs-1)``) take to succeed through the real stage functions on one
+    in-process worker of ``threads``, after a warm-up of ``threads`` jobs that loads the models (then
+    ``on_warm`` is called, e.g. to forget the warm-up's model calls)."""
+    from workers.stages import STAGE_FUNCTIONS
+
+    declare_stage_actors(broker, STAGE_FUNCTIONS, lambda: runtime, catalog=runtime.catalog)
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+
+    def finish(specs: list[JobSpec]) -> float:
+        started = time.perf_counter()
+        for spec in specs:
+            submit_job(broker, runtime.status, spec, catalog=runtime.catalog)
+        wait_until(lambda: all(runtime.status.state_of(spec.id) in TERMINAL_STATES for spec in specs),
+                   interval_s=0.02)
+        elapsed_s = time.perf_counter() - started
+        states = {runtime.status.state_of(spec.id) for spec in specs}
+        assert states == {"succeeded"}, states
+        return elapsed_s
+
+    try:
+        finish([spec_of(10_000 + seed) for seed in range(threads)])
+        on_warm()
+        return finish([spec_of(seed) for seed in range(jobs)])
+    finally:
+        worker.stop()
+        broker.close()
+
+
+def speedup(one_by_one: Callable[[], object], together: Callable[[], object], rounds: int) -> float:
+    """How many times faster ``together`` runs than ``one_by_one`` (median of ``rounds``, after a warm-up)."""
+    def seconds(run: Callable[[], object]) -> float:
+        started = time.perf_counter()
+        run()
+        return time.perf_counter() - started
+
+    together()
+    return statistics.median(seconds(one_by_one) / seconds(together) for _ in range(rounds))
+
+
+def alternating_medians(run_round: Callable[[int], tuple[float, ...]], settings: Sequence[int],
+                        rounds: int) -> dict[int, tuple[float, ...]]:
+    """Each setting's median results over ``rounds`` rounds that run every setting in turn, so that a busy
+    spell on the machine falls on every setting."""
+    runs: dict[int, list[tuple[float, ...]]] = {setting: [] for setting in settings}
+    for _ in range(rounds):
+        for setting in settings:
+            runs[setting].append(run_round(setting))
+    return {setting: tuple(statistics.median(values) for values in zip(*results, strict=True))
+            for setting, results in runs.items()}
 
 
 class NothingFound:

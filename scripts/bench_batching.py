@@ -20,19 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import dramatiq
-
 from pipelines import ImageOutput, TextToImage, resolve_profile
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
-from scripts.bench import wait_until
+from scripts.bench import alternating_medians, speedup, timed_jobs_s
 from scripts.bench_keyframe_batching import bench_keyframe_batching
 from workers.broker import build_broker
-from workers.jobs.record import TERMINAL_STATES
-from workers.jobs.submit import submit_job
 from workers.runtime import Runtime
-from workers.stage_actor import declare_stage_actors
-from workers.stages import STAGE_FUNCTIONS
 
 BATCH_SIZES = (1, 4, 8)
 JOBS = 32
@@ -71,28 +65,7 @@ def run_round(redis_url: str, data_dir: Path, batch_max: int) -> tuple[float, fl
     batcher = runtime.image_batcher(runtime.catalog.defaults["image"])
     timed = TimedModel(batcher.model)
     batcher.model = timed
-    declare_stage_actors(broker, STAGE_FUNCTIONS, lambda: runtime, catalog=runtime.catalog)
-    worker = dramatiq.Worker(broker, worker_threads=THREADS, worker_timeout=100)
-    worker.start()
-
-    def finish(specs: list[JobSpec]) -> float:
-        started = time.perf_counter()
-        for spec in specs:
-            submit_job(broker, runtime.status, spec, catalog=runtime.catalog)
-        wait_until(lambda: all(runtime.status.state_of(spec.id) in TERMINAL_STATES for spec in specs),
-                   interval_s=0.02)
-        elapsed_s = time.perf_counter() - started
-        states = {runtime.status.state_of(spec.id) for spec in specs}
-        assert states == {"succeeded"}, states
-        return elapsed_s
-
-    try:
-        finish([spec_of(10_000 + seed) for seed in range(THREADS)])  # warm-up: loads the models
-        timed.calls.clear()
-        elapsed_s = finish([spec_of(seed) for seed in range(JOBS)])
-    finally:
-        worker.stop()
-        broker.close()
+    elapsed_s = timed_jobs_s(broker, runtime, spec_of, jobs=JOBS, threads=THREADS, on_warm=timed.calls.clear)
     model_s = max(end for _, end, _ in timed.calls) - min(start for start, _, _ in timed.calls)
     return JOBS / elapsed_s, JOBS / model_s, statistics.mean(size for _, _, size in timed.calls)
 
@@ -103,29 +76,16 @@ def model_alone_speedup(data_dir: Path, batch: int) -> float:
     model = TextToImage.from_pretrained(profile.image_model, "cpu")
     prompts, seeds = [f"a harbour at dawn, take {seed}" for seed in range(batch)], list(range(batch))
 
-    def seconds(render: Callable[[], object]) -> float:
-        started = time.perf_counter()
-        render()
-        return time.perf_counter() - started
-
     def one_by_one() -> None:
         for prompt, seed in zip(prompts, seeds, strict=True):
             model([prompt], seeds=[seed], width=SIDE_PX, height=SIDE_PX, steps=STEPS)
 
-    def together() -> None:
-        model(prompts, seeds=seeds, width=SIDE_PX, height=SIDE_PX, steps=STEPS)
-
-    together()  # warm-up
-    return statistics.median(seconds(one_by_one) / seconds(together) for _ in range(ROUNDS))
+    return speedup(one_by_one, lambda: model(prompts, seeds=seeds, width=SIDE_PX, height=SIDE_PX, steps=STEPS),
+                   ROUNDS)
 
 
 def bench_batching(redis_url: str, data_dir: Path) -> None:
-    rounds: dict[int, list[tuple[float, float, float]]] = {batch_max: [] for batch_max in BATCH_SIZES}
-    for _ in range(ROUNDS):  # alternating, so that a busy spell on the machine falls on every setting
-        for batch_max in BATCH_SIZES:
-            rounds[batch_max].append(run_round(redis_url, data_dir, batch_max))
-    results = {batch_max: tuple(statistics.median(values) for values in zip(*runs, strict=True))
-               for batch_max, runs in rounds.items()}
+    results = alternating_medians(lambda batch_max: run_round(redis_url, data_dir, batch_max), BATCH_SIZES, ROUNDS)
     jobs_1, renders_1, _ = results[1]
     print(f"(n) batched image renders: {JOBS} tiny-profile image jobs ({SIDE_PX}x{SIDE_PX}, {STEPS} steps, CPU), "
           f"one worker of {THREADS} threads, window 50 ms, medians of {ROUNDS} alternating rounds")

@@ -13,14 +13,12 @@ the last one's end).
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import dramatiq
 import PIL.Image
 
 from pipelines import Img2ImgFrames, TextToImage, resolve_profile
@@ -28,13 +26,9 @@ from pipelines.errors import ShouldStop
 from pipelines.frames_img2img import Keyframe
 from queue_config.jobs import JobKind, JobSpec
 from queue_config.settings import Settings
-from scripts.bench import wait_until
+from scripts.bench import alternating_medians, speedup, timed_jobs_s
 from workers.broker import build_broker
-from workers.jobs.record import TERMINAL_STATES
-from workers.jobs.submit import submit_job
 from workers.runtime import Runtime
-from workers.stage_actor import declare_stage_actors
-from workers.stages import STAGE_FUNCTIONS
 from workers.stages.keyframe_batching import KeyframeModel
 
 BATCH_SIZES = (1, 4, 8)
@@ -85,28 +79,7 @@ def run_round(redis_url: str, data_dir: Path, batch_max: int) -> tuple[float, fl
     batcher = runtime.keyframe_batcher("img2img")
     timed = TimedKeyframes(batcher.model)
     batcher.model = timed
-    declare_stage_actors(broker, STAGE_FUNCTIONS, lambda: runtime, catalog=runtime.catalog)
-    worker = dramatiq.Worker(broker, worker_threads=THREADS, worker_timeout=100)
-    worker.start()
-
-    def finish(specs: list[JobSpec]) -> float:
-        started = time.perf_counter()
-        for spec in specs:
-            submit_job(broker, runtime.status, spec, catalog=runtime.catalog)
-        wait_until(lambda: all(runtime.status.state_of(spec.id) in TERMINAL_STATES for spec in specs),
-                   interval_s=0.02)
-        elapsed_s = time.perf_counter() - started
-        states = {runtime.status.state_of(spec.id) for spec in specs}
-        assert states == {"succeeded"}, states
-        return elapsed_s
-
-    try:
-        finish([spec_of(10_000 + seed) for seed in range(THREADS)])  # warm-up: loads the models
-        timed.calls.clear()
-        elapsed_s = finish([spec_of(seed) for seed in range(JOBS)])
-    finally:
-        worker.stop()
-        broker.close()
+    elapsed_s = timed_jobs_s(broker, runtime, spec_of, jobs=JOBS, threads=THREADS, on_warm=timed.calls.clear)
     renders = sum(size for _, _, size in timed.calls)
     model_s = max(end for _, end, _ in timed.calls) - min(start for start, _, _ in timed.calls)
     return JOBS / elapsed_s, renders / model_s, renders / len(timed.calls)
@@ -121,27 +94,15 @@ def model_alone_speedup(data_dir: Path, batch: int) -> float:
     keyframes = [Keyframe(start, f"a lantern festival on a river, take {seed}", seed, STEPS, 0.35)
                  for seed in range(batch)]
 
-    def seconds(render: Callable[[], object]) -> float:
-        started = time.perf_counter()
-        render()
-        return time.perf_counter() - started
-
     def one_by_one() -> None:
         for keyframe in keyframes:
             model.render_keyframe(keyframe)
 
-    model.render_keyframes(keyframes)  # warm-up
-    return statistics.median(seconds(one_by_one) / seconds(lambda: model.render_keyframes(keyframes))
-                             for _ in range(ROUNDS))
+    return speedup(one_by_one, lambda: model.render_keyframes(keyframes), ROUNDS)
 
 
 def bench_keyframe_batching(redis_url: str, data_dir: Path) -> None:
-    rounds: dict[int, list[tuple[float, float, float]]] = {batch_max: [] for batch_max in BATCH_SIZES}
-    for _ in range(ROUNDS):  # alternating, so that a busy spell on the machine falls on every setting
-        for batch_max in BATCH_SIZES:
-            rounds[batch_max].append(run_round(redis_url, data_dir, batch_max))
-    results = {batch_max: tuple(statistics.median(values) for values in zip(*runs, strict=True))
-               for batch_max, runs in rounds.items()}
+    results = alternating_medians(lambda batch_max: run_round(redis_url, data_dir, batch_max), BATCH_SIZES, ROUNDS)
     jobs_1, renders_1, _ = results[1]
     print(f"(n2) batched img2img keyframes: {JOBS} tiny-profile video jobs ({SIDE_PX}x{SIDE_PX}, {NUM_FRAMES} frames "
           f"from 4 rendered keyframes, {STEPS} steps at strength 0.35, CPU) with frames by img2img, one worker of "
