@@ -13,7 +13,7 @@ from dramatiq.middleware import CurrentMessage, Retries
 
 from queue_config.catalog import catalog_of
 from queue_config.settings import Settings
-from workers.consumer import WAKE_TOKENS_KEPT, FramequeueConsumer, around_dramatiq_dispatch, wake_key
+from workers.consumer import WAKE_TOKENS_KEPT, FramequeueConsumer, around_dramatiq_dispatch, dispatch_args, wake_key
 from workers.embedded_redis import resolve_redis_url
 from workers.jobs.messages import job_id_in
 from workers.jobs.record import JobStatusStore, QueuedMessage
@@ -82,15 +82,11 @@ class FramequeueBroker(RedisBroker):
 
     def _enqueue_on(self, client: redis.Redis | redis.client.Pipeline, message: dramatiq.Message) -> None:
         redis_id = message.options["redis_message_id"]
-        dispatch_args = [
-            "enqueue", current_millis(), message.queue_name, self.broker_id, self.heartbeat_timeout,
-            self.dead_message_ttl, self._should_do_maintenance("enqueue"), self._max_unpack_size(),
-            redis_id, message.encode(),
-        ]
         job_id = job_id_in(message.args)
         self._enqueue_script(
             keys=[self.namespace, wake_key(self.namespace, message.queue_name), f"{self.namespace}:inflight"],
-            args=[*dispatch_args, WAKE_TOKENS_KEPT, job_id, f"{message.queue_name}\t{redis_id}" if job_id else ""],
+            args=[*dispatch_args(self, "enqueue", message.queue_name, redis_id, message.encode()),
+                  WAKE_TOKENS_KEPT, job_id, f"{message.queue_name}\t{redis_id}" if job_id else ""],
             client=client,
         )
 

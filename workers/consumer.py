@@ -43,6 +43,13 @@ def around_dramatiq_dispatch(script: str) -> bytes:
                      b"\nend\n", Path(__file__).with_name(script).read_bytes()])
 
 
+def dispatch_args(broker: RedisBroker, command: str, queue_name: str, *args: object) -> list[object]:
+    """The arguments dramatiq's dispatch script takes for ``command`` on ``queue_name``, built as
+    ``RedisBroker`` builds them, for the framequeue scripts that run it (``around_dramatiq_dispatch``)."""
+    return [command, current_millis(), queue_name, broker.broker_id, broker.heartbeat_timeout, broker.dead_message_ttl,
+            broker._should_do_maintenance(command), broker._max_unpack_size(), *args]
+
+
 #: The id of a message in this worker's ack set for a queue whose body is ARGV[1] (any id whose body is gone,
 #: when ARGV[2] is "gone"), or false. KEYS: [the ack set, the queue's message hash].
 _FIND_FETCHED_LUA = """
@@ -149,11 +156,9 @@ class FramequeueConsumer(_RedisConsumer):
     def _fetch(self, count: int) -> tuple[list[bytes | None], bool]:
         """Up to ``count`` message bodies, as dramatiq's fetch takes them, and whether the queue is empty now
         (then its stale wake tokens are gone too: workers/fetch.lua)."""
-        broker = self.broker
-        args = ["fetch", current_millis(), self.queue_name, broker.broker_id, broker.heartbeat_timeout,
-                broker.dead_message_ttl, broker._should_do_maintenance("fetch"), broker._max_unpack_size(), count]
-        keys = [broker.namespace, f"{broker.namespace}:{self.queue_name}", self._wake_key]
-        empty, bodies = self._fetch_script(keys=keys, args=args)
+        namespace = self.broker.namespace
+        keys = [namespace, f"{namespace}:{self.queue_name}", self._wake_key]
+        empty, bodies = self._fetch_script(keys=keys, args=dispatch_args(self.broker, "fetch", self.queue_name, count))
         return bodies, bool(empty)
 
     def _wait_ms(self) -> float:

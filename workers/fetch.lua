@@ -1,4 +1,4 @@
--- dramatiq's fetch, and whether it left the queue empty. Loaded by workers/broker.py after dramatiq's
+-- dramatiq's fetch, and whether it left the queue empty. Loaded by workers/consumer.py after dramatiq's
 -- own dispatch script, which it wraps, as it is, in the function dramatiq_dispatch(KEYS, ARGV).
 -- When the queue is left empty, its wake tokens (workers/enqueue.lua) are dropped: they were pushed
 -- for messages fetched by now, and the next enqueue pushes a fresh one, so an idle consumer that
