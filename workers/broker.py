@@ -13,7 +13,14 @@ from dramatiq.middleware import CurrentMessage, Retries
 
 from queue_config.catalog import catalog_of
 from queue_config.settings import Settings
-from workers.consumer import WAKE_TOKENS_KEPT, FramequeueConsumer, around_dramatiq_dispatch, dispatch_args, wake_key
+from workers.consumer import (
+    WAKE_TOKENS_KEPT,
+    FramequeueConsumer,
+    WakeOnShutdown,
+    around_dramatiq_dispatch,
+    dispatch_args,
+    wake_key,
+)
 from workers.embedded_redis import resolve_redis_url
 from workers.jobs.messages import job_id_in
 from workers.jobs.record import JobStatusStore, QueuedMessage
@@ -36,6 +43,7 @@ class FramequeueBroker(RedisBroker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.add_middleware(WakeOnShutdown())
         self._enqueue_script = self.client.register_script(around_dramatiq_dispatch("enqueue.lua"))
 
     @property

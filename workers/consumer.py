@@ -13,6 +13,7 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff, current_millis
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.logging import get_logger
+from dramatiq.middleware import Middleware
 
 #: Options dramatiq's middleware reads as numbers (ms, counts); a message with anything else there is poison.
 NUMERIC_OPTIONS = ("eta", "retries", "max_retries", "max_age", "time_limit", "min_backoff", "max_backoff")
@@ -25,14 +26,21 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
 #: bounded when nobody is idle to take them.
 WAKE_TOKENS_KEPT = 64
 #: Longest wait of a consumer with nothing outstanding, in ms: what arrives without a wake token (a dead
-#: worker's messages put back) is found within it, and a stopping worker waits it out, as dramatiq's own
-#: default worker timeout makes it.
+#: worker's messages put back) is found within it. A stopping worker wakes its consumers instead of
+#: waiting it out (``WakeOnShutdown``).
 IDLE_WAIT_MS = 1000
+#: How long a token pushed to wake a stopping worker's consumer is kept, when that consumer has gone already.
+STOP_TOKEN_TTL_MS = 60_000
 
 
 def wake_key(namespace: str, queue_name: str) -> str:
     """The list an enqueue onto ``queue_name`` pushes a token to, and its idle consumers block on."""
     return f"{namespace}:__wake__.{queue_name}"
+
+
+def stop_key(namespace: str, queue_name: str, broker_id: str) -> str:
+    """The list that wakes only the consumer of ``queue_name`` in the worker ``broker_id``, when it stops."""
+    return f"{wake_key(namespace, queue_name)}@{broker_id}"
 
 
 def around_dramatiq_dispatch(script: str) -> bytes:
@@ -124,8 +132,11 @@ class FramequeueConsumer(_RedisConsumer):
         self._keys = [f"{broker.namespace}:__acks__.{broker.broker_id}.{queue_name}",
                       f"{broker.namespace}:{queue_name}.msgs"]
         self._wake_key = wake_key(broker.namespace, queue_name)
+        self._stop_key = stop_key(broker.namespace, queue_name, broker.broker_id)
         #: Whether this consumer's last fetch left the queue empty (and dropped its stale wake tokens).
         self._drained = False
+        #: Whether its worker is shutting down: then it waits no longer than the poll timeout.
+        self._stopping = False
 
     def __next__(self) -> MessageProxy | None:
         # dramatiq's own loop (brokers/redis.py), but for what it does with each body it fetched.
@@ -144,7 +155,7 @@ class FramequeueConsumer(_RedisConsumer):
                         if self.message_cache:
                             continue
                     # Our last fetch emptied the queue: nothing is worth fetching before a token comes.
-                    self.broker.client.blpop([self._wake_key], timeout=self._wait_ms() / 1000)
+                    self.broker.client.blpop([self._wake_key, self._stop_key], timeout=self._wait_ms() / 1000)
                     self._drained = False
                 else:  # full: only acknowledgements free a place, and this thread sends them
                     self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
@@ -152,6 +163,15 @@ class FramequeueConsumer(_RedisConsumer):
                 return None
         except redis.ConnectionError as error:
             raise ConnectionClosed(error) from None
+
+    def wake_to_stop(self) -> None:
+        """Cut short this consumer's idle wait for good, as its worker shuts down: dramatiq stops a consumer
+        thread by a flag it reads between waits, so a worker's stop would otherwise last ``IDLE_WAIT_MS``."""
+        self._stopping = True
+        pipe = self.broker.client.pipeline(transaction=False)
+        pipe.lpush(self._stop_key, 1)
+        pipe.pexpire(self._stop_key, STOP_TOKEN_TTL_MS)
+        pipe.execute()
 
     def _fetch(self, count: int) -> tuple[list[bytes | None], bool]:
         """Up to ``count`` message bodies, as dramatiq's fetch takes them, and whether the queue is empty now
@@ -163,9 +183,11 @@ class FramequeueConsumer(_RedisConsumer):
 
     def _wait_ms(self) -> float:
         """How long an idle wait may last: the poll timeout while this thread has duties (acknowledgements to
-        send, delayed messages coming due), else ``IDLE_WAIT_MS``, since every enqueue wakes it; and always
-        less than the client's read timeout (redis-py's default is 5 s), which would fail a longer wait."""
-        wait_ms = self.timeout if self.outstanding_message_count else max(self.timeout, IDLE_WAIT_MS)
+        send, delayed messages coming due) or its worker is stopping, else ``IDLE_WAIT_MS``, since every
+        enqueue wakes it; and always less than the client's read timeout (redis-py's default is 5 s), which
+        would fail a longer wait."""
+        busy = self.outstanding_message_count or self._stopping
+        wait_ms = self.timeout if busy else max(self.timeout, IDLE_WAIT_MS)
         read_timeout_s = self.broker.client.connection_pool.connection_kwargs.get("socket_timeout")
         return min(wait_ms, read_timeout_s * 1000 * 0.8) if read_timeout_s else wait_ms
 
@@ -197,3 +219,13 @@ class FramequeueConsumer(_RedisConsumer):
         self.broker.emit_before("nack", stand_in)
         self.nack(stand_in)
         self.broker.emit_after("nack", stand_in)
+
+
+class WakeOnShutdown(Middleware):
+    """Wakes each of a stopping worker's consumers from its idle wait (``FramequeueConsumer.wake_to_stop``),
+    so that a worker stops as soon as its running messages are done, not a full idle wait later."""
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        for thread in worker.consumers.values():
+            if isinstance(thread.consumer, FramequeueConsumer):
+                thread.consumer.wake_to_stop()

@@ -42,7 +42,7 @@ def test_pages_cover_the_index_once_newest_first_even_within_one_creation_time(s
     pages = every_page(ns, JobQuery(), limit=4)
 
     assert [len(page) for page in pages] == [4, 4, 4]
-    assert sum(pages, []) == sorted(newer, reverse=True) + sorted(older, reverse=True)
+    assert [job for page in pages for job in page] == sorted(newer, reverse=True) + sorted(older, reverse=True)
 
 
 def test_jobs_accepted_meanwhile_neither_shift_nor_repeat_the_next_page(settings: Settings) -> None:

@@ -21,6 +21,7 @@ from queue_config.jobs import JobSpec
 from queue_config.settings import Settings
 from tests.queues import IMAGE_QUEUE
 from tests.servers import wait_for
+from workers import consumer as consumer_module
 from workers.broker import FramequeueBroker, build_broker
 from workers.consumer import WAKE_TOKENS_KEPT, FramequeueConsumer, wake_key
 from workers.jobs.messages import StageMessage, stage_message
@@ -145,3 +146,25 @@ def test_an_idle_wait_stays_under_the_clients_read_timeout(settings: Settings) -
         assert consumer._wait_ms() < 2000
     finally:
         broker.close()
+
+
+def test_a_stopping_worker_wakes_its_idle_consumers(
+    own_broker: FramequeueBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Idle consumers that would wait a minute: a worker that did not wake them would stop a minute later.
+    monkeypatch.setattr(consumer_module, "IDLE_WAIT_MS", POLL_MS)
+    own_broker.declare_queue("video")
+    worker = dramatiq.Worker(own_broker, worker_threads=1, worker_timeout=100)
+    worker.start()
+
+    def idle(thread: dramatiq.worker.ConsumerThread) -> bool:
+        consumer = thread.consumer
+        return isinstance(consumer, FramequeueConsumer) and consumer._drained
+
+    wait_for(lambda: len(worker.consumers) == 2 and all(map(idle, worker.consumers.values())), 20,
+             "the worker's consumers to go idle")
+    stopping = threading.Thread(target=worker.stop)
+    stopping.start()
+
+    stopping.join(timeout=WOKEN_WITHIN_S)
+    assert not stopping.is_alive()
