@@ -18,11 +18,14 @@ from pydantic import ValidationError
 from queue_config.catalog import ModelRefused, catalog_of
 from queue_config.jobs import JobSpec
 from queue_config.settings import Settings
+from queue_config.stages import MODEL_SEPARATOR
 from workers.broker import build_broker
 from workers.cli.errors import CliError
 from workers.jobs.messages import describe_validation_error
+from workers.jobs.position import newest_message
 from workers.jobs.record import JobRecord, JobStatusStore
 from workers.jobs.submit import submit_job
+from workers.ops.workers import WorkerEntry, list_workers
 from workers.outages import OUTAGE_ERRORS
 
 #: How often ``submit --wait`` reads the job's record.
@@ -78,20 +81,30 @@ def wait_with_progress(status: JobStatusStore, job_id: str, timeout_s: float) ->
                     return record
                 if not hinted and record.state == "queued" and time.monotonic() - started > HINT_AFTER_S:
                     hinted = True
-                    if hint := no_worker_hint(status, record.stages[0] if record.stages else ""):
+                    if hint := no_worker_hint(status, record.id, record.stage or (record.stages or [""])[0]):
                         progress.console.print(hint, markup=False, highlight=False, soft_wrap=True)
             time.sleep(POLL_INTERVAL_S)
     return status.get(job_id)
 
 
-def no_worker_hint(status: JobStatusStore, stage: str) -> str:
-    """What to start when no live worker serves ``stage``; "" when one does (or there is no stage)."""
-    from workers.ops.workers import live_workers_by_stage
+def no_worker_hint(status: JobStatusStore, job_id: str, stage: str) -> str:
+    """What to start when no live worker serves the queued job's next message; "" when one does."""
+    newest = newest_message(status, job_id)
+    live = [entry for entry in list_workers(status.client, status.namespace) if not entry.stale]
+    return missing_worker_hint(stage, newest[0] if newest else "", live)
 
-    if not stage or live_workers_by_stage(status.client, status.namespace).get(stage):
+
+def missing_worker_hint(stage: str, queue: str, live: list[WorkerEntry]) -> str:
+    """The hint when none of the ``live`` workers consumes ``queue`` (or, not knowing the queue, serves
+    ``stage``): a worker may serve a stage and not the model the job's message waits for."""
+    if not stage or any(queue in entry.queues if queue else stage in entry.stages for entry in live):
         return ""
-    return (f"hint: no live worker serves the {stage} stage, so this job waits; start one with "
-            f"`framequeue worker --stages {stage}` (or run everything with `framequeue dev`)")
+    model = queue.partition(MODEL_SEPARATOR)[2]
+    if not model:
+        return (f"hint: no live worker serves the {stage} stage, so this job waits; start one with "
+                f"`framequeue worker --stages {stage}` (or run everything with `framequeue dev`)")
+    return (f"hint: no live worker serves the {stage} stage with model {model}, so this job waits; start one with "
+            f"`framequeue worker --stages {stage} --models {model}` (or run everything with `framequeue dev`)")
 
 
 def print_outcome(record: JobRecord | None) -> None:

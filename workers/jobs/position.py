@@ -25,11 +25,20 @@ class QueuePosition:
     ahead: int
 
 
-def queue_position(status: JobStatusStore, job_id: str) -> QueuePosition | None:
-    """The job's place on its queue; None when its message is not waiting there (running, fetched, delayed)."""
+def newest_message(status: JobStatusStore, job_id: str) -> tuple[str, str] | None:
+    """The queue and broker-side id of the job's newest message (its in-flight pointer), or None."""
     pointer = cast("str | None", status.client.hget(status.inflight_key, job_id))
     if not pointer or "\t" not in pointer:
         return None
     queue, redis_id = pointer.split("\t", 1)
+    return queue, redis_id
+
+
+def queue_position(status: JobStatusStore, job_id: str) -> QueuePosition | None:
+    """The job's place on its queue; None when its message is not waiting there (running, fetched, delayed)."""
+    newest = newest_message(status, job_id)
+    if newest is None:
+        return None
+    queue, redis_id = newest
     ahead = status.client.lpos(f"{status.namespace}:{queue}", redis_id, maxlen=MAX_SCAN)
     return QueuePosition(queue, int(cast(int, ahead))) if ahead is not None else None
