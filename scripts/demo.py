@@ -24,6 +24,10 @@ from workers.cli.submit import print_outcome, wait_with_progress  # noqa: E402
 from workers.embedded_redis import resolve_redis_url  # noqa: E402
 from workers.jobs.record import JobStatusStore  # noqa: E402
 from workers.jobs.submit import submit_job  # noqa: E402
+from workers.ops.workers import list_workers  # noqa: E402
+
+#: How long the demo's worker may take to boot (imports, torch) before the demo gives up on it.
+WORKER_BOOT_TIMEOUT_S = 300
 
 
 def main() -> int:
@@ -42,13 +46,18 @@ def main() -> int:
             cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
         )
         try:
+            status = JobStatusStore.from_settings(settings)
+            booted_s = wait_for_a_worker(status, worker)
+            if booted_s is None:
+                print(f"the demo's worker did not come up; see {log_path}", file=sys.stderr)
+                return 1
+            print(f"worker:  up in {booted_s:.1f} s (log: {log_path})")
             spec = JobSpec(
                 prompt="a lighthouse on a cliff at dusk, waves below", kind=JobKind.video,
                 width=256, height=256, num_frames=24, fps=12, seed=42,
             )
-            status = JobStatusStore.from_settings(settings)
             submit_job(build_broker(settings), status, spec)
-            print(f"job:     {spec.id} (worker log: {log_path})")
+            print(f"job:     {spec.id}")
             record = wait_with_progress(status, spec.id, timeout_s=600)
         finally:
             worker.terminate()
@@ -59,6 +68,17 @@ def main() -> int:
         return 1
     print("(the embedded Redis keeps running for other framequeue commands: `framequeue redis stop` ends it)")
     return 0
+
+
+def wait_for_a_worker(status: JobStatusStore, worker: subprocess.Popen[bytes]) -> float | None:
+    """Seconds until a live worker has registered, so the job is not left waiting while it boots (and
+    ``submit --wait``'s hint does not say that none is running); None if the process died or never did."""
+    started = time.monotonic()
+    while time.monotonic() - started < WORKER_BOOT_TIMEOUT_S and worker.poll() is None:
+        if any(not entry.stale for entry in list_workers(status.client, status.namespace)):
+            return time.monotonic() - started
+        time.sleep(0.2)
+    return None
 
 
 if __name__ == "__main__":

@@ -113,6 +113,7 @@ def cmd_reconciler(args: argparse.Namespace, settings: Settings) -> int:
     reconciler = Reconciler(
         JobStatusStore.from_settings(settings), build_broker(settings),
         stale_after_s=settings.reconcile_after_s, max_repairs=settings.reconcile_max_repairs,
+        catalog=catalog_of(settings),
     )
     stop = stop_on_signals()
     print(f"reconciler: a pass every {settings.reconcile_interval_s:g} s, "

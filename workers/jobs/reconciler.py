@@ -26,7 +26,7 @@ from typing import cast
 
 from dramatiq.logging import get_logger
 
-from queue_config.catalog import catalog_of
+from queue_config.catalog import Catalog, catalog_of
 from queue_config.jobs import JobSpec
 from queue_config.settings import get_settings
 from workers.broker import FramequeueBroker
@@ -69,6 +69,7 @@ class Reconciler:
         stale_after_s: How long a job must have been still before it is looked at.
         max_repairs: Repairs of one job before it fails instead.
         retention_s: How long finished jobs' traces are kept; the store's ``retention_s`` by default.
+        catalog: Routes repaired and moved messages to their models' queues; the process settings' by default.
     """
 
     def __init__(
@@ -79,9 +80,11 @@ class Reconciler:
         stale_after_s: float = STALE_AFTER_S,
         max_repairs: int = MAX_REPAIRS,
         retention_s: float | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.status = status
         self.broker = broker
+        self.catalog = catalog or catalog_of(get_settings())
         self.stale_after_s = stale_after_s
         self.max_repairs = max_repairs
         self.stats_key = stats_key(status)
@@ -93,7 +96,7 @@ class Reconciler:
     def run_once(self) -> Pass:
         """Look at every job that has been still for ``stale_after_s``; repair the lost ones; trim the old."""
         client, now = self.status.client, time.time()
-        if moved := move_legacy_messages(self.broker, catalog_of(get_settings())):
+        if moved := move_legacy_messages(self.broker, self.catalog):
             self.logger.warning("Moved %d messages from the queues of before the model catalog to their models' "
                                 "queues.", moved)
         stale = cast("list[str]", client.zrangebyscore(self.status.active_key, "-inf", now - self.stale_after_s))
@@ -130,8 +133,8 @@ class Reconciler:
             self.logger.warning("Job %s failed: %s.", job_id, reason)
             return False
         refs = {name: str(artifact["key"]) for name, artifact in record.artifacts.items() if "key" in artifact}
-        enqueue_stage(self.broker, stage, StageMessage(job=JobSpec.model_validate(record.spec), refs=refs),
-                      catalog_of(get_settings()))
+        message = StageMessage(job=JobSpec.model_validate(record.spec), refs=refs)
+        enqueue_stage(self.broker, stage, message, self.catalog)
         self.status.emit(job_id, "repaired", stage=stage, repairs=str(repairs))
         self.status.client.hincrby(self.stats_key, "repaired", 1)
         self.logger.warning("Job %s had lost its message; stage %s enqueued again (repair %d).", job_id, stage, repairs)

@@ -104,7 +104,7 @@ def submit_job(
         created = _record_screened(broker, status, [spec], [verdict], catalog)[0]
         return Submission(spec.id, "blocked", created, verdict.blocked.reason())
     if not _record_screened(broker, status, [spec], [verdict], catalog)[0]:
-        reconciler = Reconciler(status, broker)
+        reconciler = Reconciler(status, broker, catalog=catalog)
         if reconciler.lost([spec.id]):
             reconciler.repair(spec.id)
         return Submission(spec.id, status.state_of(spec.id) or "unknown", created=False)
