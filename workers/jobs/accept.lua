@@ -3,7 +3,7 @@
 --
 -- KEYS: [job hash, job index, active jobs, events stream, in-flight pointers,
 --        queue list or "", queue message hash or "", safety block counts, blocked job ids,
---        queue wake list or ""]
+--        queue wake list or "", the tenant's job index, the set of tenants with an index]
 -- ARGV: [events maxlen, now, job id, emit ("1" or ""), redis message id or "", message body or "",
 --        queue name or "", retention ms, field, value, ...]
 -- The message is enqueued the way dramatiq's dispatch.lua enqueues (HSET body, RPUSH id), and
@@ -12,14 +12,17 @@
 -- A job accepted already finished (blocked at submission) expires after the retention, as
 -- transition.lua makes every finished job's record do, and one blocked by a safety check counts
 -- the block (see finish_counts.lua).
--- Its event names the job's tenant (the record's ``tenant`` field).
+-- Its event names the job's tenant (the record's ``tenant`` field), and its tenant's own index lists it
+-- (so listing one tenant's jobs never reads another's).
 -- Returns 1 if the job was new, 0 (and nothing changes) if a job with this id exists.
-local job, index, active, events, inflight, queue, messages, blocks, blocked, wake = unpack(KEYS)
+local job, index, active, events, inflight, queue, messages, blocks, blocked, wake, tenant_index, tenants = unpack(KEYS)
 local maxlen, now, job_id, emit, redis_id, body, queue_name, retention_ms = unpack(ARGV, 1, 8)
 
 if redis.call('EXISTS', job) == 1 then return 0 end
 redis.call('HSET', job, unpack(ARGV, 9))
 redis.call('ZADD', index, now, job_id)
+redis.call('ZADD', tenant_index, now, job_id)
+redis.call('SADD', tenants, redis.call('HGET', job, 'tenant'))
 local state = redis.call('HGET', job, 'state')
 local finished = state == 'succeeded' or state == 'failed' or state == 'blocked' or state == 'cancelled'
 if finished then

@@ -34,6 +34,7 @@ from workers.jobs.legacy_queues import move_legacy_messages
 from workers.jobs.messages import StageMessage, enqueue_stage
 from workers.jobs.record import JobRecord, JobStatusStore
 from workers.jobs.retention import RetentionTrimmer, Trimmed
+from workers.jobs.tenant_index import backfill_tenant_indexes
 from workers.outages import serve_through_outages
 
 #: A job is looked at once it has not moved (nor been looked at) for this long.
@@ -99,6 +100,8 @@ class Reconciler:
         if moved := move_legacy_messages(self.broker, self.catalog):
             self.logger.warning("Moved %d messages from the queues of before the model catalog to their models' "
                                 "queues.", moved)
+        if looked_at := backfill_tenant_indexes(self.status):
+            self.logger.info("Listed the jobs of %d job index entries in their tenants' own indexes.", looked_at)
         stale = cast("list[str]", client.zrangebyscore(self.status.active_key, "-inf", now - self.stale_after_s))
         repaired: list[str] = []
         failed: list[str] = []

@@ -134,6 +134,8 @@ class JobStatusStore:
         self.dead_letters_key = f"{namespace}:dead_letters"
         #: Every job id, scored by its creation time (for listing, newest first).
         self.index_key = f"{namespace}:jobs"
+        #: The tenants whose jobs have an index of their own (``tenant_index_key``).
+        self.tenants_key = f"{namespace}:jobs:tenants"
         #: Cancelled job ids, scored by when: workers skip their messages.
         self.cancelled_key = f"{namespace}:cancelled"
         #: Unfinished job ids, scored by when the reconciler should next look at them.
@@ -147,6 +149,10 @@ class JobStatusStore:
         self._transition = client.register_script(_TRANSITION_LUA)
         self._accept = client.register_script(_ACCEPT_LUA)
         self._emit = client.register_script(_EMIT_LUA)
+
+    def tenant_index_key(self, tenant: str) -> str:
+        """The ids of ``tenant``'s jobs, scored by creation time, as ``index_key`` holds every job's."""
+        return f"{self.namespace}:jobs:tenant:{tenant}"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobStatusStore:
@@ -218,7 +224,8 @@ class JobStatusStore:
             queue = f"{self.namespace}:{message.queue_name}" if message else ""
             keys = [self.job_key(spec.id), self.index_key, self.active_key, self.events_key, self.inflight_key,
                     queue, f"{queue}.msgs" if message else "", self.safety_blocks_key, self.safety_blocked_key,
-                    wake_key(self.namespace, message.queue_name) if message else ""]
+                    wake_key(self.namespace, message.queue_name) if message else "",
+                    self.tenant_index_key(record["tenant"]), self.tenants_key]
             args = [EVENTS_MAXLEN, now, spec.id, "1" if emit else "",
                     *((message.redis_id, message.body, message.queue_name) if message else ("", "", "")),
                     self._retention_ms, *(item for pair in record.items() for item in pair)]
@@ -238,11 +245,13 @@ class JobStatusStore:
 
     def list_jobs(self, *, state: str | None = None, kind: str | None = None, limit: int = 50,
                   tenant: str | None = None) -> list[JobRecord]:
-        """The newest jobs first, optionally only those in ``state``, of ``kind`` or of ``tenant``."""
+        """The newest jobs first, optionally only those in ``state``, of ``kind`` or of ``tenant`` (read from
+        the tenant's own index: no other tenant's job is looked at)."""
         found: list[JobRecord] = []
         start, page = 0, max(limit, 100)
+        index = self.index_key if tenant is None else self.tenant_index_key(tenant)
         while len(found) < limit:
-            ids = cast("list[str]", self.client.zrevrange(self.index_key, start, start + page - 1))
+            ids = cast("list[str]", self.client.zrevrange(index, start, start + page - 1))
             if not ids:
                 break
             for record in filter(None, (self.get(job_id) for job_id in ids)):

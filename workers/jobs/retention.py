@@ -1,10 +1,10 @@
 """Trims what finished jobs leave in Redis once the retention has passed.
 
 A finished job's record expires by itself (``transition.lua`` sets its TTL); what else it left
-does not: its entry in the job index, its events, its place in the cancelled set, the reasons its
-messages were dead-lettered, its batch's hash and items. ``RetentionTrimmer.trim`` removes each of
-those by the age it records, in bounded pages; the reconciler runs it on every pass. Outputs and
-manifests in storage are not touched.
+does not: its entries in the job index and its tenant's index, its events, its place in the
+cancelled set, the reasons its messages were dead-lettered, its batch's hash and items.
+``RetentionTrimmer.trim`` removes each of those by the age it records, in bounded pages; the
+reconciler runs it on every pass. Outputs and manifests in storage are not touched.
 """
 
 from __future__ import annotations
@@ -70,14 +70,21 @@ class RetentionTrimmer:
                                             approximate=False))
 
     def trim_index(self, cutoff: float) -> int:
-        """Index entries of jobs created before ``cutoff`` whose record has expired.
+        """Entries of jobs created before ``cutoff`` whose record has expired, in the job index (counted)
+        and in each tenant's index.
 
         Only those can have expired: a record outlives its job's creation by at least the retention.
         """
+        status = self.status
+        for tenant in cast("set[str]", status.client.smembers(status.tenants_key)):
+            self._trim_one_index([status.tenant_index_key(tenant), status.tenants_key], cutoff, tenant)
+        return self._trim_one_index([status.index_key], cutoff)
+
+    def _trim_one_index(self, keys: list[str], cutoff: float, *tenant: str) -> int:
         removed, offset = 0, 0
         while True:
             looked_at, gone = cast("list[int]", self._trim_index(
-                keys=[self.status.index_key], args=[self.status.namespace, cutoff, offset, self.page_size]))
+                keys=keys, args=[self.status.namespace, cutoff, offset, self.page_size, *tenant]))
             removed += gone
             offset += looked_at - gone
             if looked_at < self.page_size:

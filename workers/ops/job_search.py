@@ -4,9 +4,10 @@ and tenant.
 The index (``JobStatusStore.index_key``) is a sorted set of job ids scored by creation time; a
 batch's jobs share one score, and Redis orders those by id. A page ends with a cursor naming the
 last entry it looked at (``<score>:<job id>``); the next page starts at that entry's rank plus
-one, read afresh, so jobs accepted meanwhile never shift or repeat a page. Filters read five
-fields of each record, pipelined a chunk at a time, and a page looks at no more than
-``SCAN_WINDOW`` entries: a rare match ends a page early, with a cursor to search on from.
+one, read afresh, so jobs accepted meanwhile never shift or repeat a page. A search for one
+tenant's jobs reads that tenant's own index (``JobStatusStore.tenant_index_key``), scored alike.
+Filters read five fields of each record, pipelined a chunk at a time, and a page looks at no more
+than ``SCAN_WINDOW`` entries: a rare match ends a page early, with a cursor to search on from.
 """
 
 from __future__ import annotations
@@ -75,13 +76,14 @@ def search_jobs(status: JobStatusStore, query: JobQuery, *, limit: int = 50, cur
     Raises:
       BadCursor: ``cursor`` is not one a page ended with.
     """
-    start = _start_of(status, cursor) if cursor else 0
+    index = status.tenant_index_key(query.tenant) if query.tenant else status.index_key
+    start = _start_of(status, index, cursor) if cursor else 0
     found: list[JobRecord] = []
     scanned, last = 0, ""
     while len(found) < limit and scanned < scan_window:
         first = start + scanned
         entries = cast("list[tuple[str, float]]", status.client.zrevrange(
-            status.index_key, first, first + min(CHUNK, scan_window - scanned) - 1, withscores=True))
+            index, first, first + min(CHUNK, scan_window - scanned) - 1, withscores=True))
         if not entries:
             return JobPage(found, "", scanned, window_spent=False)
         pipe = status.client.pipeline(transaction=False)
@@ -93,11 +95,11 @@ def search_jobs(status: JobStatusStore, query: JobQuery, *, limit: int = 50, cur
                 found.append(record)
                 if len(found) == limit:
                     break
-    more = status.client.zrevrange(status.index_key, start + scanned, start + scanned)
+    more = status.client.zrevrange(index, start + scanned, start + scanned)
     return JobPage(found, last if more else "", scanned, window_spent=len(found) < limit)
 
 
-def _start_of(status: JobStatusStore, cursor: str) -> int:
+def _start_of(status: JobStatusStore, index: str, cursor: str) -> int:
     """The rank after the cursor's entry; if that job has left the index, the first entry not newer than it."""
     score, _, job_id = cursor.partition(":")
     try:
@@ -106,7 +108,7 @@ def _start_of(status: JobStatusStore, cursor: str) -> int:
         created_at = float("nan")
     if not job_id or created_at != created_at:
         raise BadCursor(f"not a cursor of a page of jobs: {cursor[:80]!r}")
-    rank = status.client.zrevrank(status.index_key, job_id)
+    rank = status.client.zrevrank(index, job_id)
     if rank is not None:
         return int(cast(int, rank)) + 1
-    return int(cast(int, status.client.zcount(status.index_key, f"({created_at!r}", "+inf")))
+    return int(cast(int, status.client.zcount(index, f"({created_at!r}", "+inf")))
