@@ -59,7 +59,8 @@ def test_listing_a_tenants_jobs_reads_none_of_anyone_elses(redis_url: str, tmp_p
     assert {record.id for record in listed} == {spec.id for spec in mine}
     assert sorted(reads) == sorted([spec.id for spec in mine] * 2)  # the listing's reads, then the search's
     assert {record.id for record in page.jobs} == {spec.id for spec in mine} and page.scanned == 3
-    assert len(status.list_jobs(tenant="operator")) == 1
+    assert len(status.list_jobs(tenant="operator")) == 1  # the operator's are listed by the job index alone
+    assert status.client.smembers(status.tenants_key) == {"acme", "globex"}
 
 
 def test_retention_trims_a_tenants_index_and_forgets_a_tenant_left_without_jobs(
@@ -96,6 +97,7 @@ def test_jobs_accepted_before_tenant_indexes_are_listed_after_the_first_reconcil
     assert sorted(record.id for record in status.list_jobs(tenant="acme")) == sorted(spec.id for spec in acme)
     assert [record.id for record in status.list_jobs(tenant="operator")] == [operators.id]
     assert status.client.get(backfilled_key(status)) == "4"  # every index entry looked at, once
+    assert status.client.smembers(status.tenants_key) == {"acme"}
     status.client.delete(status.tenant_index_key("acme"))
     Reconciler(status, broker, stale_after_s=3600).run_once()
     assert status.list_jobs(tenant="acme") == []  # done once: a later pass does not scan the index again

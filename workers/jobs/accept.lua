@@ -12,8 +12,8 @@
 -- A job accepted already finished (blocked at submission) expires after the retention, as
 -- transition.lua makes every finished job's record do, and one blocked by a safety check counts
 -- the block (see finish_counts.lua).
--- Its event names the job's tenant (the record's ``tenant`` field), and its tenant's own index lists it
--- (so listing one tenant's jobs never reads another's).
+-- Its event names the job's tenant (the record's ``tenant`` field), and a tenant's job is listed in
+-- the tenant's own index too (so listing one tenant's jobs never reads another's).
 -- Returns 1 if the job was new, 0 (and nothing changes) if a job with this id exists.
 local job, index, active, events, inflight, queue, messages, blocks, blocked, wake, tenant_index, tenants = unpack(KEYS)
 local maxlen, now, job_id, emit, redis_id, body, queue_name, retention_ms = unpack(ARGV, 1, 8)
@@ -21,8 +21,10 @@ local maxlen, now, job_id, emit, redis_id, body, queue_name, retention_ms = unpa
 if redis.call('EXISTS', job) == 1 then return 0 end
 redis.call('HSET', job, unpack(ARGV, 9))
 redis.call('ZADD', index, now, job_id)
-redis.call('ZADD', tenant_index, now, job_id)
-redis.call('SADD', tenants, redis.call('HGET', job, 'tenant'))
+if tenant_index ~= index then  -- the operator's jobs are listed by the job index alone
+  redis.call('ZADD', tenant_index, now, job_id)
+  redis.call('SADD', tenants, redis.call('HGET', job, 'tenant'))
+end
 local state = redis.call('HGET', job, 'state')
 local finished = state == 'succeeded' or state == 'failed' or state == 'blocked' or state == 'cancelled'
 if finished then

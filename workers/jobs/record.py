@@ -134,7 +134,7 @@ class JobStatusStore:
         self.dead_letters_key = f"{namespace}:dead_letters"
         #: Every job id, scored by its creation time (for listing, newest first).
         self.index_key = f"{namespace}:jobs"
-        #: The tenants whose jobs have an index of their own (``tenant_index_key``).
+        #: The tenants whose jobs have an index of their own (``tenant_index_key``; not the operator).
         self.tenants_key = f"{namespace}:jobs:tenants"
         #: Cancelled job ids, scored by when: workers skip their messages.
         self.cancelled_key = f"{namespace}:cancelled"
@@ -151,8 +151,10 @@ class JobStatusStore:
         self._emit = client.register_script(_EMIT_LUA)
 
     def tenant_index_key(self, tenant: str) -> str:
-        """The ids of ``tenant``'s jobs, scored by creation time, as ``index_key`` holds every job's."""
-        return f"{self.namespace}:jobs:tenant:{tenant}"
+        """An index, scored by creation time, that lists every job of ``tenant``: the tenant's own, or for
+        the operator (whose jobs are all of a deployment without tenants, and who may read everyone's)
+        the job index, so that no job is indexed twice over."""
+        return self.index_key if tenant == OPERATOR_TENANT else f"{self.namespace}:jobs:tenant:{tenant}"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobStatusStore:
@@ -246,7 +248,7 @@ class JobStatusStore:
     def list_jobs(self, *, state: str | None = None, kind: str | None = None, limit: int = 50,
                   tenant: str | None = None) -> list[JobRecord]:
         """The newest jobs first, optionally only those in ``state``, of ``kind`` or of ``tenant`` (read from
-        the tenant's own index: no other tenant's job is looked at)."""
+        the tenant's index: a tenant's listing looks at no other tenant's job)."""
         found: list[JobRecord] = []
         start, page = 0, max(limit, 100)
         index = self.index_key if tenant is None else self.tenant_index_key(tenant)

@@ -1,6 +1,7 @@
 -- Lists in their tenants' indexes one page of the job index's entries, for jobs accepted before
 -- tenants had an index of their own (accept.lua now writes both). A job whose record is gone is
--- left out; one without a tenant field is the operator's, as its record reads.
+-- left out, and so are the operator's (one without a tenant field is the operator's, as its record
+-- reads): the job index is theirs.
 --
 -- KEYS: [job index, the set of tenants with an index]
 -- ARGV: [namespace, offset, page size, the operator's tenant name]
@@ -11,8 +12,8 @@ local entries = redis.call('ZRANGE', index, offset, offset + page_size - 1, 'WIT
 for i = 1, #entries, 2 do
   local job_id, created_at = entries[i], entries[i + 1]
   local job = namespace .. ':job:' .. job_id
-  if redis.call('HEXISTS', job, 'state') == 1 then
-    local tenant = redis.call('HGET', job, 'tenant') or operator
+  local tenant = redis.call('HGET', job, 'tenant') or operator
+  if tenant ~= operator and redis.call('HEXISTS', job, 'state') == 1 then
     redis.call('ZADD', namespace .. ':jobs:tenant:' .. tenant, created_at, job_id)
     redis.call('SADD', tenants, tenant)
   end

@@ -5,7 +5,7 @@ The index (``JobStatusStore.index_key``) is a sorted set of job ids scored by cr
 batch's jobs share one score, and Redis orders those by id. A page ends with a cursor naming the
 last entry it looked at (``<score>:<job id>``); the next page starts at that entry's rank plus
 one, read afresh, so jobs accepted meanwhile never shift or repeat a page. A search for one
-tenant's jobs reads that tenant's own index (``JobStatusStore.tenant_index_key``), scored alike.
+tenant's jobs reads that tenant's index (``JobStatusStore.tenant_index_key``), scored alike.
 Filters read five fields of each record, pipelined a chunk at a time, and a page looks at no more
 than ``SCAN_WINDOW`` entries: a rare match ends a page early, with a cursor to search on from.
 """
