@@ -227,5 +227,11 @@ class WakeOnShutdown(Middleware):
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         for thread in worker.consumers.values():
-            if isinstance(thread.consumer, FramequeueConsumer):
-                thread.consumer.wake_to_stop()
+            consumer = thread.consumer
+            if not isinstance(consumer, FramequeueConsumer):
+                continue
+            try:
+                consumer.wake_to_stop()
+            except redis.RedisError as error:  # Redis is away: the consumer's wait ends with its connection
+                consumer.logger.warning("Could not wake the consumer of queue %r to stop: %s.",
+                                        consumer.queue_name, error)

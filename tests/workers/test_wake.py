@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
+from types import SimpleNamespace
 
 import dramatiq
 import pytest
@@ -23,7 +24,7 @@ from tests.queues import IMAGE_QUEUE
 from tests.servers import wait_for
 from workers import consumer as consumer_module
 from workers.broker import FramequeueBroker, build_broker
-from workers.consumer import WAKE_TOKENS_KEPT, FramequeueConsumer, wake_key
+from workers.consumer import WAKE_TOKENS_KEPT, FramequeueConsumer, WakeOnShutdown, wake_key
 from workers.jobs.messages import StageMessage, stage_message
 from workers.jobs.record import JobStatusStore
 from workers.jobs.submit import submit_job
@@ -168,3 +169,17 @@ def test_a_stopping_worker_wakes_its_idle_consumers(
 
     stopping.join(timeout=WOKEN_WITHIN_S)
     assert not stopping.is_alive()
+
+
+def test_a_worker_stopping_while_redis_is_away_marks_every_consumer_and_raises_nothing(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = build_broker(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))  # nothing listens
+    consumers = [broker.consume(queue, prefetch=2, timeout=POLL_MS) for queue in ("image", "video")]
+    worker = SimpleNamespace(consumers={c.queue_name: SimpleNamespace(consumer=c) for c in consumers})
+
+    WakeOnShutdown().before_worker_shutdown(broker, worker)  # type: ignore[arg-type]
+
+    assert all(isinstance(c, FramequeueConsumer) and c._stopping for c in consumers)
+    assert [r.getMessage().split(":")[0] for r in caplog.records if r.levelname == "WARNING"] == [
+        "Could not wake the consumer of queue 'image' to stop", "Could not wake the consumer of queue 'video' to stop"]
