@@ -175,11 +175,11 @@ def test_a_worker_stopping_while_redis_is_away_marks_every_consumer_and_raises_n
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     broker = build_broker(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))  # nothing listens
-    consumers = [broker.consume(queue, prefetch=2, timeout=POLL_MS) for queue in ("image", "video")]
-    worker = SimpleNamespace(consumers={c.queue_name: SimpleNamespace(consumer=c) for c in consumers})
+    consumers = {queue: broker.consume(queue, prefetch=2, timeout=POLL_MS) for queue in ("image", "video")}
+    worker = SimpleNamespace(consumers={queue: SimpleNamespace(consumer=c) for queue, c in consumers.items()})
 
     WakeOnShutdown().before_worker_shutdown(broker, worker)  # type: ignore[arg-type]
 
-    assert all(isinstance(c, FramequeueConsumer) and c._stopping for c in consumers)
+    assert all(isinstance(c, FramequeueConsumer) and c._stopping for c in consumers.values())
     assert [r.getMessage().split(":")[0] for r in caplog.records if r.levelname == "WARNING"] == [
         "Could not wake the consumer of queue 'image' to stop", "Could not wake the consumer of queue 'video' to stop"]
