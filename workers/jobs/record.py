@@ -136,6 +136,8 @@ class JobStatusStore:
         self.index_key = f"{namespace}:jobs"
         #: The tenants whose jobs have an index of their own (``tenant_index_key``; not the operator).
         self.tenants_key = f"{namespace}:jobs:tenants"
+        #: What a tenant's own index is named after: the tenant follows it.
+        self.tenant_index_prefix = f"{namespace}:jobs:tenant:"
         #: Cancelled job ids, scored by when: workers skip their messages.
         self.cancelled_key = f"{namespace}:cancelled"
         #: Unfinished job ids, scored by when the reconciler should next look at them.
@@ -150,11 +152,11 @@ class JobStatusStore:
         self._accept = client.register_script(_ACCEPT_LUA)
         self._emit = client.register_script(_EMIT_LUA)
 
-    def tenant_index_key(self, tenant: str) -> str:
+    def tenant_index_key(self, tenant: str | None) -> str:
         """An index, scored by creation time, that lists every job of ``tenant``: the tenant's own, or for
         the operator (whose jobs are all of a deployment without tenants, and who may read everyone's)
-        the job index, so that no job is indexed twice over."""
-        return self.index_key if tenant == OPERATOR_TENANT else f"{self.namespace}:jobs:tenant:{tenant}"
+        the job index, so that no job is indexed twice over; the job index too when no tenant is named."""
+        return self.index_key if tenant in (None, "", OPERATOR_TENANT) else self.tenant_index_prefix + tenant
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobStatusStore:
@@ -251,7 +253,7 @@ class JobStatusStore:
         the tenant's index: a tenant's listing looks at no other tenant's job)."""
         found: list[JobRecord] = []
         start, page = 0, max(limit, 100)
-        index = self.index_key if tenant is None else self.tenant_index_key(tenant)
+        index = self.tenant_index_key(tenant)
         while len(found) < limit:
             ids = cast("list[str]", self.client.zrevrange(index, start, start + page - 1))
             if not ids:

@@ -36,7 +36,8 @@ def backfill_tenant_indexes(status: JobStatusStore, *, page_size: int = PAGE_SIZ
     offset = 0
     while True:
         looked_at = int(cast(int, backfill(keys=[status.index_key, status.tenants_key],
-                                           args=[status.namespace, offset, page_size, OPERATOR_TENANT])))
+                                           args=[status.namespace, offset, page_size, OPERATOR_TENANT,
+                                                 status.tenant_index_prefix])))
         offset += looked_at
         if looked_at < page_size:
             status.client.set(backfilled_key(status), offset)

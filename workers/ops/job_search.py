@@ -76,7 +76,7 @@ def search_jobs(status: JobStatusStore, query: JobQuery, *, limit: int = 50, cur
     Raises:
       BadCursor: ``cursor`` is not one a page ended with.
     """
-    index = status.tenant_index_key(query.tenant) if query.tenant else status.index_key
+    index = status.tenant_index_key(query.tenant)
     start = _start_of(status, index, cursor) if cursor else 0
     found: list[JobRecord] = []
     scanned, last = 0, ""
