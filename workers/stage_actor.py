@@ -103,10 +103,10 @@ def declare_stage_actors(
                 logger.info("Job %s was cancelled: %s stopped after %s.", message.job.id, stage, stopped.where)
                 hand_over(StageOutcome(record={"stopped_at": f"{stage}: {stopped.where}"}))
                 return
+            hand_over(outcome)  # before the next stage is sent: the middleware records this end first
             following = next_stage(message, stage)
             if following is not None and not outcome.final_state:
                 enqueue_stage(broker, following, message.with_refs(**outcome.refs), resources.catalog)
-            hand_over(outcome)
 
         run_stage.__name__ = stage
         return run_stage

@@ -69,3 +69,18 @@ def test_a_waited_write_that_redis_refuses_raises(client: redis.Redis) -> None:
             writer.submit(lambda pipe: pipe.rpush(key, "x"), wait=True)
     finally:
         writer.stop()
+
+
+def test_a_waited_write_is_sent_at_once_with_what_has_gathered(client: redis.Redis) -> None:
+    key = f"writer-test:{uuid.uuid4().hex}"
+    writer = StatusWriter(client, flush_interval_ms=600_000)  # gathering alone would hold writes for 10 minutes
+    writer.start()
+    try:
+        writer.submit(lambda pipe: pipe.rpush(key, "progress"))
+        waiter = threading.Thread(target=lambda: writer.submit(lambda pipe: pipe.rpush(key, "final"), wait=True))
+        waiter.start()
+        waiter.join(timeout=60)
+        assert not waiter.is_alive(), "the waited write sat out the gathering time"
+        assert client.lrange(key, 0, -1) == ["progress", "final"]
+    finally:
+        writer.stop()

@@ -41,6 +41,11 @@ def hand_over(outcome: StageOutcome) -> None:
     _handover.outcome = outcome
 
 
+def has_outcome() -> bool:
+    """Whether this thread's actor has handed an outcome over that the middleware has not taken."""
+    return getattr(_handover, "outcome", None) is not None
+
+
 def take_over() -> StageOutcome:
     """Called by the middleware: the outcome this thread's actor left (an empty one if none)."""
     outcome = getattr(_handover, "outcome", None) or StageOutcome()

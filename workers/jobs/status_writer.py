@@ -6,14 +6,15 @@ few milliseconds. Per message that saves the round trips that would otherwise
 cost a no-op stage a third of its throughput. Progress writes (running,
 timings, retry events) are fire-and-forget; a final state or a dead-letter
 reason is a write its thread waits for, so it is in Redis before the message
-is acked, and after the progress writes queued before it.
+is acked, and after the progress writes queued before it. A waited write is
+sent at once, with whatever has gathered: a worker thread never sits out the
+gathering time.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -55,6 +56,8 @@ class StatusWriter:
         self.flush_interval_s = flush_interval_ms / 1000
         self.max_batch = max_batch
         self._pending: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
+        #: Set when a thread waits for a write: the batch is sent without gathering more.
+        self._waited_for = threading.Event()
         self._thread: threading.Thread | None = None
 
     def submit(self, write: Write, *, wait: bool = False) -> None:
@@ -72,6 +75,7 @@ class StatusWriter:
         queued = _Queued(write, threading.Event() if wait else None)
         self._pending.put(queued)
         if queued.sent is not None:
+            self._waited_for.set()
             queued.sent.wait()
             if queued.errors:
                 raise queued.errors[0]
@@ -85,6 +89,7 @@ class StatusWriter:
         """Send what is queued, then stop the thread."""
         if self._thread is not None:
             self._pending.put(None)
+            self._waited_for.set()
             self._thread.join()
             self._thread = None
 
@@ -93,7 +98,8 @@ class StatusWriter:
         while not stopping:
             batch = [self._pending.get()]
             if batch[0] is not None:
-                time.sleep(self.flush_interval_s)  # let the other threads' writes gather
+                self._waited_for.wait(self.flush_interval_s)  # let the other threads' writes gather
+                self._waited_for.clear()
             while len(batch) < self.max_batch:
                 try:
                     batch.append(self._pending.get_nowait())

@@ -31,7 +31,7 @@ from queue_config.stages import STAGES, stage_of_actor, stage_plan
 from workers.errors import InvalidJob, ModelUnavailable, NoUsableKey
 from workers.jobs.cancellations import CancelledJobs
 from workers.jobs.messages import job_named_by
-from workers.jobs.outcome import StageOutcome, take_over
+from workers.jobs.outcome import StageOutcome, has_outcome, take_over
 from workers.jobs.record import JobStatusStore
 from workers.jobs.scrub import Scrubber, scrub_log_handlers, traceback_text
 from workers.jobs.stage_stats import record_outcome, record_run
@@ -96,6 +96,7 @@ class JobStatusMiddleware(Middleware):
         job_id, stage_index = job_of(message)
         if job_id in self.cancelled:
             raise SkipMessage(f"job {job_id} was cancelled")
+        self._started.message = message
         self._started.meter_of = message.message_id
         start_meter()
         if job_id and stage_index is not None:
@@ -110,30 +111,46 @@ class JobStatusMiddleware(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        job_id, _ = job_of(message)
-        stage = stage_of_actor(message.actor_name)
-        outcome = take_over()
-        run = self._run_of(message, outcome if exception is None else None)
         if exception is None:
-            if not job_id:
-                return
-            duration_s = run.wall_s if run else time.monotonic() - self._started.at
-
-            def finished(pipe: Any) -> None:
-                self.store.stage_finished(job_id, stage, duration_s, outcome, pipe)
-                record_run(pipe, self.store.namespace, message.actor_name, duration_s)
-                self._queue_usage(pipe, job_id, run)
-
-            self.writer.submit(finished, wait=bool(outcome.final_state))
-            if outcome.final_state:
-                self._batch_job_finished(message)
+            if getattr(self._started, "message", None) is message:
+                self._record_end(message, take_over())
             return
+        self._started.message = None
+        take_over()
+        stage = stage_of_actor(message.actor_name)
+        run = self._run_of(message, None)
         reason = self.scrub(f"{type(exception).__name__}: {exception}")[:MAX_ERROR_CHARS]
         # A failure framequeue foresaw (a bad message, no key, a model that cannot load) is its reason
         # alone: the traceback would only show framequeue's own code.
         foreseen = isinstance(exception, (InvalidJob, NoUsableKey, ModelUnavailable))
         self._record_failure(message, stage, reason, run,
                              traceback="" if foreseen else traceback_text(exception, self.scrub))
+
+    def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
+        """Queue the running stage's end before the job's next stage is sent: else a fast next
+        stage could record the job's final state while this stage's end was still unwritten."""
+        running = getattr(self._started, "message", None)
+        if running is not None and has_outcome() and message.message_id != running.message_id:
+            self._record_end(running, take_over())
+
+    def _record_end(self, message: MessageProxy, outcome: StageOutcome) -> None:
+        """Queue what a run of ``message`` returned (waited for when it ends the job), once per run."""
+        self._started.message = None
+        job_id, _ = job_of(message)
+        run = self._run_of(message, outcome)
+        if not job_id:
+            return
+        stage = stage_of_actor(message.actor_name)
+        duration_s = run.wall_s if run else time.monotonic() - self._started.at
+
+        def finished(pipe: Any) -> None:
+            self.store.stage_finished(job_id, stage, duration_s, outcome, pipe)
+            record_run(pipe, self.store.namespace, message.actor_name, duration_s)
+            self._queue_usage(pipe, job_id, run)
+
+        self.writer.submit(finished, wait=bool(outcome.final_state))
+        if outcome.final_state:
+            self._batch_job_finished(message)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         """A message put back to wait, or failed before it ran (age limit, no usable key)."""
