@@ -84,3 +84,21 @@ def test_a_waited_write_is_sent_at_once_with_what_has_gathered(client: redis.Red
         assert client.lrange(key, 0, -1) == ["progress", "final"]
     finally:
         writer.stop()
+
+
+def test_scripts_go_by_hash_unasked_and_are_loaded_again_when_redis_lost_them(restartable_redis) -> None:  # type: ignore[no-untyped-def]
+    client = redis.Redis.from_url(restartable_redis.url, decode_responses=True)
+    script = client.register_script("return redis.call('RPUSH', KEYS[1], ARGV[1])")
+    writer = StatusWriter(client, flush_interval_ms=600_000)
+    writer.start()
+    try:
+        writer.submit(lambda pipe: script(keys=["scripted"], args=["first"], client=pipe), wait=True)
+        client.script_flush()  # as a restart leaves it: the data kept, no script known
+        writer.submit(lambda pipe: pipe.incr("plain"))
+        writer.submit(lambda pipe: script(keys=["scripted"], args=["second"], client=pipe), wait=True)
+    finally:
+        writer.stop()
+
+    assert client.lrange("scripted", 0, -1) == ["first", "second"]
+    assert client.get("plain") == "1"  # what ran the first time is not sent again
+    assert "cmdstat_script|exists" not in client.info("commandstats")

@@ -28,6 +28,7 @@ from pathlib import Path
 import redis
 
 from queue_config.stages import STAGES, stage_of_actor
+from workers.jobs.status_writer import pipelined_script
 
 #: Upper bounds (seconds) of the duration buckets: 10 ms to 30 min, finer where stages usually land.
 BUCKET_BOUNDS_S: tuple[float, ...] = (
@@ -41,7 +42,7 @@ MINUTE_TTL_S = 2 * 3600
 WINDOW_MINUTES = 60
 
 Client = redis.Redis | redis.client.Pipeline
-_STATS_LUA = (Path(__file__).parent / "stage_stats.lua").read_text()
+_STATS_SCRIPT = pipelined_script(Path(__file__).parent / "stage_stats.lua")
 
 
 def total_key(namespace: str) -> str:
@@ -81,9 +82,8 @@ def record_outcome(pipe: Client, namespace: str, actor: str, outcome: str, *, no
 
 
 def _count(pipe: Client, namespace: str, now_s: float | None, args: list[str]) -> None:
-    """Queue stage_stats.lua with ``args`` (sum field, seconds, fields to count). The script goes whole (EVAL),
-    not by its hash: redis-py asks Redis whether it knows a pipeline's scripts first, a round trip of its own."""
-    pipe.eval(_STATS_LUA, 2, total_key(namespace), _this_minute(namespace, now_s), MINUTE_TTL_S, *args)
+    """Queue stage_stats.lua with ``args`` (sum field, seconds, fields to count) on ``pipe`` (a status writer's)."""
+    _STATS_SCRIPT([total_key(namespace), _this_minute(namespace, now_s)], [MINUTE_TTL_S, *args], client=pipe)
 
 
 def _this_minute(namespace: str, now_s: float | None) -> str:

@@ -17,9 +17,13 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
 
 import redis
 from dramatiq.logging import get_logger
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 #: Longest a write waits before it is sent.
 DEFAULT_FLUSH_INTERVAL_MS = 5
@@ -27,6 +31,12 @@ DEFAULT_FLUSH_INTERVAL_MS = 5
 DEFAULT_MAX_BATCH = 500
 
 Write = Callable[["redis.client.Pipeline"], object]
+
+
+def pipelined_script(path: Path) -> Script:
+    """The Lua script in ``path``, for writes queued on a writer's pipeline: bound to no client, it runs on
+    the pipeline it is called with, by its hash, and the writer loads it where Redis lacks it."""
+    return Script(cast(Any, None), path.read_bytes())
 
 
 @dataclass
@@ -108,6 +118,25 @@ class StatusWriter:
             stopping = None in batch
             self._send([queued for queued in batch if queued is not None], raise_errors=False)
 
+    def _execute(self, pipe: redis.client.Pipeline) -> list[object]:
+        """Send ``pipe``, its scripts by their hashes without asking Redis first whether it knows them
+        (redis-py would, a round trip per batch); when it does not (it restarted), load them and send
+        again the calls that did not run: a script Redis lacked ran nothing."""
+        scripts, commands = list(pipe.scripts), list(pipe.command_stack)
+        pipe.scripts.clear()
+        results = pipe.execute(raise_on_error=False)
+        unknown = [position for position, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if unknown:
+            for script in scripts:
+                self.client.script_load(script.script)
+            again = self.client.pipeline(transaction=False)
+            for position in unknown:
+                args, options = commands[position]
+                again.execute_command(*args, **options)
+            for position, result in zip(unknown, again.execute(raise_on_error=False), strict=True):
+                results[position] = result
+        return results
+
     def _send(self, batch: list[_Queued], *, raise_errors: bool) -> None:
         if not batch:
             return
@@ -115,7 +144,7 @@ class StatusWriter:
         for queued in batch:
             queued.write(pipe)
         try:
-            results = pipe.execute(raise_on_error=False)
+            results = self._execute(pipe)
             failures = [result for result in results if isinstance(result, Exception)]
         except redis.RedisError as error:
             failures = [error]

@@ -40,6 +40,7 @@ from queue_config.catalog import Catalog, CatalogModel
 from queue_config.stages import model_of_actor, stage_of_actor
 from queue_config.tenants import OPERATOR_TENANT
 from workers.jobs.outcome import StageOutcome
+from workers.jobs.status_writer import pipelined_script
 
 #: Each day's usage outlives the job records of that day by this much (31 days).
 USAGE_KEPT_BEYOND_RETENTION_S = 31 * 24 * 3600
@@ -47,7 +48,7 @@ USAGE_KEPT_BEYOND_RETENTION_S = 31 * 24 * 3600
 MEASURES = ("jobs", "wall_s", "device_s", "calls", "cost")
 #: The model of a stage that runs no catalog model, in field names.
 NO_MODEL = "-"
-_USAGE_LUA = (Path(__file__).parent / "usage.lua").read_text()
+_USAGE_SCRIPT = pipelined_script(Path(__file__).parent / "usage.lua")
 
 Client = redis.Redis | redis.client.Pipeline
 
@@ -144,18 +145,13 @@ class UsageRecorder:
         return self._catalog
 
     def queue(self, pipe: Client, namespace: str, job_key: str, run: StageRun, *, now_s: float | None = None) -> None:
-        """Queue ``run``'s additions on ``pipe``: one script call.
-
-        The script goes whole (EVAL, about 1.6 kB), not by its hash: redis-py asks Redis whether it knows a
-        pipeline's scripts before sending the pipeline (a round trip of its own), and a lone stage finish
-        would pay that.
-        """
+        """Queue ``run``'s additions on ``pipe`` (a status writer's): one script call."""
         now_s = time.time() if now_s is None else now_s
         keys = [job_key, day_key(namespace, run.tenant, utc_day(now_s)), totals_key(namespace), tenants_key(namespace)]
         args: list[str | int] = [run.stage, run.model or NO_MODEL, run.tenant, int(now_s // 86400), self.day_ttl_s,
                 "1" if run.completed else "", f"{run.wall_s:.6f}", f"{run.device_s:.6f}" if run.device_s else "",
                 str(run.calls) if run.calls else "", f"{run.cost:.9f}" if run.cost else ""]
-        pipe.eval(_USAGE_LUA, len(keys), *keys, *args)
+        _USAGE_SCRIPT(keys, args, client=pipe)
 
 
 def usage_in_record(raw: Mapping[str, str]) -> dict[str, dict[str, float]]:
