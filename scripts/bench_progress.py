@@ -4,7 +4,8 @@ Issue #15 asks that live progress cost under 5% of a stage. Four pieces of work 
 as its stage function runs it: the image stage's model call (tiny profile, warm), the frames
 stage's camera backend and tiny image-to-video backend, and the video stage's H.264 encode (frames
 counted to the hook as the stage counts them). Each is run with a fresh :class:`StageProgress`
-against the benchmark's Redis (throttle and preview interval as deployed) and with ``progress=None``,
+against the benchmark's Redis (throttle and preview interval as deployed, its writes queued on a
+:class:`StatusWriter` as a worker's are) and with ``progress=None``,
 on the same inputs, in alternating rounds (the order flips each round; the camera and the encoder, which take tens of
 ms, get five times the rounds); the overhead is the median over rounds of with / without - 1.
 Beside it, the time spent inside the progress calls themselves (the hook is timed from outside),
@@ -28,6 +29,7 @@ from pipelines import CameraMotionFrames, ImageToVideoFrames, TextToImage, encod
 from pipelines.registry import default_device
 from workers.jobs.progress import StageProgress, preview_key
 from workers.jobs.record import JobStatusStore
+from workers.jobs.status_writer import StatusWriter
 from workers.redis_connection import redis_client
 from workers.stages.generate import counted
 
@@ -85,8 +87,10 @@ class ProgressBench:
     costs: list[StageCost]
 
 
-def measure(name: str, work: Work, status: JobStatusStore, stage: str, rounds: int) -> StageCost:
-    """Median seconds of ``work`` without and with a fresh TimedProgress per run, alternating."""
+def measure(name: str, work: Work, status: JobStatusStore, writer: StatusWriter, stage: str,
+            rounds: int) -> StageCost:
+    """Median seconds of ``work`` without and with a fresh TimedProgress per run, alternating; the
+    progress writes go through ``writer``, as a worker's do."""
 
     def timed(progress: StageProgress | None) -> float:
         started = time.perf_counter()
@@ -94,7 +98,7 @@ def measure(name: str, work: Work, status: JobStatusStore, stage: str, rounds: i
         return time.perf_counter() - started
 
     def fresh() -> TimedProgress:
-        return TimedProgress(status, uuid.uuid4().hex, stage)
+        return TimedProgress(status, uuid.uuid4().hex, stage, writer=writer)
 
     work(None)  # warm-up: first calls pay for allocations and lazy set-up
     work(fresh())
@@ -111,6 +115,7 @@ def measure(name: str, work: Work, status: JobStatusStore, stage: str, rounds: i
             with_.append(timed(hook))
         hooks.append(hook)
     last = hooks[-1]
+    writer.flush()
     events = status.client.xrange(status.events_key) or []
     writes = len([fields for _, fields in events
                   if fields and fields.get("job_id") == last.job_id and fields.get("event") == "progress"])
@@ -125,6 +130,8 @@ def bench_progress(redis_url: str, data_dir: Path, *, rounds: int = ROUNDS, side
     device = default_device()
     profile = resolve_profile("tiny", data_dir / "models")
     status = JobStatusStore(redis_client(redis_url, decode_responses=True), f"bench-progress-{uuid.uuid4().hex[:6]}")
+    writer = StatusWriter(status.client)  # a worker's job-status writer: the hook queues, its thread sends
+    writer.start()
     text_to_image = TextToImage.from_pretrained(profile.image_model, device)
     image_to_video = ImageToVideoFrames.from_pretrained(profile.video_model, device)
     camera = CameraMotionFrames()
@@ -144,16 +151,18 @@ def bench_progress(redis_url: str, data_dir: Path, *, rounds: int = ROUNDS, side
                                fps=FPS, out_path=out_path)
 
         costs = [
-            measure(f"image: model call, {steps} steps", render, status, "image", rounds),
+            measure(f"image: model call, {steps} steps", render, status, writer, "image", rounds),
             measure(f"frames: camera, {frames} frames",
                     lambda progress: camera(key_image, num_frames=frames, fps=FPS, seed=SEED, progress=progress),
-                    status, "frames", rounds * CHEAP_ROUNDS_FACTOR),
+                    status, writer, "frames", rounds * CHEAP_ROUNDS_FACTOR),
             measure(f"frames: tiny SVD, {frames} frames, {steps} steps",
                     lambda progress: image_to_video(key_image, num_frames=frames, fps=FPS, seed=SEED, steps=steps,
                                                     progress=progress),
-                    status, "frames", rounds),
-            measure(f"video: H.264 encode, {frames} frames", encode, status, "video", rounds * CHEAP_ROUNDS_FACTOR),
+                    status, writer, "frames", rounds),
+            measure(f"video: H.264 encode, {frames} frames", encode, status, writer, "video",
+                    rounds * CHEAP_ROUNDS_FACTOR),
         ]
+    writer.stop()
     deployed = StageProgress(status, "", "")
     result = ProgressBench(device, deployed.min_interval_s, deployed.preview_interval_s, costs)
     print_report(result, rounds, side_px)
@@ -162,7 +171,8 @@ def bench_progress(redis_url: str, data_dir: Path, *, rounds: int = ROUNDS, side
 
 def print_report(result: ProgressBench, rounds: int, side_px: int) -> None:
     print(f"(q) progress overhead: each stage's work with a StageProgress on Redis (writes at most every "
-          f"{result.write_interval_s} s, a preview at most every {result.preview_interval_s} s, as deployed) "
+          f"{result.write_interval_s} s, a preview at most every {result.preview_interval_s} s, queued on a status "
+          f"writer's thread, as deployed) "
           f"against progress=None; tiny profile, {result.device}, {side_px}x{side_px}, "
           f"medians of {rounds} alternating rounds "
           f"({rounds * CHEAP_ROUNDS_FACTOR} for the camera and the encoder)")

@@ -20,6 +20,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
+@pytest.fixture(autouse=True)
+def torch_threads_kept() -> Iterator[None]:
+    """Each test starts with torch's default thread count. A door's prompt screen sets one thread for the
+    process, and where a test's in-process API screens from a thread of its own, the setting reaches only
+    threads started later: a model run on a new thread then sums in another order than on this one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     ARTIFACTS_DIR.mkdir(exist_ok=True)

@@ -25,9 +25,9 @@ from queue_config.jobs import Priority
 from queue_config.settings import get_settings
 from queue_config.stages import BATCH_PRIORITY, INTERACTIVE_PRIORITY, STAGES, stage_plan
 from workers.errors import Deferred, InvalidJob, ModelUnavailable, NoUsableKey
-from workers.jobs.cancellations import CancelledJobs, running_job
 from workers.jobs.messages import StageMessage, enqueue_stage
 from workers.jobs.outcome import StageOutcome, hand_over
+from workers.jobs.running import running_job
 from workers.jobs.stage_cache import StageCache
 from workers.middleware.fallback import CANNOT_SERVE, fallbacks_of
 from workers.middleware.job_status import JobStatusMiddleware
@@ -42,9 +42,10 @@ def next_stage(message: StageMessage, stage: str) -> str | None:
     return plan[position + 1] if position + 1 < len(plan) else None
 
 
-def cancellations_of(broker: dramatiq.Broker) -> CancelledJobs | None:
-    """The process's view of cancelled jobs: the one its job-status middleware skips messages by."""
-    return next((m.cancelled for m in broker.middleware if isinstance(m, JobStatusMiddleware)), None)
+def job_status_of(broker: dramatiq.Broker) -> JobStatusMiddleware | None:
+    """The broker's job-status middleware: its view of cancelled jobs skips messages, and its writer
+    sends the record's writes, a running stage's progress among them."""
+    return next((m for m in broker.middleware if isinstance(m, JobStatusMiddleware)), None)
 
 
 def declare_stage_actors(
@@ -71,7 +72,8 @@ def declare_stage_actors(
     the broker's fallback middleware, added before this is called, which may move it to the next
     model of its chain (workers/middleware/fallback.py).
     """
-    cancelled, fallbacks = cancellations_of(broker), fallbacks_of(broker)
+    job_status, fallbacks = job_status_of(broker), fallbacks_of(broker)
+    cancelled, writer = (job_status.cancelled, job_status.writer) if job_status else (None, None)
     catalog = catalog or catalog_of(get_settings())
     logger = get_logger(__name__)
 
@@ -88,7 +90,7 @@ def declare_stage_actors(
             if (refusal := resources.catalog.refusal(message.job)) is not None:
                 raise InvalidJob(f"the catalog cannot serve this job: {refusal}")
             try:
-                with running_job(message.job.id, cancelled):
+                with running_job(message.job.id, cancelled, writer):
                     compute = partial(function, resources, message)
                     model = resources.catalog.route(message.job, stage, message.models)
                     outcome = stage_cache(resources).run(stage, message, compute, model) if stage_cache else compute()

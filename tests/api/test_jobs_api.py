@@ -373,3 +373,7 @@ def test_a_video_job_reports_the_steps_of_its_image_frames_and_video_stages(api:
     assert last_by_stage["video"] == (9, 9)
     progress = api.get(f"/v1/jobs/{job_id}").json()["progress"]
     assert progress == {stage: f"{step}/{total}" for stage, (step, total) in last_by_stage.items()}
+    running = ""  # queued on the worker's status writer, each step lands after its stage's start, before the next's
+    for event in events:
+        running = event["data"]["stage"] if event["event"] == "running" else running
+        assert event["event"] != "progress" or event["data"]["stage"] == running, (event, running)

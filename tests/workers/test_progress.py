@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import uuid
 
+import redis
 import torch
 from PIL import Image
 
 from tests.servers import free_port
 from workers.jobs.progress import PREVIEW_MAX_SIDE_PX, StageProgress, preview_key
 from workers.jobs.record import JobStatusStore
+from workers.jobs.status_writer import StatusWriter
 from workers.redis_connection import redis_client
 
 
@@ -69,3 +71,23 @@ def test_redis_out_of_reach_costs_the_stage_nothing() -> None:
     progress(1, 2, torch.zeros((1, 4, 8, 8)))  # no exception: the step goes on
     progress(2, 2)
 
+
+
+def test_with_a_writer_a_step_only_queues_its_writes_and_they_land_in_order(restartable_redis) -> None:  # type: ignore[no-untyped-def]
+    status = JobStatusStore(redis_client(restartable_redis.url, decode_responses=True), "queued-progress")
+    writer, job_id = StatusWriter(status.client), str(uuid.uuid4())
+    writer.start()
+    progress = StageProgress(status, job_id, "frames", writer=writer)
+    admin = redis.Redis.from_url(restartable_redis.url)
+    admin.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")  # Redis holds every write back for a minute
+    try:
+        progress(1, 4)  # returns at once: the step waits for no write
+        progress(4, 4)
+        assert status.client.hget(status.job_key(job_id), "progress.frames") is None  # reads still answer
+    finally:
+        admin.execute_command("CLIENT", "UNPAUSE")
+    writer.flush()
+    writer.stop()
+
+    assert progress_events(status, job_id) == [("frames", "1", "4"), ("frames", "4", "4")]
+    assert status.client.hget(status.job_key(job_id), "progress.frames") == "4/4"

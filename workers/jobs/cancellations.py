@@ -5,17 +5,15 @@ was added since it last looked, at most once every ``refresh_interval_s``, so
 checking costs a set lookup in memory. Two things ask: the job-status
 middleware, before a message runs (a cancelled job's messages are skipped), and
 a running stage, between diffusion steps and frames (through
-:func:`job_cancelled`), so that cancelling a job also frees the worker thread
-that is busy with it. A stage notices a cancellation within one refresh and one
-step; the job's record stays ``cancelled`` regardless.
+``workers.jobs.running.job_cancelled``), so that cancelling a job also frees the
+worker thread that is busy with it. A stage notices a cancellation within one
+refresh and one step; the job's record stays ``cancelled`` regardless.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 from workers.jobs.record import JobStatusStore
 
@@ -45,39 +43,3 @@ class CancelledJobs:
                     self._ids.update(new_ids)
                     self._checked_at = now
         return job_id in self._ids
-
-
-_running = threading.local()
-
-
-@contextmanager
-def running_job(job_id: str, cancelled: CancelledJobs | None) -> Iterator[None]:
-    """While the block runs, :func:`job_cancelled` on this thread asks ``cancelled`` about ``job_id``.
-
-    With ``cancelled`` None (a broker without the job-status middleware) a job never stops early.
-    """
-    _running.check = None if cancelled is None else (lambda: job_id in cancelled)
-    try:
-        yield
-    finally:
-        _running.check = None
-
-
-def job_cancelled() -> bool:
-    """Whether the job this thread's stage is running has been cancelled: the stages' ``should_stop``.
-
-    Cheap enough to ask once per diffusion step or frame: no Redis round trip unless the
-    process's view is due a refresh. False outside :func:`running_job`.
-    """
-    check = getattr(_running, "check", None)
-    return check is not None and check()
-
-
-def cancellation_check() -> Callable[[], bool]:
-    """:func:`job_cancelled` bound to this thread's job, to be asked from another thread.
-
-    A batched render runs in one worker thread for several jobs (workers/stages/batching.py), so
-    it cannot ask the thread-local :func:`job_cancelled` for the others.
-    """
-    check = getattr(_running, "check", None)
-    return check if check is not None else (lambda: False)

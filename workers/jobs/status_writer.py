@@ -90,6 +90,10 @@ class StatusWriter:
             if queued.errors:
                 raise queued.errors[0]
 
+    def flush(self) -> None:
+        """Block until every write queued before this call is in Redis (or has failed)."""
+        self.submit(lambda pipe: None, wait=True)
+
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="framequeue-status-writer", daemon=True)

@@ -23,10 +23,10 @@ from PIL import Image
 from pipelines import CameraMotionFrames, FramesOutput, Img2ImgFrames, TextToImage, encode_h264
 from pipelines.metering import on_device
 from queue_config.safety_policy import Check, flags_field
-from workers.jobs.cancellations import cancellation_check, job_cancelled
 from workers.jobs.messages import StageMessage
 from workers.jobs.outcome import StageOutcome
 from workers.jobs.progress import StageProgress
+from workers.jobs.running import cancellation_check, job_cancelled, status_writer
 from workers.runtime import Runtime
 from workers.stages.batching import RenderRequest
 from workers.stages.codecs import frames_bytes, frames_from_bytes, image_from_bytes, png_bytes, read_ref
@@ -72,7 +72,7 @@ def image(runtime: Runtime, message: StageMessage) -> StageOutcome:
     if isinstance(model, TextToImage):  # batched with other threads' jobs of its shape when configured
         picture = runtime.image_batcher(model_id).render(RenderRequest(
             prompt, job.seed, job.width, job.height, job.steps, negative_prompt=job.negative_prompt or None,
-            should_stop=cancellation_check(), progress=StageProgress(runtime.status, job.id, "image"),
+            should_stop=cancellation_check(), progress=progress_of(runtime, job.id, "image"),
         ))
     else:  # a remote provider renders in one request: no steps to stop between or show
         picture = model([prompt], seeds=[job.seed], width=job.width, height=job.height, steps=job.steps,
@@ -89,7 +89,7 @@ def frames(runtime: Runtime, message: StageMessage) -> StageOutcome:
     job = message.job
     key_image = image_from_bytes(read_ref(runtime.store, message, "image"))
     model_id, maker = runtime.model_for("frames", message)
-    progress = StageProgress(runtime.status, job.id, "frames")
+    progress = progress_of(runtime, job.id, "frames")
     if isinstance(maker, Img2ImgFrames):  # its batcher times each keyframe call, shared or not
         output = _img2img_frames(runtime, model_id, maker, message, key_image, progress)
     else:
@@ -122,6 +122,11 @@ def _make_frames(maker: Any, message: StageMessage, key_image: Image.Image, prog
                  should_stop=job_cancelled, progress=progress)
 
 
+def progress_of(runtime: Runtime, job_id: str, stage: str) -> StageProgress:
+    """``stage``'s progress hook for its pipeline, its writes queued behind the stage's start."""
+    return StageProgress(runtime.status, job_id, stage, writer=status_writer())
+
+
 def served_by(runtime: Runtime, stage: str, model_id: str) -> dict[str, str]:
     """The record field naming the catalog model that ran ``stage``, and its revision."""
     return {f"model.{stage}": f"{model_id}@{runtime.model_revision(model_id)}"}
@@ -141,7 +146,7 @@ def video(runtime: Runtime, message: StageMessage) -> StageOutcome:
     with tempfile.TemporaryDirectory(prefix="framequeue-video-") as tmp:
         out_path = Path(tmp) / "video.mp4"
         encode_h264(
-            counted(frames, StageProgress(runtime.status, job.id, "video")), width=frames.shape[2],
+            counted(frames, progress_of(runtime, job.id, "video")), width=frames.shape[2],
             height=frames.shape[1], fps=job.fps, out_path=out_path, should_stop=job_cancelled,
         )
         data = out_path.read_bytes()
