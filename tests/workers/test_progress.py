@@ -72,7 +72,6 @@ def test_redis_out_of_reach_costs_the_stage_nothing() -> None:
     progress(2, 2)
 
 
-
 def test_with_a_writer_a_step_only_queues_its_writes_and_they_land_in_order(restartable_redis) -> None:  # type: ignore[no-untyped-def]
     status = JobStatusStore(redis_client(restartable_redis.url, decode_responses=True), "queued-progress")
     writer, job_id = StatusWriter(status.client), str(uuid.uuid4())

@@ -33,7 +33,7 @@ class RecordAtEachEnqueue(Middleware):
         self.seen: list[tuple[str, set[str]]] = []
 
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
-        self.status.writer.submit(lambda pipe: None, wait=True)  # the writer sends in the order writes came
+        self.status.writer.flush()  # the writer sends in the order writes came
         record = self.status.store.get(message.args[0]["job"]["id"])
         assert record is not None
         self.seen.append((stage_of_actor(message.actor_name), set(record.timings_s)))
