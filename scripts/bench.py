@@ -200,19 +200,18 @@ def framequeue_jobs_per_s(
 
     if not status_middleware:
         return _drain(broker, threads, lambda: int(status.client.get(done_key(settings.namespace)) or 0) >= jobs, jobs)
-    done = 0
+    pending = list(ids)
 
     def all_succeeded() -> bool:
-        # Jobs finish roughly in order: read the next few unfinished ones, not all of them.
-        nonlocal done
+        # This check shares the worker's process (and its CPU count): one command a check while the last
+        # job is unfinished, then one pipeline over those not yet seen succeeded.
+        if status.client.hget(status.job_key(pending[-1]), "state") != "succeeded":
+            return False
         pipe = status.client.pipeline(transaction=False)
-        for job_id in ids[done : done + 20]:
+        for job_id in pending:
             pipe.hget(status.job_key(job_id), "state")
-        for state in pipe.execute():
-            if state != "succeeded":
-                break
-            done += 1
-        return done == jobs
+        pending[:] = [job_id for job_id, state in zip(pending, pipe.execute(), strict=True) if state != "succeeded"]
+        return not pending
 
     return _drain(broker, threads, all_succeeded, jobs)
 

@@ -131,7 +131,6 @@ def bench_progress(redis_url: str, data_dir: Path, *, rounds: int = ROUNDS, side
     profile = resolve_profile("tiny", data_dir / "models")
     status = JobStatusStore(redis_client(redis_url, decode_responses=True), f"bench-progress-{uuid.uuid4().hex[:6]}")
     writer = StatusWriter(status.client)  # a worker's job-status writer: the hook queues, its thread sends
-    writer.start()
     text_to_image = TextToImage.from_pretrained(profile.image_model, device)
     image_to_video = ImageToVideoFrames.from_pretrained(profile.video_model, device)
     camera = CameraMotionFrames()
@@ -143,26 +142,29 @@ def bench_progress(redis_url: str, data_dir: Path, *, rounds: int = ROUNDS, side
     key_image = render(None)
     clip = camera(key_image, num_frames=frames, fps=FPS, seed=SEED).frames
 
-    with tempfile.TemporaryDirectory(prefix="framequeue-bench-progress-") as tmp:
-        out_path = Path(tmp) / "video.mp4"
+    writer.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="framequeue-bench-progress-") as tmp:
+            out_path = Path(tmp) / "video.mp4"
 
-        def encode(progress: StageProgress | None) -> object:
-            return encode_h264(clip if progress is None else counted(clip, progress), width=side_px, height=side_px,
-                               fps=FPS, out_path=out_path)
+            def encode(progress: StageProgress | None) -> object:
+                return encode_h264(clip if progress is None else counted(clip, progress), width=side_px, height=side_px,
+                                   fps=FPS, out_path=out_path)
 
-        costs = [
-            measure(f"image: model call, {steps} steps", render, status, writer, "image", rounds),
-            measure(f"frames: camera, {frames} frames",
-                    lambda progress: camera(key_image, num_frames=frames, fps=FPS, seed=SEED, progress=progress),
-                    status, writer, "frames", rounds * CHEAP_ROUNDS_FACTOR),
-            measure(f"frames: tiny SVD, {frames} frames, {steps} steps",
-                    lambda progress: image_to_video(key_image, num_frames=frames, fps=FPS, seed=SEED, steps=steps,
-                                                    progress=progress),
-                    status, writer, "frames", rounds),
-            measure(f"video: H.264 encode, {frames} frames", encode, status, writer, "video",
-                    rounds * CHEAP_ROUNDS_FACTOR),
-        ]
-    writer.stop()
+            costs = [
+                measure(f"image: model call, {steps} steps", render, status, writer, "image", rounds),
+                measure(f"frames: camera, {frames} frames",
+                        lambda progress: camera(key_image, num_frames=frames, fps=FPS, seed=SEED, progress=progress),
+                        status, writer, "frames", rounds * CHEAP_ROUNDS_FACTOR),
+                measure(f"frames: tiny SVD, {frames} frames, {steps} steps",
+                        lambda progress: image_to_video(key_image, num_frames=frames, fps=FPS, seed=SEED, steps=steps,
+                                                        progress=progress),
+                        status, writer, "frames", rounds),
+                measure(f"video: H.264 encode, {frames} frames", encode, status, writer, "video",
+                        rounds * CHEAP_ROUNDS_FACTOR),
+            ]
+    finally:
+        writer.stop()
     deployed = StageProgress(status, "", "")
     result = ProgressBench(device, deployed.min_interval_s, deployed.preview_interval_s, costs)
     print_report(result, rounds, side_px)
