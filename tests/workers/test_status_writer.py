@@ -102,3 +102,41 @@ def test_scripts_go_by_hash_unasked_and_are_loaded_again_when_redis_lost_them(re
     assert client.lrange("scripted", 0, -1) == ["first", "second"]
     assert client.get("plain") == "1"  # what ran the first time is not sent again
     assert "cmdstat_script|exists" not in client.info("commandstats")
+
+
+def test_a_write_that_raises_fails_alone_and_the_writer_goes_on(client: redis.Redis) -> None:
+    """A write function that raises (a value it cannot encode) adds none of its commands and fails only its
+    own submitter: the writes batched with it are sent, and the writer's thread lives for the next ones."""
+    key = f"writer-test:{uuid.uuid4().hex}"
+    writer = StatusWriter(client, flush_interval_ms=600_000)
+    writer.start()
+
+    def half_then_raise(pipe: redis.client.Pipeline) -> None:
+        pipe.rpush(key, "half of a broken write")
+        raise TypeError("Object of type bytes is not JSON serializable")
+
+    outcomes: dict[str, BaseException | None] = {}
+
+    def submit(name: str, write, *, wait: bool) -> None:  # type: ignore[no-untyped-def]
+        try:
+            writer.submit(write, wait=wait)
+            outcomes[name] = None
+        except Exception as error:
+            outcomes[name] = error
+
+    try:
+        writer.submit(lambda pipe: pipe.rpush(key, "before"))
+        broken = threading.Thread(target=submit, args=("broken", half_then_raise), kwargs={"wait": True})
+        broken.start()
+        broken.join(timeout=60)
+        later = threading.Thread(target=submit, args=("later", lambda pipe: pipe.rpush(key, "after")),
+                                 kwargs={"wait": True})
+        later.start()
+        later.join(timeout=60)
+        assert not broken.is_alive() and not later.is_alive(), "a waited write never came back"
+    finally:
+        writer.stop()
+
+    assert isinstance(outcomes["broken"], TypeError)
+    assert outcomes["later"] is None
+    assert client.lrange(key, 0, -1) == ["before", "after"]

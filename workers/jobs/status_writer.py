@@ -146,17 +146,30 @@ class StatusWriter:
             return
         pipe = self.client.pipeline(transaction=False)
         for queued in batch:
-            queued.write(pipe)
+            self._queue_on(pipe, queued)
         try:
             results = self._execute(pipe)
             failures = [result for result in results if isinstance(result, Exception)]
-        except redis.RedisError as error:
+        except Exception as error:  # a Redis error, or a bug: either way every waiter hears it
             failures = [error]
         for failure in failures:
             self.logger.error("A job-status write failed: %s", failure)
-        if failures and raise_errors:
-            raise failures[0]
         for queued in batch:
+            queued.errors.extend(failures)
             if queued.sent is not None:
-                queued.errors.extend(failures)
                 queued.sent.set()
+        if raise_errors:
+            for queued in batch:
+                if queued.errors:
+                    raise queued.errors[0]
+
+    def _queue_on(self, pipe: redis.client.Pipeline, queued: _Queued) -> None:
+        """Add ``queued``'s commands to ``pipe``. A write that raises (a bug, a value it cannot encode) adds
+        none of them and fails alone: the writes batched with it are sent, and this thread goes on."""
+        stacked = len(pipe.command_stack)
+        try:
+            queued.write(pipe)
+        except Exception as error:  # its submitter is told; the writer must not die of it
+            del pipe.command_stack[stacked:]
+            self.logger.error("A job-status write could not be queued", exc_info=True)
+            queued.errors.append(error)
